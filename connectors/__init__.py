@@ -1,0 +1,1 @@
+"""Kafka I/O: the fenced source, the dead-letter writer and the embedded broker."""

@@ -1,0 +1,96 @@
+"""Dead-letter writer: the original record plus six error headers, or the flow stops.
+
+Headers added to the original ones (CONTRACT.md section 2): ``error.stage``,
+``error.class``, ``error.message``, ``source.topic``, ``source.partition``,
+``source.offset``. Delivery is acknowledged (``acks=all``, idempotent
+producer) before the lake fence moves past the record: at least once into the
+dead-letter topic, never lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from flows.records import DeadLetter
+from streambatch.errors import DeadLetterWriteError
+
+__all__ = ["DeadLetterWriter", "dead_letter_headers"]
+
+_FLUSH_SECONDS = 60.0
+
+
+def dead_letter_headers(
+    letter: DeadLetter, source_topic: str, source_partition: int
+) -> list[tuple[str, str | bytes | None]]:
+    """The original headers followed by the six error headers."""
+    headers = list(letter.headers or [])
+    headers += [
+        ("error.stage", letter.stage.encode()),
+        ("error.class", letter.error_class.encode()),
+        ("error.message", letter.error_message.encode("utf-8", "replace")),
+        ("source.topic", source_topic.encode()),
+        ("source.partition", str(source_partition).encode()),
+        ("source.offset", str(letter.offset).encode()),
+    ]
+    return headers
+
+
+class DeadLetterWriter:
+    """Writes dead letters to ``<topic>.dlq`` and waits for every acknowledgement.
+
+    Guarantee: :meth:`write` returns only when every letter is acknowledged by
+    the broker; otherwise it raises :class:`DeadLetterWriteError`.
+    """
+
+    def __init__(self, producer_config: dict[str, str]) -> None:
+        config = {
+            **producer_config,
+            "enable.idempotence": "true",
+            "acks": "all",
+            "linger.ms": "5",
+            "message.max.bytes": str(16 * 1024 * 1024),
+            "message.timeout.ms": str(int(_FLUSH_SECONDS * 1000)),
+        }
+        self._producer = Producer(config)
+
+    def write(
+        self, letters: Sequence[DeadLetter], source_topic: str, source_partition: int
+    ) -> None:
+        """Produce ``letters`` to ``<source_topic>.dlq`` and flush; fail closed."""
+        if not letters:
+            return
+        topic = f"{source_topic}.dlq"
+        failures: list[str] = []
+
+        def on_delivery(error: KafkaError | None, message: Message) -> None:
+            if error is not None:
+                failures.append(error.str())
+
+        for letter in letters:
+            headers = dead_letter_headers(letter, source_topic, source_partition)
+            while True:
+                try:
+                    self._producer.produce(
+                        topic,
+                        value=letter.value,
+                        key=letter.key,
+                        headers=headers,
+                        on_delivery=on_delivery,
+                    )
+                    break
+                except BufferError:
+                    self._producer.poll(0.1)
+                except Exception as exc:
+                    raise DeadLetterWriteError(
+                        f"cannot write dead letter of {source_topic}/{source_partition}"
+                        f"@{letter.offset} to {topic}: {exc}"
+                    ) from exc
+        remaining = self._producer.flush(_FLUSH_SECONDS)
+        if remaining or failures:
+            detail = failures[0] if failures else f"{remaining} not acknowledged in time"
+            raise DeadLetterWriteError(
+                f"dead-letter write to {topic} failed ({len(failures) or remaining} of "
+                f"{len(letters)}): {detail}; stopping rather than losing records"
+            )

@@ -1,0 +1,149 @@
+"""Kafka source that resumes every partition from the lake's offset fence.
+
+One Bytewax source partition per Kafka partition, each with its own
+``assign()``-ed consumer (no consumer group, no Kafka commits): the offset of
+record lives in the lake, committed atomically with the data. Emits one
+:class:`~flows.records.RecordChunk` per ``consume()`` call, not one item per
+record.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import cast
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from flows.records import Headers, RecordChunk, partition_key
+from streambatch.clock import utc_now
+from streambatch.errors import TerminalError
+
+__all__ = ["FenceReader", "LakeFencedKafkaSource"]
+
+log = logging.getLogger(__name__)
+
+FenceReader = Callable[[str, int], int | None]
+"""``(topic, partition) -> next offset to read`` or None for the beginning."""
+
+_IDLE_WAIT = timedelta(milliseconds=50)
+_FATAL_CODES = {
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._UNKNOWN_TOPIC,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError._UNKNOWN_PARTITION,
+}
+
+
+@dataclass(frozen=True)
+class LakeFencedKafkaSource(FixedPartitionedSource[RecordChunk, None]):
+    """Reads ``topic`` from the lake's fence per partition; holds settings only.
+
+    Args:
+        consumer_config: librdkafka settings (connection and tuning).
+        topic: the source topic.
+        read_fence: where to start each partition (see :data:`FenceReader`).
+        stop_at_end: stop each partition at its end (``enable.partition.eof``).
+        batch_size: most records per ``consume()`` call.
+    """
+
+    consumer_config: dict[str, str]
+    topic: str
+    read_fence: FenceReader
+    stop_at_end: bool = False
+    batch_size: int = 5000
+
+    def list_parts(self) -> list[str]:
+        admin = AdminClient(dict(self.consumer_config))
+        metadata = admin.list_topics(self.topic, timeout=30)
+        described = metadata.topics.get(self.topic)
+        if described is None or described.error is not None:
+            reason = described.error if described is not None else "no metadata"
+            raise TerminalError(f"source topic {self.topic!r} is not available: {reason}")
+        return [partition_key(self.topic, p) for p in sorted(described.partitions)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _FencedPartition:
+        topic, _, partition = for_part.rpartition("/")
+        return _FencedPartition(self, topic, int(partition))
+
+
+class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
+    """The I/O half: a consumer assigned at the fence of one partition."""
+
+    def __init__(self, source: LakeFencedKafkaSource, topic: str, partition: int) -> None:
+        fence = source.read_fence(topic, partition)
+        start = OFFSET_BEGINNING if fence is None else fence
+        config = {
+            "group.id": "streambatch-unused",  # required by librdkafka; no group is joined
+            "enable.auto.commit": "false",
+            "enable.auto.offset.store": "false",
+            "enable.partition.eof": "true" if source.stop_at_end else "false",
+            "auto.offset.reset": "earliest",
+            "fetch.max.bytes": str(64 * 1024 * 1024),
+            "max.partition.fetch.bytes": str(8 * 1024 * 1024),
+            "queued.min.messages": "200000",
+            **source.consumer_config,
+            "error_cb": self._on_error,
+        }
+        self._consumer = Consumer(config)
+        self._consumer.assign([TopicPartition(topic, partition, start)])
+        self._topic = topic
+        self._partition = partition
+        self._stop_at_end = source.stop_at_end
+        self._batch_size = source.batch_size
+        self._at_end = False
+        self._idle = False
+        log.info(
+            "reading %s from %s",
+            partition_key(topic, partition),
+            "the beginning" if fence is None else f"offset {fence} (lake fence)",
+        )
+
+    def _on_error(self, error: KafkaError) -> None:
+        # librdkafka retries by itself; make the outage visible instead of silent.
+        log.warning("kafka client error on %s: %s", self._topic, error.str())
+
+    def next_batch(self) -> list[RecordChunk]:
+        if self._at_end:
+            raise StopIteration()
+        messages = self._consumer.consume(self._batch_size, 0.01)
+        chunk = RecordChunk(self._topic, self._partition)
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    if self._stop_at_end:
+                        self._at_end = True
+                    continue
+                if error.code() in _FATAL_CODES or error.fatal():
+                    raise TerminalError(
+                        f"{partition_key(self._topic, self._partition)}: {error.str()}"
+                    )
+                log.warning("consume error on %s: %s", self._topic, error.str())
+                continue
+            # Offsets and headers of a fetched record are always set; the stubs
+            # also describe produced messages, hence the casts.
+            chunk.offsets.append(cast(int, message.offset()))
+            chunk.keys.append(message.key())
+            chunk.values.append(message.value())
+            chunk.headers.append(cast(Headers, message.headers()))
+        self._idle = not chunk.offsets
+        return [chunk] if chunk.offsets else []
+
+    def next_awake(self) -> datetime | None:
+        # Poll again at once while data flows; back off a little when idle so
+        # idle partitions do not spin a core.
+        if self._idle:
+            return utc_now() + _IDLE_WAIT
+        return None
+
+    def snapshot(self) -> None:
+        # The lake's fence, not Bytewax recovery, is the offset of record.
+        return None
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -1,0 +1,68 @@
+"""What a stream is: its name, its event models and the columns of its table.
+
+A flow module only names a :class:`StreamSchema`; the pipeline does the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+from pydantic import TypeAdapter
+
+__all__ = ["COMMON_COLUMNS", "LINEAGE_COLUMNS", "PARTITION_COLUMNS", "StreamSchema"]
+
+COMMON_COLUMNS = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("event_type", pa.string()),
+        ("occurred_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+LINEAGE_COLUMNS = pa.schema(
+    [
+        ("_extra", pa.string()),
+        ("_topic", pa.string()),
+        ("_partition", pa.int32()),
+        ("_offset", pa.int64()),
+    ]
+)
+PARTITION_COLUMNS = pa.schema([("event_date", pa.string()), ("event_hour", pa.string())])
+
+
+@dataclass(frozen=True)
+class StreamSchema:
+    """A stream's contract: event models (a discriminated union) and table columns.
+
+    Attributes:
+        name: stream name, also the default topic and the lake table name.
+        event_model: a pydantic type (usually ``Annotated[A | B, Field(discriminator=...)]``)
+            that validates one record's JSON.
+        event_types: every accepted ``event_type``.
+        columns: the stream's own columns, besides common, lineage and partition ones.
+    """
+
+    name: str
+    event_model: Any
+    event_types: tuple[str, ...]
+    columns: pa.Schema
+    adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
+    table_schema: pa.Schema = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier() or not self.name.islower():
+            raise ValueError(f"stream name must be a lower-case identifier, got {self.name!r}")
+        clash = set(self.columns.names) & set(
+            COMMON_COLUMNS.names + LINEAGE_COLUMNS.names + PARTITION_COLUMNS.names
+        )
+        if clash:
+            raise ValueError(f"stream {self.name!r} redefines reserved columns {sorted(clash)}")
+        object.__setattr__(self, "adapter", TypeAdapter(self.event_model))
+        fields = [*COMMON_COLUMNS, *self.columns, *LINEAGE_COLUMNS, *PARTITION_COLUMNS]
+        object.__setattr__(self, "table_schema", pa.schema(fields))
+
+    @property
+    def event_column_names(self) -> list[str]:
+        """Columns filled from the validated event, in table order."""
+        return COMMON_COLUMNS.names + self.columns.names

@@ -1,0 +1,1 @@
+"""Bytewax dataflows, one module per stream (``python -m bytewax.run flows.orders``)."""

@@ -1,0 +1,137 @@
+"""Compact memory of recent event ids, per Kafka partition, in event time.
+
+An id is kept as a 128-bit BLAKE2b digest (two ``uint64``) plus its
+``occurred_at`` in microseconds: 24 bytes per remembered id, with no Python
+object per id. The chance that two distinct ids share a digest is about
+``n**2 / 2**129``: nil for any real stream, so no valid event is dropped.
+
+Horizon: the index remembers every id whose ``occurred_at`` is within
+``horizon`` of the newest ``occurred_at`` it has seen (the watermark). An
+event whose id is remembered is a duplicate; the first occurrence wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["DedupeIndex", "DedupeResult", "digest_ids"]
+
+_U64 = npt.NDArray[np.uint64]
+_I64 = npt.NDArray[np.int64]
+# Merge the small sorted runs into the big one when they hold this many ids
+# or are this many: lookups cost one binary search per run.
+_MERGE_THRESHOLD = 65_536
+_MAX_RUNS = 16
+
+
+def digest_ids(event_ids: Sequence[str]) -> npt.NDArray[np.uint64]:
+    """128-bit digests of ``event_ids`` as an ``(n, 2)`` uint64 array."""
+    joined = b"".join(
+        hashlib.blake2b(event_id.encode("utf-8"), digest_size=16).digest() for event_id in event_ids
+    )
+    return np.frombuffer(joined, dtype=np.uint64).reshape(-1, 2)
+
+
+@dataclass(frozen=True, slots=True)
+class DedupeResult:
+    """Which rows of a batch to keep: the first occurrence of each new id."""
+
+    keep: list[bool]
+    duplicates: int
+
+
+class _Run:
+    """A sorted run of digests (by high word) with their event times."""
+
+    __slots__ = ("high", "low", "times")
+
+    def __init__(self, high: _U64, low: _U64, times: _I64) -> None:
+        order = np.argsort(high, kind="stable")
+        self.high = high[order]
+        self.low = low[order]
+        self.times = times[order]
+
+    def __len__(self) -> int:
+        return int(self.high.size)
+
+    def contains(self, high: _U64, low: _U64, cutoff_us: int) -> npt.NDArray[np.bool_]:
+        """Which digests are here with an event time at or after ``cutoff_us``."""
+        if self.high.size == 0:
+            return np.zeros(high.size, dtype=bool)
+        position = np.searchsorted(self.high, high)
+        position = np.minimum(position, self.high.size - 1)
+        return (
+            (self.high[position] == high)
+            & (self.low[position] == low)
+            & (self.times[position] >= cutoff_us)
+        )
+
+
+class DedupeIndex:
+    """Remembers event ids for ``horizon`` of event time; first occurrence wins."""
+
+    def __init__(self, horizon: timedelta) -> None:
+        if horizon < timedelta(0):
+            raise ValueError(f"horizon must not be negative, got {horizon}")
+        self._horizon_us = int(horizon / timedelta(microseconds=1))
+        self._runs: list[_Run] = []
+        self._watermark_us: int | None = None
+
+    def __len__(self) -> int:
+        return sum(len(run) for run in self._runs)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the remembered ids (arrays only)."""
+        return sum(run.high.nbytes + run.low.nbytes + run.times.nbytes for run in self._runs)
+
+    def check(self, event_ids: Sequence[str]) -> DedupeResult:
+        """Mark the rows to keep, without remembering them (see :meth:`remember`)."""
+        if not event_ids:
+            return DedupeResult([], 0)
+        digests = digest_ids(event_ids)
+        high, low = digests[:, 0], digests[:, 1]
+        seen = np.zeros(high.size, dtype=bool)
+        cutoff = self._cutoff_us()
+        for run in self._runs:
+            seen |= run.contains(high, low, cutoff)
+        # Within the batch, keep the first of equal digests.
+        _, first_index = np.unique(digests, axis=0, return_index=True)
+        first = np.zeros(high.size, dtype=bool)
+        first[first_index] = True
+        keep = first & ~seen
+        return DedupeResult(keep.tolist(), int(high.size - keep.sum()))
+
+    def remember(self, event_ids: Sequence[str], occurred_at_us: Sequence[int]) -> None:
+        """Add committed ids; forget those older than the horizon."""
+        if not event_ids:
+            return
+        digests = digest_ids(event_ids)
+        times = np.asarray(occurred_at_us, dtype=np.int64)
+        self._runs.append(_Run(digests[:, 0].copy(), digests[:, 1].copy(), times))
+        newest = int(times.max())
+        if self._watermark_us is None or newest > self._watermark_us:
+            self._watermark_us = newest
+        self._compact()
+
+    def _compact(self) -> None:
+        pending = sum(len(run) for run in self._runs[1:])
+        if pending < _MERGE_THRESHOLD and len(self._runs) <= _MAX_RUNS:
+            return
+        cutoff = self._cutoff_us()
+        high = np.concatenate([run.high for run in self._runs])
+        low = np.concatenate([run.low for run in self._runs])
+        times = np.concatenate([run.times for run in self._runs])
+        live = times >= cutoff
+        self._runs = [_Run(high[live], low[live], times[live])]
+
+    def _cutoff_us(self) -> int:
+        if self._watermark_us is None:
+            return np.iinfo(np.int64).min
+        return self._watermark_us - self._horizon_us

@@ -1,0 +1,92 @@
+"""The one pipeline builder behind every stream's flow.
+
+read Kafka (from the lake fence) -> key by partition -> batch (age or size)
+-> validate -> dedupe, dead-letter, commit to the lake exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+
+from config.settings import KafkaSettings, StreamSettings, load_kafka_settings, load_stream_settings
+from connectors.kafka_source import LakeFencedKafkaSource
+from events.stream import StreamSchema
+from flows.batching import FlushPolicy
+from flows.records import ClosedBatch, RecordChunk, ValidatedBatch, partition_key
+from flows.validation import validate_batch
+from sinks.delta_lake import DeltaLake
+from sinks.lake_sink import LakeSink
+from streambatch.clock import Clock, utc_now
+from streambatch.errors import ConfigError
+
+__all__ = ["build_flow", "flow_from_environment"]
+
+
+def build_flow(
+    stream: StreamSchema,
+    settings: StreamSettings,
+    kafka: KafkaSettings,
+    *,
+    now: Clock = utc_now,
+) -> Dataflow:
+    """The dataflow of one stream, with every setting already validated."""
+    lake = DeltaLake(settings.lake_dir, stream)
+    lake.ensure_tables()
+    connection = kafka.librdkafka_config()
+    flow = Dataflow(f"streambatch_{stream.name}")
+    chunks = op.input(
+        "read_kafka",
+        flow,
+        LakeFencedKafkaSource(
+            consumer_config=connection,
+            topic=settings.topic,
+            read_fence=lake.fence,
+            stop_at_end=settings.stop_at_end,
+        ),
+    )
+    keyed = op.key_on("key_by_partition", chunks, _chunk_key)
+    policy = FlushPolicy(window=settings.window, max_bytes=settings.window_bytes)
+    closed = op.stateful_batch("batch", keyed, lambda _resume: policy.build(now))
+
+    def validate(item: tuple[str, ClosedBatch]) -> tuple[str, ValidatedBatch]:
+        key, batch = item
+        return key, validate_batch(stream, batch)
+
+    validated = op.map("validate", closed, validate)
+    op.output("commit_lake", validated, LakeSink(lake, settings, connection))
+    return flow
+
+
+def _chunk_key(chunk: RecordChunk) -> str:
+    return partition_key(chunk.topic, chunk.partition)
+
+
+def configure_logging() -> None:
+    """Log to stderr at ``STREAMBATCH_LOG_LEVEL`` (default INFO) unless configured."""
+    level = os.environ.get("STREAMBATCH_LOG_LEVEL", "INFO").upper()
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        )
+
+
+def flow_from_environment(stream: StreamSchema) -> Dataflow:
+    """Build ``stream``'s flow from env and ``streambatch.toml``.
+
+    A bad setting ends the process with exit code 2 and a message naming the
+    variable, before anything connects.
+    """
+    configure_logging()
+    try:
+        settings = load_stream_settings(stream.name)
+        kafka = load_kafka_settings()
+    except ConfigError as exc:
+        print(f"streambatch: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return build_flow(stream, settings, kafka)

@@ -1,0 +1,114 @@
+"""Plain data that moves between the steps of a flow.
+
+Records travel as column lists (one list per field) rather than one object per
+record: it is cheaper to build, to route between workers and to pickle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+import pyarrow as pa
+
+__all__ = [
+    "CloseReason",
+    "ClosedBatch",
+    "DeadLetter",
+    "Headers",
+    "RecordChunk",
+    "ValidatedBatch",
+    "partition_key",
+]
+
+Headers = list[tuple[str, str | bytes | None]] | None
+CloseReason = Literal["size", "time", "end"]
+
+
+def partition_key(topic: str, partition: int) -> str:
+    """The Bytewax key of a Kafka partition: ``"orders/3"``."""
+    return f"{topic}/{partition}"
+
+
+@dataclass(slots=True)
+class RecordChunk:
+    """Consecutive records of one Kafka partition, offsets ascending."""
+
+    topic: str
+    partition: int
+    offsets: list[int] = field(default_factory=list)
+    keys: list[bytes | None] = field(default_factory=list)
+    values: list[bytes | None] = field(default_factory=list)
+    headers: list[Headers] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def record_sizes(self) -> list[int]:
+        """Bytes each record adds to a buffer (key plus value)."""
+        return [len(k or b"") + len(v or b"") for k, v in zip(self.keys, self.values, strict=True)]
+
+    def slice(self, start: int, stop: int) -> RecordChunk:
+        """Records ``[start, stop)`` as a new chunk."""
+        return RecordChunk(
+            self.topic,
+            self.partition,
+            self.offsets[start:stop],
+            self.keys[start:stop],
+            self.values[start:stop],
+            self.headers[start:stop],
+        )
+
+    def extend(self, other: RecordChunk) -> None:
+        """Append ``other``'s records (same partition) after ours."""
+        self.offsets.extend(other.offsets)
+        self.keys.extend(other.keys)
+        self.values.extend(other.values)
+        self.headers.extend(other.headers)
+
+
+@dataclass(slots=True)
+class ClosedBatch:
+    """A contiguous offset range of one partition, closed by a flush trigger."""
+
+    records: RecordChunk
+    reason: CloseReason
+    opened_at: datetime
+    closed_at: datetime
+    input_bytes: int
+
+    @property
+    def next_offset(self) -> int:
+        """The fence this batch moves to: one past its last offset."""
+        return self.records.offsets[-1] + 1
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An invalid record with the original bytes and why it was refused."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    offset: int
+    stage: str
+    error_class: str
+    error_message: str
+
+
+@dataclass(slots=True)
+class ValidatedBatch:
+    """A closed batch after validation: valid rows as Arrow, the rest as dead letters.
+
+    ``table`` holds every valid record (duplicates not removed yet) in offset
+    order, with lineage columns; ``event_ids`` and ``occurred_at_us`` are its
+    dedupe keys, row for row.
+    """
+
+    stream: str
+    batch: ClosedBatch
+    table: pa.Table
+    event_ids: list[str]
+    occurred_at_us: list[int]
+    dead_letters: list[DeadLetter]

@@ -1,0 +1,1 @@
+"""Where batches go: the Delta lake and the DuckDB query layer."""

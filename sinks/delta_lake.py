@@ -1,0 +1,293 @@
+"""The lake: one Delta table per stream, committed together with the Kafka offset fence.
+
+Each commit of a batch carries a Delta *application transaction*
+``(app_id = streambatch/<stream>/<topic>/<partition>, version = next offset)``
+in the same atomic log entry as its data files. The transaction version is the
+fence: the next offset to read for that partition. Readers only ever see
+committed versions; files of a commit that never happened are invisible.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
+
+from events.stream import PARTITION_COLUMNS, StreamSchema
+from streambatch.errors import LakeError, TransientError
+
+__all__ = [
+    "BATCHES_SCHEMA",
+    "BATCHES_TABLE",
+    "BatchRecord",
+    "DeltaLake",
+    "ensure_inside",
+]
+
+BATCHES_TABLE = "batches"
+_BATCH_METADATA_KEY = "streambatch.batch"
+_COMMIT_ATTEMPTS = 8
+
+BATCHES_SCHEMA = pa.schema(
+    [
+        ("stream", pa.string()),
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("first_offset", pa.int64()),
+        ("next_offset", pa.int64()),
+        ("rows", pa.int64()),
+        ("input_records", pa.int64()),
+        ("input_bytes", pa.int64()),
+        ("duplicates", pa.int64()),
+        ("dead_letters", pa.int64()),
+        ("dead_letters_by_class", pa.string()),
+        ("files", pa.int64()),
+        ("close_reason", pa.string()),
+        ("opened_at", pa.timestamp("us", tz="UTC")),
+        ("committed_at", pa.timestamp("us", tz="UTC")),
+        ("min_occurred_at", pa.timestamp("us", tz="UTC")),
+        ("max_occurred_at", pa.timestamp("us", tz="UTC")),
+        ("lake_version", pa.int64()),
+    ]
+)
+
+
+def ensure_inside(root: Path, path: Path) -> Path:
+    """``path`` resolved, refusing anything outside ``root`` (no event steers a path)."""
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise LakeError(f"refusing to write outside the data directory: {path}")
+    return resolved
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """One row of the ``batches`` table: what a committed batch held and why it closed."""
+
+    stream: str
+    topic: str
+    partition: int
+    first_offset: int
+    next_offset: int
+    rows: int
+    input_records: int
+    input_bytes: int
+    duplicates: int
+    dead_letters: int
+    dead_letters_by_class: str
+    files: int
+    close_reason: str
+    opened_at: datetime
+    committed_at: datetime
+    min_occurred_at: datetime | None
+    max_occurred_at: datetime | None
+    lake_version: int
+
+    def to_json(self) -> str:
+        """Lossless JSON (timestamps as ISO strings) for the commit's metadata."""
+        values = asdict(self)
+        for name in ("opened_at", "committed_at", "min_occurred_at", "max_occurred_at"):
+            if values[name] is not None:
+                values[name] = values[name].isoformat()
+        return json.dumps(values)
+
+    @classmethod
+    def from_json(cls, text: str) -> BatchRecord:
+        """Inverse of :meth:`to_json`."""
+        values: dict[str, Any] = json.loads(text)
+        for name in ("opened_at", "committed_at", "min_occurred_at", "max_occurred_at"):
+            if values[name] is not None:
+                values[name] = datetime.fromisoformat(values[name])
+        return cls(**values)
+
+
+class DeltaLake:
+    """Delta tables of one stream plus the shared ``batches`` table.
+
+    Delivery guarantee: exactly once per Kafka offset range. :meth:`commit`
+    writes data and fence atomically; a batch below the fence is refused.
+    """
+
+    def __init__(self, lake_dir: Path, stream: StreamSchema) -> None:
+        self._lake_dir = lake_dir
+        self._stream = stream
+        self.table_path = lake_dir / stream.name
+        self.batches_path = lake_dir / BATCHES_TABLE
+        self._writer_properties = WriterProperties(compression="ZSTD")
+
+    def app_id(self, topic: str, partition: int) -> str:
+        """The Delta application-transaction id of one source partition."""
+        return f"streambatch/{self._stream.name}/{topic}/{partition}"
+
+    def ensure_tables(self) -> None:
+        """Create the stream's table and ``batches`` if absent (safe to race)."""
+        ensure_inside(self._lake_dir.parent, self.table_path)
+        self._create(self.table_path, self._stream.table_schema, PARTITION_COLUMNS.names)
+        self._create(self.batches_path, BATCHES_SCHEMA, [])
+        existing = DeltaTable(str(self.table_path)).schema().to_arrow()
+        wanted = self._stream.table_schema
+        missing = [name for name in wanted.names if name not in existing.names]
+        if missing:
+            raise LakeError(
+                f"{self.table_path} exists with another schema: missing columns {missing}; "
+                "point STREAMBATCH_DATA_DIR elsewhere or migrate the table"
+            )
+
+    def _create(self, path: Path, schema: pa.Schema, partition_by: list[str]) -> None:
+        if DeltaTable.is_deltatable(str(path)):
+            return
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            DeltaTable.create(str(path), schema, mode="ignore", partition_by=partition_by or None)
+        except Exception:
+            # Another worker created it between our check and our create.
+            if not DeltaTable.is_deltatable(str(path)):
+                raise
+
+    def fence(self, topic: str, partition: int) -> int | None:
+        """Next offset to read for a partition, or None if nothing was committed."""
+        return self._transaction_version(self.table_path, self.app_id(topic, partition))
+
+    def batch_log_fence(self, topic: str, partition: int) -> int | None:
+        """Fence as recorded in ``batches`` (lags :meth:`fence` only after a crash)."""
+        return self._transaction_version(self.batches_path, self.app_id(topic, partition))
+
+    @staticmethod
+    def _transaction_version(path: Path, app_id: str) -> int | None:
+        if not DeltaTable.is_deltatable(str(path)):
+            return None
+        version = DeltaTable(str(path)).transaction_version(app_id)
+        return None if version is None else int(version)
+
+    def commit(self, table: pa.Table, record: BatchRecord) -> BatchRecord:
+        """Append ``table`` and move the fence to ``record.next_offset``, atomically.
+
+        Then append ``record`` to ``batches`` (idempotent by the same fence).
+        Returns the record with its files count and lake version filled in.
+
+        Raises:
+            LakeError: the fence is already at or past this batch (replay).
+        """
+        app_id = self.app_id(record.topic, record.partition)
+        current = self.fence(record.topic, record.partition)
+        if current is not None and current > record.first_offset:
+            raise LakeError(
+                f"{app_id}: batch [{record.first_offset}, {record.next_offset}) is below "
+                f"the committed fence {current}; refusing to write it twice"
+            )
+        files = _count_files(table)
+        provisional = replace(record, files=files)
+        properties = CommitProperties(
+            custom_metadata={_BATCH_METADATA_KEY: provisional.to_json()},
+            app_transactions=[Transaction(app_id, record.next_offset)],
+        )
+        self._append(self.table_path, table, properties)
+        final = replace(provisional, lake_version=self._version_of(provisional))
+        self._append_batch_record(final)
+        return final
+
+    def _version_of(self, record: BatchRecord) -> int:
+        """The log version of our commit (other partitions may have committed since)."""
+        text = record.to_json()
+        for commit in DeltaTable(str(self.table_path)).history(64):
+            if commit.get(_BATCH_METADATA_KEY) == text:
+                return int(commit["version"])
+        raise LakeError(f"{self.table_path}: our commit is not in the last 64 versions")
+
+    def _append(self, path: Path, table: pa.Table, properties: CommitProperties) -> None:
+        for attempt in range(_COMMIT_ATTEMPTS):
+            try:
+                write_deltalake(
+                    str(path),
+                    table,
+                    mode="append",
+                    commit_properties=properties,
+                    writer_properties=self._writer_properties,
+                )
+                return
+            except Exception as exc:
+                # Concurrent writers of other partitions can race us to a log
+                # version; delta-rs retries most of those itself, we add a few.
+                if "conflict" not in str(exc).lower() and "exists" not in str(exc).lower():
+                    raise
+                if attempt == _COMMIT_ATTEMPTS - 1:
+                    raise TransientError(f"{path}: commit kept conflicting: {exc}") from exc
+                time.sleep(0.05 * (attempt + 1))
+
+    def _append_batch_record(self, record: BatchRecord) -> None:
+        app_id = self.app_id(record.topic, record.partition)
+        done = self._transaction_version(self.batches_path, app_id)
+        if done is not None and done >= record.next_offset:
+            return
+        row = pa.Table.from_pylist([asdict(record)], schema=BATCHES_SCHEMA)
+        properties = CommitProperties(app_transactions=[Transaction(app_id, record.next_offset)])
+        self._append(self.batches_path, row, properties)
+
+    def repair_batch_log(self, topic: str, partition: int) -> bool:
+        """Write the ``batches`` row of the last commit if a crash lost it.
+
+        Returns True when a row was written.
+        """
+        fence = self.fence(topic, partition)
+        if fence is None or (self.batch_log_fence(topic, partition) or -1) >= fence:
+            return False
+        app_id = self.app_id(topic, partition)
+        for commit in DeltaTable(str(self.table_path)).history():
+            text = commit.get(_BATCH_METADATA_KEY)
+            if not isinstance(text, str):
+                continue
+            record = BatchRecord.from_json(text)
+            if self.app_id(record.topic, record.partition) == app_id:
+                if record.next_offset != fence:
+                    break
+                self._append_batch_record(replace(record, lake_version=int(commit["version"])))
+                return True
+        raise LakeError(f"{app_id}: no commit metadata found for fence {fence}")
+
+    def watermark_us(self, topic: str, partition: int) -> int | None:
+        """Newest committed ``occurred_at`` of a partition, from ``batches``."""
+        if not DeltaTable.is_deltatable(str(self.batches_path)):
+            return None
+        dataset = DeltaTable(str(self.batches_path)).to_pyarrow_dataset()
+        expression = (
+            (pc.field("stream") == self._stream.name)
+            & (pc.field("topic") == topic)
+            & (pc.field("partition") == partition)
+        )
+        column = dataset.to_table(columns=["max_occurred_at"], filter=expression).column(0)
+        newest = pc.max(column.cast(pa.int64())).as_py()
+        return None if newest is None else int(newest)
+
+    def recent_event_ids(
+        self, topic: str, partition: int, since_us: int
+    ) -> tuple[list[str], list[int]]:
+        """Ids and ``occurred_at`` (us) of a partition's rows at or after ``since_us``."""
+        if not DeltaTable.is_deltatable(str(self.table_path)):
+            return [], []
+        since = datetime.fromtimestamp(since_us / 1_000_000, tz=UTC)
+        dataset = DeltaTable(str(self.table_path)).to_pyarrow_dataset()
+        expression = (
+            (pc.field("event_date") >= since.strftime("%Y-%m-%d"))
+            & (pc.field("_topic") == topic)
+            & (pc.field("_partition") == partition)
+            & (pc.field("occurred_at") >= pa.scalar(since_us, pa.timestamp("us", tz="UTC")))
+        )
+        rows = dataset.to_table(columns=["event_id", "occurred_at"], filter=expression)
+        ids = rows.column("event_id").to_pylist()
+        times = rows.column("occurred_at").cast(pa.int64()).to_pylist()
+        return ids, times
+
+
+def _count_files(table: pa.Table) -> int:
+    """Files a commit writes: one per hive partition touched (target size permitting)."""
+    if table.num_rows == 0:
+        return 0
+    pairs = table.select(PARTITION_COLUMNS.names).group_by(PARTITION_COLUMNS.names).aggregate([])
+    return int(pairs.num_rows)

@@ -1,0 +1,40 @@
+"""The one error hierarchy of streambatch.
+
+Transient errors may succeed when retried after a delay; terminal errors
+never will: the record goes to the dead-letter topic or the flow stops.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DeadLetterWriteError",
+    "LakeError",
+    "StreambatchError",
+    "TerminalError",
+    "TransientError",
+]
+
+
+class StreambatchError(Exception):
+    """Root of every error that streambatch raises on purpose."""
+
+
+class TransientError(StreambatchError):
+    """May succeed on retry (broker briefly away, commit conflict)."""
+
+
+class TerminalError(StreambatchError):
+    """Will not succeed on retry: dead-letter the record or stop."""
+
+
+class ConfigError(TerminalError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+class DeadLetterWriteError(TerminalError):
+    """A dead letter could not be written: the flow stops rather than lose it."""
+
+
+class LakeError(TerminalError):
+    """The lake is in a state we refuse to write over (e.g. foreign schema)."""
