@@ -1,0 +1,619 @@
+"""The query layer: DuckDB views over the committed lake, named reports and guarded SQL.
+
+:func:`connect` opens an in-memory DuckDB connection whose views ``orders``,
+``clicks``, ``logs`` and ``batches`` read the files of the latest committed
+version of each Delta table, as listed by its transaction log: files of a
+commit that never happened are never visible. The connection is a snapshot
+taken when it was opened; connect again to see newer commits. It only reads
+immutable Parquet files and takes no lock, so it never blocks the writers.
+
+DuckDB's ``delta`` extension is not used: extensions cannot be downloaded
+here, and the ``deltalake`` package already knows the list of active files.
+
+After the views exist the connection is locked down: no file outside the
+tables' active files can be read or written, no extension installed or
+loaded, no setting changed. User SQL should still go through :func:`run_sql`,
+which only runs ``SELECT`` statements (see there why).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final, Literal
+from urllib.parse import unquote, urlparse
+from urllib.request import url2pathname
+
+import duckdb
+import pyarrow as pa
+from deltalake import DeltaTable
+from rich.table import Table
+from rich.text import Text
+
+from events.registry import STREAMS
+from events.stream import COMMON_COLUMNS, LINEAGE_COLUMNS, PARTITION_COLUMNS
+from sinks.delta_lake import BATCHES_SCHEMA, BATCHES_TABLE
+from streambatch.errors import LakeError, StreambatchError
+
+__all__ = [
+    "DEFAULT_STREAMS",
+    "REPORTS",
+    "ForbiddenStatementError",
+    "Report",
+    "ReportParam",
+    "ReportParameterError",
+    "UnknownReportError",
+    "connect",
+    "render_table",
+    "run_report",
+    "run_sql",
+]
+
+DEFAULT_STREAMS: Final[tuple[str, ...]] = ("orders", "clicks", "logs")
+
+ParamKind = Literal["timestamp", "positive_int", "text"]
+
+# Reader features whose meaning plain Parquet reads would silently ignore
+# (deleted rows reappearing, columns under the wrong names).
+_UNSUPPORTED_READER_FEATURES: Final = frozenset({"deletionVectors", "columnMapping"})
+_MAX_TEXT_PARAM_CHARS: Final = 200
+
+
+class UnknownReportError(StreambatchError, KeyError):
+    """No report has this name; the message lists the known ones."""
+
+    def __str__(self) -> str:
+        # KeyError would print the repr of its argument, quotes and all.
+        return str(self.args[0]) if self.args else ""
+
+
+class ReportParameterError(StreambatchError, ValueError):
+    """A report parameter is unknown or its value is invalid; the message names it."""
+
+
+class ForbiddenStatementError(StreambatchError, ValueError):
+    """Ad-hoc SQL that is not a single read-only ``SELECT`` statement."""
+
+
+# --------------------------------------------------------------------------- connection
+
+
+@dataclass(frozen=True)
+class _TableSnapshot:
+    """The active files and schema of one table at its latest committed version."""
+
+    schema: pa.Schema
+    partition_columns: tuple[str, ...]
+    files: tuple[str, ...]
+
+
+def connect(
+    data_dir: Path | str, *, streams: Sequence[str] = DEFAULT_STREAMS
+) -> duckdb.DuckDBPyConnection:
+    """Open an in-memory DuckDB connection with one view per stream plus ``batches``.
+
+    Each view reads the active files of the table's latest committed Delta
+    version (a snapshot taken now). A table that does not exist yet gives an
+    empty view with the stream's columns (a stub of common, lineage and
+    partition columns for a stream unknown to ``events.registry``), so reports
+    return no rows instead of failing. Partition columns ``event_date`` and
+    ``event_hour`` are ``VARCHAR``; money columns stay ``DECIMAL``.
+
+    The returned connection is locked down (see :func:`_lock_down`).
+
+    Args:
+        data_dir: the data directory; tables live under ``<data_dir>/lake/``.
+        streams: stream names, each a lower-case identifier other than ``batches``.
+
+    Raises:
+        ValueError: a stream name is invalid or repeated.
+        LakeError: a table needs Delta features we cannot honour, or lists a
+            file outside its own directory.
+    """
+    names = _validate_streams(streams)
+    lake_dir = Path(data_dir).absolute() / "lake"
+    conn = duckdb.connect(":memory:")
+    try:
+        # Buckets and printed timestamps in UTC, whatever the machine's zone.
+        conn.execute("SET GLOBAL TimeZone = 'UTC'")
+        allowed: list[str] = []
+        for name in (*names, BATCHES_TABLE):
+            snapshot = _read_snapshot(lake_dir / name, _fallback_schema(name))
+            conn.execute(_view_sql(conn, name, snapshot))
+            allowed.extend(snapshot.files)
+        _lock_down(conn, allowed)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _validate_streams(streams: Sequence[str]) -> tuple[str, ...]:
+    names = tuple(streams)
+    for name in names:
+        if not name.isidentifier() or not name.islower() or name == BATCHES_TABLE:
+            raise ValueError(
+                f"invalid stream name {name!r}: a lower-case identifier other than "
+                f"{BATCHES_TABLE!r} is required"
+            )
+    if len(set(names)) != len(names):
+        raise ValueError(f"stream names repeat: {list(names)}")
+    return names
+
+
+def _fallback_schema(name: str) -> pa.Schema:
+    """Columns of the empty view of a table that does not exist yet."""
+    if name == BATCHES_TABLE:
+        return BATCHES_SCHEMA
+    stream = STREAMS.get(name)
+    if stream is not None:
+        return stream.table_schema
+    return pa.schema([*COMMON_COLUMNS, *LINEAGE_COLUMNS, *PARTITION_COLUMNS])
+
+
+def _read_snapshot(table_dir: Path, fallback: pa.Schema) -> _TableSnapshot:
+    """The latest committed version of the table at ``table_dir``, or an empty one.
+
+    A directory without a committed Delta log (nothing written yet, or a first
+    commit in flight) counts as an empty table.
+    """
+    if not DeltaTable.is_deltatable(str(table_dir)):
+        return _TableSnapshot(schema=fallback, partition_columns=(), files=())
+    table = DeltaTable(str(table_dir))
+    protocol = table.protocol()
+    features = set(protocol.reader_features or ())
+    if protocol.min_reader_version == 2 or features & _UNSUPPORTED_READER_FEATURES:
+        raise LakeError(
+            f"the Delta table at {table_dir} needs reader features the query layer cannot "
+            f"honour (min_reader_version={protocol.min_reader_version}, "
+            f"reader_features={sorted(features)})"
+        )
+    root = table_dir.resolve()
+    files: list[str] = []
+    for uri in table.file_uris():
+        path = _local_path(uri)
+        # The log may name absolute paths; never let it steer reads out of the table.
+        if not Path(path).resolve().is_relative_to(root):
+            raise LakeError(f"the Delta table at {table_dir} lists a file outside it: {uri}")
+        files.append(path)
+    return _TableSnapshot(
+        schema=pa.schema(table.schema().to_arrow()),
+        partition_columns=tuple(table.metadata().partition_columns),
+        files=tuple(files),
+    )
+
+
+def _local_path(uri: str) -> str:
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return url2pathname(unquote(parsed.path))
+    if parsed.scheme and len(parsed.scheme) > 1:  # one letter is a Windows drive
+        raise LakeError(f"only local lakes can be queried, got a file at {uri}")
+    return uri
+
+
+def _view_sql(conn: duckdb.DuckDBPyConnection, name: str, snapshot: _TableSnapshot) -> str:
+    """``CREATE VIEW`` text for one table.
+
+    Views cannot take bound parameters, so file paths are written as quoted
+    SQL string literals (they come from the Delta log, never from a user).
+    Only the table's own columns are selected: DuckDB's hive partitioning
+    turns every ``key=value`` directory of the path into a column, including
+    ones above the lake (``/srv/env=prod/data``).
+    """
+    types = dict(
+        zip(
+            snapshot.schema.names,
+            (str(t) for t in conn.from_arrow(snapshot.schema.empty_table()).types),
+            strict=True,
+        )
+    )
+    view = _quote_identifier(name)
+    if not snapshot.files:
+        nulls = ", ".join(
+            f"CAST(NULL AS {sql_type}) AS {_quote_identifier(column)}"
+            for column, sql_type in types.items()
+        )
+        return f"CREATE VIEW {view} AS SELECT {nulls} WHERE false"
+    file_list = "[" + ", ".join(_quote_literal(f) for f in snapshot.files) + "]"
+    options = ["union_by_name = true"]
+    if snapshot.partition_columns:
+        hive_types = ", ".join(
+            f"{_quote_literal(column)}: {types[column]}" for column in snapshot.partition_columns
+        )
+        options += ["hive_partitioning = true", f"hive_types = {{{hive_types}}}"]
+    else:
+        options.append("hive_partitioning = false")
+    source = f"read_parquet({file_list}, {', '.join(options)})"
+    # A column added to the schema but in no file yet is absent from the files.
+    present = set(conn.sql(f"SELECT * FROM {source}").columns)
+    projection = ", ".join(
+        _quote_identifier(column)
+        if column in present
+        else f"CAST(NULL AS {sql_type}) AS {_quote_identifier(column)}"
+        for column, sql_type in types.items()
+    )
+    return f"CREATE VIEW {view} AS SELECT {projection} FROM {source}"
+
+
+def _lock_down(conn: duckdb.DuckDBPyConnection, files: Sequence[str]) -> None:
+    """Forbid every file access but reading ``files``, then freeze the settings.
+
+    The order matters. ``allowed_paths`` can no longer be changed once
+    external access is disabled, so it comes first; the views keep working
+    because DuckDB checks each file they read against it.
+
+    ``allowed_paths`` (the exact active files) rather than ``allowed_directories``
+    set to the lake: an allowed directory is writable too (``COPY ... TO
+    '<lake>/x.parquet'`` succeeds), and stray, uncommitted files in it would be
+    readable. Even an allowed file can be overwritten (``COPY ... TO <file>
+    (USE_TMP_FILE false)``, ``ATTACH <file>``): no DuckDB setting makes the
+    file system read-only, hence the ``SELECT``-only rule of :func:`run_sql`.
+
+    ``temp_directory`` is emptied because DuckDB allows writes to it after
+    external access is disabled (``./.tmp`` by default). Queries then cannot
+    spill to disk, which the small aggregations of this layer never need.
+    """
+    conn.execute("SET temp_directory = ''")
+    conn.execute("SET autoinstall_known_extensions = false")
+    conn.execute("SET autoload_known_extensions = false")
+    conn.execute("SET allow_community_extensions = false")
+    conn.execute("SET allowed_paths = $files", {"files": list(files)})
+    conn.execute("SET enable_external_access = false")
+    conn.execute("SET lock_configuration = true")
+
+
+def _quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# --------------------------------------------------------------------------- reports
+
+
+@dataclass(frozen=True)
+class ReportParam:
+    """One parameter of a report, given as text and bound (never formatted) into its SQL.
+
+    Attributes:
+        name: the ``$name`` used in the report's SQL.
+        kind: ``timestamp`` (ISO 8601; without an offset it means UTC),
+            ``positive_int`` or ``text`` (at most 200 characters).
+        default: the value used when none is given; ``None`` binds SQL ``NULL``
+            (the reports read it as "no filter").
+        description: one line for ``--help`` and the docs.
+    """
+
+    name: str
+    kind: ParamKind
+    default: str | None
+    description: str
+
+    def parse(self, raw: str | None) -> Any:
+        """The value to bind for ``raw`` (``None`` stays ``None``).
+
+        Raises:
+            ReportParameterError: ``raw`` is not a valid value of ``kind``.
+        """
+        if raw is None:
+            return None
+        if self.kind == "timestamp":
+            return self._parse_timestamp(raw)
+        if self.kind == "positive_int":
+            return self._parse_positive_int(raw)
+        if len(raw) > _MAX_TEXT_PARAM_CHARS:
+            message = f"parameter {self.name!r} is longer than {_MAX_TEXT_PARAM_CHARS} characters"
+            raise ReportParameterError(message)
+        return raw
+
+    def _parse_timestamp(self, raw: str) -> datetime:
+        try:
+            value = datetime.fromisoformat(raw.strip())
+        except ValueError:
+            message = (
+                f"parameter {self.name!r} must be an ISO 8601 timestamp "
+                f"(e.g. 2026-11-28T14:00:00Z), got {raw!r}"
+            )
+            raise ReportParameterError(message) from None
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+    def _parse_positive_int(self, raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            value = 0
+        if value < 1:
+            message = f"parameter {self.name!r} must be a positive integer, got {raw!r}"
+            raise ReportParameterError(message)
+        return value
+
+
+@dataclass(frozen=True)
+class Report:
+    """A named query over the views, with bound parameters.
+
+    Attributes:
+        name: what ``streambatch query --report`` calls it.
+        description: one line.
+        sql: a single ``SELECT`` using exactly the parameters as ``$name``.
+        params: its parameters, with defaults.
+    """
+
+    name: str
+    description: str
+    sql: str
+    params: tuple[ReportParam, ...] = ()
+
+    def __post_init__(self) -> None:
+        statements = duckdb.extract_statements(self.sql)
+        if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+            raise ValueError(f"report {self.name!r} must be a single SELECT statement")
+        used = set(statements[0].named_parameters)
+        declared = {param.name for param in self.params}
+        if used != declared:
+            raise ValueError(
+                f"report {self.name!r} declares parameters {sorted(declared)} "
+                f"but its SQL uses {sorted(used)}"
+            )
+
+    @property
+    def defaults(self) -> dict[str, str | None]:
+        """Each parameter's default, by name."""
+        return {param.name: param.default for param in self.params}
+
+    def bind(self, values: Mapping[str, str]) -> dict[str, Any]:
+        """The parameters to execute the SQL with: ``values`` over the defaults, parsed.
+
+        Raises:
+            ReportParameterError: a name is not a parameter of this report, or a
+                value is invalid.
+        """
+        known = {param.name: param for param in self.params}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            message = (
+                f"report {self.name!r} has no parameter {', '.join(map(repr, unknown))}; "
+                f"its parameters: {', '.join(known) or 'none'}"
+            )
+            raise ReportParameterError(message)
+        return {name: param.parse(values.get(name, param.default)) for name, param in known.items()}
+
+
+_SINCE = ReportParam("since", "timestamp", None, "only events at or after this time (UTC)")
+_UNTIL = ReportParam("until", "timestamp", None, "only events before this time (UTC)")
+_COMMITTED_SINCE = ReportParam(
+    "since", "timestamp", None, "only batches committed at or after this time (UTC)"
+)
+_COMMITTED_UNTIL = ReportParam(
+    "until", "timestamp", None, "only batches committed before this time (UTC)"
+)
+_STREAM = ReportParam("stream", "text", None, "only this stream")
+_LIMIT = ReportParam("limit", "positive_int", "1000", "at most this many rows")
+
+_OCCURRED_BETWEEN = """
+    AND ($since IS NULL OR occurred_at >= CAST($since AS TIMESTAMPTZ))
+    AND ($until IS NULL OR occurred_at < CAST($until AS TIMESTAMPTZ))"""
+_COMMITTED_BETWEEN = """
+    AND ($since IS NULL OR committed_at >= CAST($since AS TIMESTAMPTZ))
+    AND ($until IS NULL OR committed_at < CAST($until AS TIMESTAMPTZ))
+    AND ($stream IS NULL OR stream = CAST($stream AS VARCHAR))"""
+
+_REPORT_LIST: Final = (
+    Report(
+        name="orders_per_window",
+        description="OrderPlaced count and revenue per time window and currency",
+        sql=f"""
+SELECT
+    time_bucket(to_minutes(CAST($window_minutes AS BIGINT)), occurred_at) AS window_start,
+    window_start + to_minutes(CAST($window_minutes AS BIGINT)) AS window_end,
+    currency,
+    count(*) AS orders,
+    sum(total_amount) AS revenue
+FROM orders
+WHERE event_type = 'OrderPlaced'{_OCCURRED_BETWEEN}
+GROUP BY ALL
+ORDER BY window_start, currency
+LIMIT $limit""",
+        params=(
+            ReportParam("window_minutes", "positive_int", "10", "window length in minutes"),
+            _SINCE,
+            _UNTIL,
+            _LIMIT,
+        ),
+    ),
+    Report(
+        name="payment_failures",
+        description=(
+            "PaymentFailed by reason, and failures / (PaymentAuthorized + PaymentFailed); "
+            "the row '(all)' is the total"
+        ),
+        sql=f"""
+WITH payments AS (
+    SELECT event_type, reason
+    FROM orders
+    WHERE event_type IN ('PaymentAuthorized', 'PaymentFailed'){_OCCURRED_BETWEEN}
+),
+totals AS (
+    SELECT
+        count(*) FILTER (WHERE event_type = 'PaymentFailed') AS failures,
+        count(*) AS attempts
+    FROM payments
+),
+failures AS (
+    SELECT 0 AS total_row, reason, count(*) AS failures
+    FROM payments
+    WHERE event_type = 'PaymentFailed'
+    GROUP BY reason
+    UNION ALL
+    SELECT 1, '(all)', failures FROM totals WHERE attempts > 0
+)
+SELECT
+    f.reason,
+    f.failures,
+    t.attempts,
+    CAST(round(f.failures / t.attempts, 4) AS DECIMAL(9, 4)) AS failure_rate
+FROM failures AS f, totals AS t
+ORDER BY f.total_row, f.failures DESC, f.reason""",
+        params=(_SINCE, _UNTIL),
+    ),
+    Report(
+        name="dead_letters",
+        description="records dead-lettered per stream and error class, from the batches table",
+        sql=f"""
+SELECT
+    b.stream,
+    j.key AS error_class,
+    sum(CAST(j.value AS BIGINT)) AS dead_letters
+FROM batches AS b, json_each(b.dead_letters_by_class) AS j
+WHERE true{_COMMITTED_BETWEEN}
+GROUP BY ALL
+ORDER BY dead_letters DESC, b.stream, error_class""",
+        params=(_COMMITTED_SINCE, _COMMITTED_UNTIL, _STREAM),
+    ),
+    Report(
+        name="batches",
+        description="committed batches per stream and close reason (size, time, end)",
+        sql=f"""
+SELECT
+    stream,
+    close_reason,
+    count(*) AS batches,
+    sum("rows") AS "rows",
+    sum(input_records) AS input_records,
+    sum(duplicates) AS duplicates,
+    sum(dead_letters) AS dead_letters,
+    sum(files) AS files,
+    sum(input_bytes) AS input_bytes,
+    min(committed_at) AS first_committed_at,
+    max(committed_at) AS last_committed_at
+FROM batches
+WHERE true{_COMMITTED_BETWEEN}
+GROUP BY ALL
+ORDER BY stream, close_reason""",
+        params=(_COMMITTED_SINCE, _COMMITTED_UNTIL, _STREAM),
+    ),
+    Report(
+        name="revenue_by_currency",
+        description="OrderPlaced count, revenue and order size range per currency",
+        sql=f"""
+SELECT
+    currency,
+    count(*) AS orders,
+    sum(total_amount) AS revenue,
+    min(total_amount) AS smallest_order,
+    max(total_amount) AS largest_order
+FROM orders
+WHERE event_type = 'OrderPlaced'{_OCCURRED_BETWEEN}
+GROUP BY currency
+ORDER BY currency""",
+        params=(_SINCE, _UNTIL),
+    ),
+)
+
+REPORTS: Final[dict[str, Report]] = {report.name: report for report in _REPORT_LIST}
+"""Every named report, by name."""
+
+
+def run_report(
+    conn: duckdb.DuckDBPyConnection, name: str, params: Mapping[str, str] | None = None
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run the report ``name`` with ``params`` (text values) over the defaults.
+
+    Values are parsed in Python and bound as parameters, never written into
+    the SQL text.
+
+    Returns:
+        The column names and all rows; money columns are ``Decimal``.
+
+    Raises:
+        UnknownReportError: no report is called ``name`` (a ``KeyError``).
+        ReportParameterError: a parameter is unknown or invalid (a ``ValueError``).
+    """
+    try:
+        report = REPORTS[name]
+    except KeyError:
+        message = f"unknown report {name!r}; known reports: {', '.join(sorted(REPORTS))}"
+        raise UnknownReportError(message) from None
+    bound = report.bind(params or {})
+    return _fetch(conn, report.sql, bound)
+
+
+# --------------------------------------------------------------------------- ad-hoc SQL
+
+
+def run_sql(conn: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one user ``SELECT`` statement (``WITH``, ``FROM``, ``DESCRIBE``, ``SHOW`` too).
+
+    Anything else is refused before it runs: the lockdown of :func:`connect`
+    cannot stop ``COPY ... (USE_TMP_FILE false)`` or ``ATTACH`` from
+    overwriting an active lake file, and ``EXPLAIN ANALYZE`` executes its
+    statement, so only plain queries are let through.
+
+    Returns:
+        The column names and all rows.
+
+    Raises:
+        ForbiddenStatementError: ``sql`` is not exactly one ``SELECT`` statement.
+        duckdb.Error: the query itself failed (syntax, unknown column, ...).
+    """
+    statements = duckdb.extract_statements(sql)
+    if len(statements) != 1:
+        message = f"expected exactly one SQL statement, got {len(statements)}"
+        raise ForbiddenStatementError(message)
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        message = f"only read-only SELECT queries are allowed here, got a {kind.name} statement"
+        raise ForbiddenStatementError(message)
+    return _fetch(conn, sql, None)
+
+
+def _fetch(
+    conn: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | None
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    # A cursor of its own: an unfinished result on the shared connection would
+    # otherwise make every later call on it fail.
+    cursor = conn.cursor()
+    try:
+        cursor.execute(sql, params)
+        columns = [column[0] for column in cursor.description or ()]
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    return columns, rows
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def render_table(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None
+) -> Table:
+    """A rich table of a result: numbers right-aligned, decimals exact, ``NULL`` dimmed.
+
+    Cells are plain text, never rich markup: values come from the data.
+    """
+    table = Table(title=title, show_lines=False)
+    for index, column in enumerate(columns):
+        numeric = any(_is_number(row[index]) for row in rows)
+        table.add_column(Text(column), justify="right" if numeric else "left")
+    for row in rows:
+        table.add_row(*(_cell(value) for value in row))
+    return table
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+
+
+def _cell(value: Any) -> Text:
+    if value is None:
+        return Text("NULL", style="dim")
+    if isinstance(value, datetime | date):
+        return Text(value.isoformat())
+    return Text(str(value))
