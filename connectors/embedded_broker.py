@@ -29,6 +29,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _accepts_connections(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def create_topics(
     bootstrap_servers: str,
     topics: Iterable[str],
@@ -87,6 +93,10 @@ class EmbeddedBroker:
                     f"embedded broker exited with code {self._process.returncode} "
                     f"(port {self.port} taken?)"
                 )
+            # Probe the port first so that librdkafka does not log refusals.
+            if not _accepts_connections(self.port):
+                time.sleep(0.05)
+                continue
             try:
                 AdminClient({"bootstrap.servers": self.bootstrap_servers}).list_topics(timeout=1)
                 return self

@@ -82,7 +82,9 @@ class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
             "enable.auto.commit": "false",
             "enable.auto.offset.store": "false",
             "enable.partition.eof": "true" if source.stop_at_end else "false",
-            "auto.offset.reset": "earliest",
+            # A fence past the end (topic recreated) or before the start (retention
+            # deleted unread records) is an error, never a silent jump.
+            "auto.offset.reset": "error",
             "fetch.max.bytes": str(64 * 1024 * 1024),
             "max.partition.fetch.bytes": str(8 * 1024 * 1024),
             "queued.min.messages": "200000",
@@ -91,6 +93,7 @@ class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
         }
         self._consumer = Consumer(config)
         self._consumer.assign([TopicPartition(topic, partition, start)])
+        self._start = start
         self._topic = topic
         self._partition = partition
         self._stop_at_end = source.stop_at_end
@@ -119,6 +122,13 @@ class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
                     if self._stop_at_end:
                         self._at_end = True
                     continue
+                if error.code() == KafkaError._AUTO_OFFSET_RESET:
+                    raise TerminalError(
+                        f"{partition_key(self._topic, self._partition)}: the lake's fence "
+                        f"{self._start} is outside the topic's offsets ({error.str()}); was "
+                        "the topic recreated or its records deleted before they were read? "
+                        "Use a new STREAMBATCH_DATA_DIR for a new topic."
+                    )
                 if error.code() in _FATAL_CODES or error.fatal():
                     raise TerminalError(
                         f"{partition_key(self._topic, self._partition)}: {error.str()}"

@@ -489,9 +489,7 @@ SELECT
     sum(duplicates) AS duplicates,
     sum(dead_letters) AS dead_letters,
     sum(files) AS files,
-    sum(input_bytes) AS input_bytes,
-    min(committed_at) AS first_committed_at,
-    max(committed_at) AS last_committed_at
+    CAST(round(sum(input_bytes) / 1048576, 1) AS DECIMAL(12, 1)) AS input_mib
 FROM batches
 WHERE true{_COMMITTED_BETWEEN}
 GROUP BY ALL
@@ -614,6 +612,11 @@ def _is_number(value: Any) -> bool:
 def _cell(value: Any) -> Text:
     if value is None:
         return Text("NULL", style="dim")
-    if isinstance(value, datetime | date):
+    if isinstance(value, datetime):
+        # Compact and unambiguous: UTC shown as "Z", whole seconds unless finer.
+        utc = value.astimezone(UTC) if value.tzinfo is not None else value
+        text = utc.isoformat(sep=" ", timespec="seconds" if not utc.microsecond else "auto")
+        return Text(text.replace("+00:00", "Z"))
+    if isinstance(value, date):
         return Text(value.isoformat())
     return Text(str(value))

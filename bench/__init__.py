@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``, ``streambatch bench``): they print numbers, no test times them."""

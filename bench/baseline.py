@@ -1,0 +1,88 @@
+"""Hand-written baseline: consume, ``pyarrow.json.read_json`` per 10 MB batch, dedupe, write.
+
+No validation beyond what Arrow's JSON reader does, no exactly-once, no dead
+letters: the ceiling a plain script reaches, to compare the flow with.
+Usage: ``python -m bench.baseline BOOTSTRAP TOPIC PARTITIONS OUT_DIR``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+import pyarrow.parquet as pq
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+__all__ = ["run_baseline"]
+
+_BATCH_BYTES = 10 * 1024 * 1024
+
+
+def run_baseline(bootstrap: str, topic: str, partitions: int, out_dir: Path) -> dict[str, float]:
+    """Read ``topic`` to its end, writing deduplicated zstd Parquet; return timings."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "bench-baseline",
+            "enable.auto.commit": "false",
+            "enable.partition.eof": "true",
+            "fetch.max.bytes": str(64 * 1024 * 1024),
+            "max.partition.fetch.bytes": str(8 * 1024 * 1024),
+            "queued.min.messages": "200000",
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    seen: set[str] = set()
+    buffer: list[bytes] = []
+    buffered = 0
+    events = 0
+    files = 0
+    first: float | None = None
+    at_end: set[int | None] = set()
+
+    def flush() -> None:
+        nonlocal buffer, buffered, files
+        if not buffer:
+            return
+        table = pj.read_json(io.BytesIO(b"\n".join(buffer)))
+        ids = table.column("event_id").to_pylist()
+        keep = [not (i in seen or seen.add(i)) for i in ids]  # type: ignore[func-returns-value]  # set.add returns None by design here
+        table = table.filter(pa.array(keep))
+        table = table.append_column(
+            "event_date", pc.utf8_slice_codeunits(table.column("occurred_at"), 0, 10)
+        )
+        pq.write_table(table, out_dir / f"part-{files:05d}.parquet", compression="zstd")
+        files += 1
+        buffer, buffered = [], 0
+
+    while len(at_end) < partitions:
+        for message in consumer.consume(10_000, 0.5):
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(message.partition())
+                continue
+            if first is None:
+                first = time.monotonic()
+            value = message.value() or b""
+            buffer.append(value)
+            buffered += len(value)
+            events += 1
+            if buffered >= _BATCH_BYTES:
+                flush()
+    flush()
+    consumer.close()
+    elapsed = time.monotonic() - (first or time.monotonic())
+    return {"events": events, "seconds": elapsed, "events_per_second": events / elapsed}
+
+
+if __name__ == "__main__":
+    bootstrap_arg, topic_arg, partitions_arg, out_arg = sys.argv[1:5]
+    print(json.dumps(run_baseline(bootstrap_arg, topic_arg, int(partitions_arg), Path(out_arg))))

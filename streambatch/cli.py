@@ -1,0 +1,226 @@
+"""The ``streambatch`` command line (typer): broker, produce, query, dlq, demo, bench."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from config.settings import (
+    STREAM_NAMES,
+    load_kafka_settings,
+    load_pipeline_settings,
+    load_stream_settings,
+)
+from streambatch.errors import StreambatchError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="streambatch",
+    help="Kafka event streams into clean, deduplicated, queryable batches.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+dlq_app = typer.Typer(help="Inspect and redrive dead letters.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+console = Console()
+errors = Console(stderr=True)
+
+StreamOption = Annotated[str, typer.Option("--stream", "-s", help="orders, clicks or logs")]
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="root of the lake (default: STREAMBATCH_DATA_DIR or ./data)"),
+]
+
+
+@app.command()
+def broker(
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 9092,
+    partitions: Annotated[int, typer.Option(min=1, help="partitions per topic")] = 3,
+) -> None:
+    """Run the embedded Kafka-compatible broker (in memory) until Ctrl-C, with topics made."""
+    from connectors.embedded_broker import EmbeddedBroker, create_topics
+
+    with EmbeddedBroker(port=port) as running:
+        topics = [name for stream in STREAM_NAMES for name in (stream, f"{stream}.dlq")]
+        create_topics(running.bootstrap_servers, topics, partitions)
+        console.print(
+            f"broker ready on [bold]{running.bootstrap_servers}[/] with topics "
+            f"{', '.join(topics)}; Ctrl-C stops it (all data is in memory)"
+        )
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+
+
+@app.command()
+def produce(
+    stream: StreamOption = "orders",
+    count: Annotated[int, typer.Option(min=1, help="records to send")] = 10_000,
+    rate: Annotated[float | None, typer.Option(min=1, help="records per second")] = None,
+    duplicates: Annotated[float, typer.Option(min=0, max=0.5, help="ratio re-sent")] = 0.02,
+    malformed: Annotated[float, typer.Option(min=0, max=0.5, help="ratio malformed")] = 0.01,
+    seed: Annotated[int, typer.Option(help="random seed (same seed, same events)")] = 42,
+    progress: Annotated[bool | None, typer.Option(help="progress bar (default: on a TTY)")] = None,
+) -> None:
+    """Send synthetic events of the order workflow (with duplicates and malformed records)."""
+    from streambatch.generator import generate_order_records, produce_records
+
+    if stream != "orders":
+        raise StreambatchError(f"the generator knows the orders stream only so far, not {stream!r}")
+    settings = load_stream_settings(stream)
+    kafka = load_kafka_settings()
+    records = generate_order_records(
+        count, seed=seed, duplicate_ratio=duplicates, malformed_ratio=malformed
+    )
+    report = produce_records(
+        records,
+        producer_config=kafka.librdkafka_config(),
+        topic=settings.topic,
+        rate=rate,
+        progress=progress,
+        total=count,
+    )
+    console.print(
+        f"{report.delivered} delivered to {settings.topic}, {report.failed} failed "
+        f"in {report.seconds:.1f} s"
+    )
+    for reason, failed in sorted(report.failures.items()):
+        errors.print(f"  {failed} failed: {reason}")
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def query(
+    sql: Annotated[str | None, typer.Argument(help="a SELECT over orders, batches, ...")] = None,
+    report: Annotated[str | None, typer.Option("--report", "-r", help="a named report")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="report parameter NAME=VALUE")
+    ] = None,
+    list_reports: Annotated[bool, typer.Option("--list", help="list the named reports")] = False,
+    output: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    data_dir: DataDirOption = None,
+) -> None:
+    """Run SQL or a named report on DuckDB views of the lake (read-only)."""
+    from sinks.duckdb import REPORTS, connect, render_table, run_report, run_sql
+
+    if list_reports:
+        for name, known in REPORTS.items():
+            console.print(f"[bold]{name}[/]: {known.description}")
+        return
+    if (sql is None) == (report is None):
+        raise StreambatchError("give either SQL or --report NAME (see --list)")
+    if output not in ("table", "csv", "json"):
+        raise StreambatchError(f"--format must be table, csv or json, not {output!r}")
+    root = data_dir or load_pipeline_settings().data_dir
+    with connect(root) as conn:
+        if report is not None:
+            params = dict(_parse_param(item) for item in param or [])
+            columns, rows = run_report(conn, report, params)
+        else:
+            assert sql is not None
+            columns, rows = run_sql(conn, sql)
+    if output == "table":
+        console.print(render_table(columns, rows, title=report))
+    elif output == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        for row in rows:
+            print(json.dumps(dict(zip(columns, row, strict=True)), default=str))
+
+
+def _parse_param(item: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name:
+        raise StreambatchError(f"--param wants NAME=VALUE, got {item!r}")
+    return name, value
+
+
+@dlq_app.command("inspect")
+def dlq_inspect(
+    stream: StreamOption = "orders",
+    limit: Annotated[int, typer.Option(min=0, help="sample letters to show")] = 10,
+) -> None:
+    """Count dead letters by error class and show samples."""
+    from streambatch.dead_letter_tools import inspect_dead_letters
+
+    settings = load_stream_settings(stream)
+    summary = inspect_dead_letters(
+        load_kafka_settings().librdkafka_config(), settings.dead_letter_topic, limit
+    )
+    console.print(summary.render())
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(
+    stream: StreamOption = "orders",
+    error_class: Annotated[
+        str | None, typer.Option("--class", help="only letters of this error class")
+    ] = None,
+) -> None:
+    """Send dead letters back to the source topic (after a fix), original bytes and headers."""
+    from streambatch.dead_letter_tools import redrive_dead_letters
+
+    settings = load_stream_settings(stream)
+    sent = redrive_dead_letters(
+        load_kafka_settings().librdkafka_config(),
+        settings.dead_letter_topic,
+        settings.topic,
+        error_class,
+    )
+    console.print(f"{sent} dead letters sent back to {settings.topic}")
+
+
+@app.command()
+def demo(
+    events: Annotated[int, typer.Option(min=100, help="order events to produce")] = 5_000,
+    data_dir: Annotated[Path, typer.Option(help="the demo's own lake (wiped first)")] = Path(
+        "data/demo"
+    ),
+) -> None:
+    """Embedded broker, sample events, the orders flow to the end, a DuckDB report."""
+    from streambatch.demo import run_demo
+
+    run_demo(console, events=events, data_dir=data_dir)
+
+
+@app.command()
+def bench(
+    events: Annotated[int, typer.Option(min=1000, help="order events")] = 1_000_000,
+    output: Annotated[Path, typer.Option(help="JSON results file")] = Path("bench-results.json"),
+) -> None:
+    """Measure end-to-end events/s and peak RSS of the orders flow and a baseline."""
+    from bench.run import run_benchmarks
+
+    results: dict[str, Any] = run_benchmarks(console, events=events)
+    output.write_text(json.dumps(results, indent=2))
+    console.print(f"results written to {output}")
+
+
+def main() -> None:
+    """Console-script entry point: known errors become one clear line and exit 2."""
+    try:
+        app()
+    except StreambatchError as exc:
+        errors.print(f"[red]streambatch:[/] {escape(str(exc))}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
