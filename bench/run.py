@@ -7,11 +7,9 @@ record read (the first batch's ``opened_at``) to the last batch committed.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from rich.table import Table
 
 from connectors.embedded_broker import EmbeddedBroker, create_topics
 from streambatch.errors import StreambatchError
-from streambatch.flow_runner import run_flow_to_end
+from streambatch.flow_runner import PeakRssMonitor, run_flow_to_end
 from streambatch.generator import generate_order_records, produce_records
 
 __all__ = ["run_benchmarks"]
@@ -46,14 +44,16 @@ def _run_baseline(bootstrap: str, topic: str, out_dir: Path) -> dict[str, Any]:
     with subprocess.Popen(
         [*command, str(out_dir)], cwd=_REPO_ROOT, stdout=subprocess.PIPE
     ) as process:
+        monitor = PeakRssMonitor(process.pid)
+        monitor.start()
         assert process.stdout is not None
         output = process.stdout.read()
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
+        process.wait()
+        monitor.stop()
     if process.returncode != 0:
         raise StreambatchError(f"baseline failed with exit code {process.returncode}")
     result: dict[str, Any] = json.loads(output)
-    result["peak_rss_mib"] = usage.ru_maxrss / 1024
+    result["peak_rss_mib"] = monitor.peak_bytes / 2**20
     return result
 
 
@@ -68,13 +68,8 @@ def run_benchmarks(console: Console, *, events: int) -> dict[str, Any]:
         topic = "bench-orders"
         create_topics(broker.bootstrap_servers, [topic, f"{topic}.dlq"], _PARTITIONS)
         connection = {"bootstrap.servers": broker.bootstrap_servers}
-        started = time.monotonic()
-        records = list(
-            generate_order_records(events, seed=1, duplicate_ratio=0.01, malformed_ratio=0.0)
-        )
-        console.print(f"generated {events} events in {time.monotonic() - started:.1f} s")
+        records = generate_order_records(events, seed=1, duplicate_ratio=0.01, malformed_ratio=0.0)
         report = produce_records(records, producer_config=connection, topic=topic, total=events)
-        del records
         results["produce_events_per_second"] = round(report.delivered / report.seconds)
         console.print(f"produced at {results['produce_events_per_second']:,} events/s")
 

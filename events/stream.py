@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.json as pj
 from pydantic import TypeAdapter
 
 __all__ = ["COMMON_COLUMNS", "LINEAGE_COLUMNS", "PARTITION_COLUMNS", "StreamSchema"]
@@ -49,6 +50,7 @@ class StreamSchema:
     columns: pa.Schema
     adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
     table_schema: pa.Schema = field(init=False, repr=False, compare=False)
+    json_parse_options: pj.ParseOptions = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier() or not self.name.islower():
@@ -61,6 +63,12 @@ class StreamSchema:
         object.__setattr__(self, "adapter", TypeAdapter(self.event_model))
         fields = [*COMMON_COLUMNS, *self.columns, *LINEAGE_COLUMNS, *PARTITION_COLUMNS]
         object.__setattr__(self, "table_schema", pa.schema(fields))
+        event_schema = pa.schema([*COMMON_COLUMNS, *self.columns])
+        object.__setattr__(
+            self,
+            "json_parse_options",
+            pj.ParseOptions(explicit_schema=event_schema, unexpected_field_behavior="ignore"),
+        )
 
     @property
     def event_column_names(self) -> list[str]:

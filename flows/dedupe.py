@@ -1,9 +1,13 @@
 """Compact memory of recent event ids, per Kafka partition, in event time.
 
-An id is kept as a 128-bit BLAKE2b digest (two ``uint64``) plus its
-``occurred_at`` in microseconds: 24 bytes per remembered id, with no Python
-object per id. The chance that two distinct ids share a digest is about
-``n**2 / 2**129``: nil for any real stream, so no valid event is dropped.
+An id is kept as a 128-bit digest (two ``uint64``) plus its ``occurred_at``
+in microseconds: 24 bytes per remembered id, with no Python object per id.
+The digest is two SipHash values (Python's ``hash`` of ``id`` and of
+``id + "\0"``), keyed with a random per-process key, so nobody can craft
+colliding ids; the chance that two distinct ids share a digest is about
+``n**2 / 2**129``: nil for any real stream, so no valid event is dropped. The
+key changes with every process, which is fine: the index is rebuilt from the
+ids in the lake at start.
 
 Horizon: the index remembers every id whose ``occurred_at`` is within
 ``horizon`` of the newest ``occurred_at`` it has seen (the watermark). An
@@ -12,7 +16,6 @@ event whose id is remembered is a duplicate; the first occurrence wins.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,11 +34,11 @@ _MAX_RUNS = 16
 
 
 def digest_ids(event_ids: Sequence[str]) -> npt.NDArray[np.uint64]:
-    """128-bit digests of ``event_ids`` as an ``(n, 2)`` uint64 array."""
-    joined = b"".join(
-        hashlib.blake2b(event_id.encode("utf-8"), digest_size=16).digest() for event_id in event_ids
-    )
-    return np.frombuffer(joined, dtype=np.uint64).reshape(-1, 2)
+    """128-bit digests of ``event_ids`` as an ``(n, 2)`` uint64 array (this process only)."""
+    count = len(event_ids)
+    high = np.fromiter(map(hash, event_ids), dtype=np.int64, count=count)
+    low = np.fromiter((hash(i + "\0") for i in event_ids), dtype=np.int64, count=count)
+    return np.stack([high, low], axis=1).view(np.uint64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,18 +98,19 @@ class DedupeIndex:
         """Mark the rows to keep, without remembering them (see :meth:`remember`)."""
         if not event_ids:
             return DedupeResult([], 0)
+        # Within the batch: the first of equal ids (exact, no digest needed).
+        in_batch: set[str] = set()
+        first = [not (i in in_batch or in_batch.add(i)) for i in event_ids]  # type: ignore[func-returns-value]  # set.add is None: "not None" marks a first sighting
+        if not self._runs:
+            return DedupeResult(first, len(first) - sum(first))
         digests = digest_ids(event_ids)
         high, low = digests[:, 0], digests[:, 1]
         seen = np.zeros(high.size, dtype=bool)
         cutoff = self._cutoff_us()
         for run in self._runs:
             seen |= run.contains(high, low, cutoff)
-        # Within the batch, keep the first of equal digests.
-        _, first_index = np.unique(digests, axis=0, return_index=True)
-        first = np.zeros(high.size, dtype=bool)
-        first[first_index] = True
-        keep = first & ~seen
-        return DedupeResult(keep.tolist(), int(high.size - keep.sum()))
+        keep = (np.asarray(first, dtype=bool) & ~seen).tolist()
+        return DedupeResult(keep, len(keep) - sum(keep))
 
     def remember(self, event_ids: Sequence[str], occurred_at_us: Sequence[int]) -> None:
         """Add committed ids; forget those older than the horizon."""

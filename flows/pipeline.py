@@ -47,6 +47,8 @@ def build_flow(
             topic=settings.topic,
             read_fence=lake.fence,
             stop_at_end=settings.stop_at_end,
+            # One window filling while the previous one is validated and committed.
+            max_in_flight_bytes=2 * settings.window_bytes,
         ),
     )
     keyed = op.key_on("key_by_partition", chunks, _chunk_key)

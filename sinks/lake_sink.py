@@ -23,6 +23,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from config.settings import StreamSettings
 from connectors.dead_letters import DeadLetterWriter
 from flows.dedupe import DedupeIndex
+from flows.progress import COMMITTED
 from flows.records import ValidatedBatch
 from sinks.delta_lake import BatchRecord, DeltaLake
 from streambatch.clock import Clock, utc_now
@@ -88,6 +89,7 @@ class PartitionCommitter:
         skipped = 0
         if self.fence is not None and first_offset < self.fence:
             if offsets[-1] < self.fence:
+                COMMITTED.publish(self.topic, self.partition, self.fence)
                 return CommitOutcome(None, len(offsets))
             # Only after a takeover mid-range: keep what is at or past the fence.
             skipped = sum(1 for offset in offsets if offset < self.fence)
@@ -129,6 +131,7 @@ class PartitionCommitter:
         committed = self.lake.commit(table, record)
         self.index.remember(event_ids, occurred)
         self.fence = batch.next_offset
+        COMMITTED.publish(self.topic, self.partition, self.fence)
         log.info("batch committed %s", _log_fields(committed))
         return CommitOutcome(committed, skipped)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -46,8 +48,10 @@ def run_flow_to_end(
 ) -> FlowRun:
     """Run the flow with ``STREAMBATCH_STOP_AT_END=true`` and wait for it.
 
-    Peak RSS comes from the kernel's accounting of the child (``wait4``), so it
-    is exact and costs nothing while the flow runs.
+    Peak RSS is the kernel's high-water mark of the flow process (``VmHWM``,
+    sampled until it exits; it only grows, so the last sample is the peak up to
+    a few milliseconds before the end). ``ru_maxrss`` is not used: it counts the
+    parent's pages that the child had between fork and exec.
     """
     full_env = {**os.environ, **env, "STREAMBATCH_STOP_AT_END": "true"}
     with subprocess.Popen(
@@ -57,11 +61,52 @@ def run_flow_to_end(
         stdout=subprocess.DEVNULL if quiet else None,
         stderr=subprocess.PIPE if quiet else None,
     ) as process:
+        monitor = PeakRssMonitor(process.pid)
+        monitor.start()
         tail = b""
         if process.stderr is not None:
             for line in process.stderr:
                 tail = (tail + line)[-8000:]
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-    # ru_maxrss is in KiB on Linux.
-    return FlowRun(process.returncode, usage.ru_maxrss * 1024, tail.decode(errors="replace"))
+        process.wait()
+        monitor.stop()
+    return FlowRun(process.returncode, monitor.peak_bytes, tail.decode(errors="replace"))
+
+
+class PeakRssMonitor:
+    """Samples ``VmHWM`` of a process (and its children) every few milliseconds."""
+
+    def __init__(self, pid: int, interval_seconds: float = 0.02) -> None:
+        self._pid = pid
+        self._interval = interval_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.peak_bytes = 0
+
+    def start(self) -> None:
+        """Begin sampling in a background thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop sampling; :attr:`peak_bytes` is final after this."""
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_bytes = max(self.peak_bytes, _high_water_mark(self._pid))
+            self._stop.wait(self._interval)
+
+
+def _high_water_mark(pid: int) -> int:
+    """Largest ``VmHWM`` among ``pid`` and its children, in bytes (0 if gone)."""
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(child) for child in children]
+    peak = 0
+    for one in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{one}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) * 1024)
+    return peak
