@@ -169,3 +169,31 @@ def test_bad_configuration_is_refused_naming_the_variable(
     assert result.returncode == 2
     assert b"STREAMBATCH_WINDOW_SECONDS" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+@pytest.mark.partitions(4)
+def test_two_processes_and_two_workers_write_the_same_lake_as_one(
+    topics: StreamTopics, tmp_path: Path
+) -> None:
+    produce(topics, 8_000)
+    lakes = {}
+    for name, command in {
+        "one": flow_command(),
+        "two processes": flow_command(processes=2),
+        "two workers": [*flow_command(), "-w", "2"],
+    }.items():
+        data_dir = tmp_path / name.replace(" ", "-")
+        result = subprocess.run(
+            command,
+            env=flow_env(topics, data_dir, STREAMBATCH_WINDOW_BYTES="131072"),
+            cwd=REPO_ROOT,
+            capture_output=True,
+            timeout=180,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr.decode()[-3000:]
+        rows = lake_table(data_dir, columns=["event_id", "_partition", "_offset"])
+        lakes[name] = sorted(zip(*(rows.column(i).to_pylist() for i in range(3)), strict=True))
+    assert lakes["two processes"] == lakes["one"]
+    assert lakes["two workers"] == lakes["one"]
+    assert len({row[0] for row in lakes["one"]}) == len(lakes["one"])
