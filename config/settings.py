@@ -146,6 +146,7 @@ class StreamSettings(BaseModel):
     window_bytes: int = Field(ge=1024, le=1024 * 1024 * 1024)
     dedupe_horizon_seconds: int = Field(ge=0, le=365 * 86400)
     stop_at_end: bool
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
     @property
     def dead_letter_topic(self) -> str:
@@ -242,11 +243,17 @@ def load_stream_settings(stream: str, config_file: Path | None = None) -> Stream
         "window_bytes": shared.window_bytes,
         "dedupe_horizon_seconds": shared.dedupe_horizon_seconds,
         "stop_at_end": shared.stop_at_end,
+        "metrics_port": shared.metrics_port,
     }
     for key, value in overrides.items():
         if key.startswith(prefix):
             field = key[len(prefix) :].lower()
-            if field in values and field not in ("stream", "data_dir", "stop_at_end"):
+            if field in values and field not in (
+                "stream",
+                "data_dir",
+                "stop_at_end",
+                "metrics_port",
+            ):
                 values[field] = value
     try:
         return StreamSettings.model_validate(values)

@@ -15,6 +15,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from flows.records import DeadLetter
 from streambatch.errors import DeadLetterWriteError
+from streambatch.failpoints import failpoint
 
 __all__ = ["DeadLetterWriter", "dead_letter_headers"]
 
@@ -79,6 +80,7 @@ class DeadLetterWriter:
                         headers=headers,
                         on_delivery=on_delivery,
                     )
+                    failpoint("during_dead_letter_write")
                     break
                 except BufferError:
                     self._producer.poll(0.1)

@@ -23,6 +23,12 @@ from flows.progress import InFlightLimiter
 from flows.records import Headers, RecordChunk, partition_key
 from streambatch.clock import utc_now
 from streambatch.errors import TerminalError
+from streambatch.metrics import (
+    BROKER_CONNECTED,
+    CONSUMER_LAG,
+    KAFKA_ERRORS,
+    observe_client_stats,
+)
 
 __all__ = ["FenceReader", "LakeFencedKafkaSource"]
 
@@ -54,6 +60,7 @@ class LakeFencedKafkaSource(FixedPartitionedSource[RecordChunk, None]):
             are read but not committed (bounds memory; see flows.progress).
     """
 
+    stream: str
     consumer_config: dict[str, str]
     topic: str
     read_fence: FenceReader
@@ -97,10 +104,15 @@ class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
             "queued.min.messages": "10000",
             **source.consumer_config,
             "error_cb": self._on_error,
+            "stats_cb": self._on_stats,
+            "statistics.interval.ms": "1000",
         }
+        self._stream = source.stream
+        self._label = partition_key(topic, partition)
         self._consumer = Consumer(config)
         self._consumer.assign([TopicPartition(topic, partition, start)])
         self._start = start
+        self._start_offset = fence or 0
         self._topic = topic
         self._partition = partition
         self._stop_at_end = source.stop_at_end
@@ -118,7 +130,18 @@ class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
 
     def _on_error(self, error: KafkaError) -> None:
         # librdkafka retries by itself; make the outage visible instead of silent.
-        log.warning("kafka client error on %s: %s", self._topic, error.str())
+        KAFKA_ERRORS.labels(self._stream, error.name()).inc()
+        if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            BROKER_CONNECTED.labels(self._stream, self._label).set(0)
+        log.warning("kafka client error on %s: %s", self._label, error.str())
+
+    def _on_stats(self, stats_json: str) -> None:
+        high = observe_client_stats(self._stream, self._label, stats_json)
+        fence = self._limiter.committed_fence()
+        if high is not None:
+            CONSUMER_LAG.labels(self._stream, self._label).set(
+                max(0, high - (fence if fence is not None else self._start_offset))
+            )
 
     def next_batch(self) -> list[RecordChunk]:
         if self._at_end:

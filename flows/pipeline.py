@@ -23,6 +23,7 @@ from sinks.delta_lake import DeltaLake
 from sinks.lake_sink import LakeSink
 from streambatch.clock import Clock, utc_now
 from streambatch.errors import ConfigError
+from streambatch.metrics import serve_metrics
 
 __all__ = ["build_flow", "flow_from_environment"]
 
@@ -37,12 +38,15 @@ def build_flow(
     """The dataflow of one stream, with every setting already validated."""
     lake = DeltaLake(settings.lake_dir, stream)
     lake.ensure_tables()
+    if settings.metrics_port is not None:
+        serve_metrics(settings.metrics_port)
     connection = kafka.librdkafka_config()
     flow = Dataflow(f"streambatch_{stream.name}")
     chunks = op.input(
         "read_kafka",
         flow,
         LakeFencedKafkaSource(
+            stream=stream.name,
             consumer_config=connection,
             topic=settings.topic,
             read_fence=lake.fence,

@@ -99,6 +99,11 @@ class InFlightLimiter:
             break
         return self._uncommitted_bytes
 
+    def committed_fence(self) -> int | None:
+        """The last fence seen (board or lake), without polling the lake."""
+        fence = self._board.get(self._topic, self._partition)
+        return fence if fence is not None else self._lake_fence
+
     def must_wait(self) -> bool:
         """Whether reading more would exceed the limit."""
         return self.in_flight_bytes() >= self._max_bytes

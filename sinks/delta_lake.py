@@ -10,18 +10,24 @@ committed versions; files of a commit that never happened are invisible.
 from __future__ import annotations
 
 import json
+import re
 import time
+import uuid
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
+from deltalake.transaction import AddAction, RemoveAction
 
 from events.stream import PARTITION_COLUMNS, StreamSchema
 from streambatch.errors import LakeError, TransientError
+from streambatch.failpoints import failpoint
 
 __all__ = [
     "BATCHES_SCHEMA",
@@ -34,6 +40,8 @@ __all__ = [
 BATCHES_TABLE = "batches"
 _BATCH_METADATA_KEY = "streambatch.batch"
 _COMMIT_ATTEMPTS = 8
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_HOUR = re.compile(r"\d{2}")
 
 BATCHES_SCHEMA = pa.schema(
     [
@@ -169,11 +177,15 @@ class DeltaLake:
     def commit(self, table: pa.Table, record: BatchRecord) -> BatchRecord:
         """Append ``table`` and move the fence to ``record.next_offset``, atomically.
 
-        Then append ``record`` to ``batches`` (idempotent by the same fence).
+        Two phases: Parquet files are written under the table (invisible to
+        readers: no log entry names them), then one Delta commit adds them and
+        sets the fence. A crash between the two leaves orphan files that no
+        reader sees and the old fence, so the batch is simply written again.
+        Then ``record`` is appended to ``batches`` (idempotent by the same fence).
         Returns the record with its files count and lake version filled in.
 
         Raises:
-            LakeError: the fence is already at or past this batch (replay).
+            LakeError: the fence is already past this batch's first offset (replay).
         """
         app_id = self.app_id(record.topic, record.partition)
         current = self.fence(record.topic, record.partition)
@@ -182,16 +194,65 @@ class DeltaLake:
                 f"{app_id}: batch [{record.first_offset}, {record.next_offset}) is below "
                 f"the committed fence {current}; refusing to write it twice"
             )
-        files = _count_files(table)
-        provisional = replace(record, files=files)
+        actions = self._write_files(table)
+        failpoint("after_files_before_commit")
+        provisional = replace(record, files=len(actions))
         properties = CommitProperties(
             custom_metadata={_BATCH_METADATA_KEY: provisional.to_json()},
             app_transactions=[Transaction(app_id, record.next_offset)],
+            max_commit_retries=_COMMIT_ATTEMPTS,
         )
-        self._append(self.table_path, table, properties)
+        DeltaTable(str(self.table_path)).create_write_transaction(
+            actions,
+            mode="append",
+            schema=self._stream.table_schema,
+            partition_by=PARTITION_COLUMNS.names,
+            commit_properties=properties,
+        )
+        failpoint("after_commit")
         final = replace(provisional, lake_version=self._version_of(provisional))
         self._append_batch_record(final)
         return final
+
+    def _write_files(self, table: pa.Table) -> list[AddAction | RemoveAction]:
+        """One zstd Parquet file per hive partition of ``table``, not yet committed."""
+        if table.num_rows == 0:
+            return []
+        root = ensure_inside(self._lake_dir, self.table_path)
+        keys = pc.binary_join_element_wise(
+            table.column("event_date"), table.column("event_hour"), "/"
+        )
+        data_columns = [n for n in table.column_names if n not in PARTITION_COLUMNS.names]
+        actions: list[AddAction | RemoveAction] = []
+        for key in pc.unique(keys).to_pylist():
+            event_date, event_hour = key.split("/")
+            part = table.filter(pc.equal(keys, key))
+            # Partition values come from validated timestamps; checked anyway.
+            if not (_DATE.fullmatch(event_date) and _HOUR.fullmatch(event_hour)):
+                raise LakeError(f"refusing partition value {key!r}")
+            relative = (
+                f"event_date={event_date}/event_hour={event_hour}/part-{uuid.uuid4()}.zstd.parquet"
+            )
+            path = ensure_inside(root, root / relative)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(
+                part.select(data_columns),
+                path,
+                compression="zstd",
+                use_dictionary=True,
+                write_statistics=True,
+            )
+            actions.append(
+                AddAction(
+                    path=relative,
+                    size=path.stat().st_size,
+                    partition_values={"event_date": event_date, "event_hour": event_hour},
+                    modification_time=int(time.time() * 1000),
+                    data_change=True,
+                    stats=_file_stats(part),
+                )
+            )
+        return actions
 
     def _version_of(self, record: BatchRecord) -> int:
         """The log version of our commit (other partitions may have committed since)."""
@@ -285,9 +346,35 @@ class DeltaLake:
         return ids, times
 
 
-def _count_files(table: pa.Table) -> int:
-    """Files a commit writes: one per hive partition touched (target size permitting)."""
-    if table.num_rows == 0:
-        return 0
-    pairs = table.select(PARTITION_COLUMNS.names).group_by(PARTITION_COLUMNS.names).aggregate([])
-    return int(pairs.num_rows)
+def _file_stats(part: pa.Table) -> str:
+    """Delta file statistics: rows, null counts, min/max of the flat columns.
+
+    Readers prune files with them, so they must be complete: a column without
+    a null count may be taken for all-null by some readers.
+    """
+    minimum: dict[str, Any] = {}
+    maximum: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    for name in part.column_names:
+        column = part.column(name)
+        nulls[name] = column.null_count
+        if pa.types.is_nested(column.type) or column.null_count == len(column):
+            continue
+        bounds = pc.min_max(column).as_py()
+        low, high = bounds["min"], bounds["max"]
+        if isinstance(low, datetime):
+            low = low.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+            high = high.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        elif isinstance(low, Decimal):
+            continue  # as a JSON float a bound could round inwards and prune wrongly
+        elif isinstance(low, str) and (len(low) > 32 or len(high) > 32):
+            continue  # long strings: truncated bounds would be wrong, skip them
+        minimum[name], maximum[name] = low, high
+    return json.dumps(
+        {
+            "numRecords": part.num_rows,
+            "minValues": minimum,
+            "maxValues": maximum,
+            "nullCount": nulls,
+        }
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,14 @@ from flows.progress import COMMITTED
 from flows.records import ValidatedBatch
 from sinks.delta_lake import BatchRecord, DeltaLake
 from streambatch.clock import Clock, utc_now
+from streambatch.metrics import (
+    BATCH_BYTES,
+    BATCH_ROWS,
+    BATCHES_COMMITTED,
+    COMMIT_SECONDS,
+    LAST_COMMIT,
+    RECORDS,
+)
 
 __all__ = ["CommitOutcome", "LakeSink", "PartitionCommitter"]
 
@@ -105,6 +114,7 @@ class PartitionCommitter:
             table = table.filter(pa.array(result.keep, type=pa.bool_()))
             event_ids = [i for i, keep in zip(event_ids, result.keep, strict=True) if keep]
             occurred = [t for t, keep in zip(occurred, result.keep, strict=True) if keep]
+        started = time.monotonic()
         self.dead_letters.write(letters, self.topic, self.partition)
         record = BatchRecord(
             stream=validated.stream,
@@ -132,8 +142,23 @@ class PartitionCommitter:
         self.index.remember(event_ids, occurred)
         self.fence = batch.next_offset
         COMMITTED.publish(self.topic, self.partition, self.fence)
+        _observe(committed, time.monotonic() - started)
         log.info("batch committed %s", _log_fields(committed))
         return CommitOutcome(committed, skipped)
+
+
+def _observe(record: BatchRecord, seconds: float) -> None:
+    stream = record.stream
+    RECORDS.labels(stream, "valid").inc(record.rows)
+    RECORDS.labels(stream, "duplicate").inc(record.duplicates)
+    RECORDS.labels(stream, "invalid").inc(record.dead_letters)
+    BATCHES_COMMITTED.labels(stream, record.close_reason).inc()
+    BATCH_ROWS.labels(stream).observe(record.rows)
+    BATCH_BYTES.labels(stream).observe(record.input_bytes)
+    COMMIT_SECONDS.labels(stream).observe(seconds)
+    LAST_COMMIT.labels(stream, f"{record.topic}/{record.partition}").set(
+        record.committed_at.timestamp()
+    )
 
 
 def _to_datetime(micros: int) -> datetime:

@@ -1,0 +1,43 @@
+"""Named crash points for fault-injection tests (like TiKV's fail-rs).
+
+``STREAMBATCH_FAILPOINT=<name>[:<n>]`` makes the process kill itself with
+SIGKILL the n-th time (default: first) it reaches ``<name>``: exactly what a
+``kill -9`` at that instant does. Unset (always, outside tests), a failpoint
+costs one dictionary lookup.
+
+Points: ``after_files_before_commit`` (Parquet files written, Delta commit
+not made), ``after_commit`` (data and fence committed, ``batches`` row not
+yet), ``during_dead_letter_write`` (some dead letters produced, not flushed).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+__all__ = ["FAILPOINTS", "failpoint"]
+
+FAILPOINTS = ("after_files_before_commit", "after_commit", "during_dead_letter_write")
+_ENV = "STREAMBATCH_FAILPOINT"
+
+
+def _parse(spec: str | None) -> tuple[str, int] | None:
+    if not spec:
+        return None
+    name, _, count = spec.partition(":")
+    if name not in FAILPOINTS:
+        raise ValueError(f"{_ENV}: unknown failpoint {name!r}; known: {', '.join(FAILPOINTS)}")
+    return name, int(count or "1")
+
+
+_armed = _parse(os.environ.get(_ENV))
+_reached: dict[str, int] = {}
+
+
+def failpoint(name: str) -> None:
+    """Die here, as ``kill -9`` would, if the failpoint ``name`` is armed and due."""
+    if _armed is None or _armed[0] != name:
+        return
+    _reached[name] = _reached.get(name, 0) + 1
+    if _reached[name] >= _armed[1]:
+        os.kill(os.getpid(), signal.SIGKILL)
