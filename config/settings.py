@@ -129,6 +129,12 @@ class PipelineSettings(_EnvFirstSettings):
     stop_at_end: bool = Field(
         default=False, description="read to the current end of every partition, flush, exit 0"
     )
+    max_record_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="a record value larger than this is dead-lettered as RecordTooLarge",
+    )
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="serve Prometheus metrics on this port"
     )
@@ -146,6 +152,7 @@ class StreamSettings(BaseModel):
     window_bytes: int = Field(ge=1024, le=1024 * 1024 * 1024)
     dedupe_horizon_seconds: int = Field(ge=0, le=365 * 86400)
     stop_at_end: bool
+    max_record_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
     @property
@@ -244,6 +251,7 @@ def load_stream_settings(stream: str, config_file: Path | None = None) -> Stream
         "dedupe_horizon_seconds": shared.dedupe_horizon_seconds,
         "stop_at_end": shared.stop_at_end,
         "metrics_port": shared.metrics_port,
+        "max_record_bytes": shared.max_record_bytes,
     }
     for key, value in overrides.items():
         if key.startswith(prefix):

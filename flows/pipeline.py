@@ -61,7 +61,7 @@ def build_flow(
 
     def validate(item: tuple[str, ClosedBatch]) -> tuple[str, ValidatedBatch]:
         key, batch = item
-        return key, validate_batch(stream, batch)
+        return key, validate_batch(stream, batch, settings.max_record_bytes)
 
     validated = op.map("validate", closed, validate)
     op.output("commit_lake", validated, LakeSink(lake, settings, connection))

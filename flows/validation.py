@@ -3,7 +3,8 @@
 Every record ends up in exactly one of the two outputs. A record is refused
 with an error class a person can act on (``InvalidJson``, ``NotUtf8``,
 ``MissingField``, ``WrongType``, ``BadTimestamp``, ``UnknownEventType``,
-``OutOfRange``, ``EmptyValue``, ``NotAnObject``) and pydantic's message.
+``OutOfRange``, ``EmptyValue``, ``NotAnObject``, ``RecordTooLarge``) and
+pydantic's message.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from pydantic import BaseModel, ValidationError
 from events.stream import StreamSchema
 from flows.records import ClosedBatch, DeadLetter, ValidatedBatch
 
-__all__ = ["VALIDATION_STAGE", "classify_error", "validate_batch"]
+__all__ = ["DEFAULT_MAX_RECORD_BYTES", "VALIDATION_STAGE", "classify_error", "validate_batch"]
 
 VALIDATION_STAGE = "validate"
+DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
 _SLICE_RECORDS = 4096
 
 _ERROR_CLASSES: dict[str, str] = {
@@ -90,7 +92,9 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def validate_batch(stream: StreamSchema, batch: ClosedBatch) -> ValidatedBatch:
+def validate_batch(
+    stream: StreamSchema, batch: ClosedBatch, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+) -> ValidatedBatch:
     """Validate every record of ``batch`` against ``stream``'s event models.
 
     Returns a :class:`ValidatedBatch` whose table has one row per valid record,
@@ -108,7 +112,9 @@ def validate_batch(stream: StreamSchema, batch: ClosedBatch) -> ValidatedBatch:
         for start in range(0, len(records.values), _SLICE_RECORDS):
             stop = min(start + _SLICE_RECORDS, len(records.values))
             slices.append(
-                _validate_slice(stream, batch, start, stop, offsets, extras, dead_letters)
+                _validate_slice(
+                    stream, batch, start, stop, max_record_bytes, offsets, extras, dead_letters
+                )
             )
     event_columns = pa.concat_tables(slices) if slices else _event_schema(stream).empty_table()
     table = _with_lineage(stream, event_columns, extras, records.topic, records.partition, offsets)
@@ -127,6 +133,7 @@ def _validate_slice(
     batch: ClosedBatch,
     start: int,
     stop: int,
+    max_record_bytes: int,
     offsets: list[int],
     extras: list[str | None],
     dead_letters: list[DeadLetter],
@@ -144,6 +151,10 @@ def _validate_slice(
             dead_letters.append(
                 _dead_letter(batch, index, "EmptyValue", "record has no value (tombstone)")
             )
+            continue
+        if len(value) > max_record_bytes:
+            message = f"value is {len(value)} bytes, over the limit of {max_record_bytes}"
+            dead_letters.append(_dead_letter(batch, index, "RecordTooLarge", message))
             continue
         try:
             event = validate_json(value)
@@ -194,9 +205,7 @@ def _columns_from_json(
     try:
         table = pj.read_json(
             io.BytesIO(b"\n".join(lines)),
-            read_options=pj.ReadOptions(
-                use_threads=False, block_size=max(1 << 20, 2 * largest + 2)
-            ),
+            read_options=pj.ReadOptions(block_size=max(1 << 20, 2 * largest + 2)),
             parse_options=stream.json_parse_options,
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
