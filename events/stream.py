@@ -24,6 +24,7 @@ COMMON_COLUMNS = pa.schema(
 LINEAGE_COLUMNS = pa.schema(
     [
         ("_extra", pa.string()),
+        ("_value_digest", pa.int64()),
         ("_topic", pa.string()),
         ("_partition", pa.int32()),
         ("_offset", pa.int64()),

@@ -1,17 +1,19 @@
 """Compact memory of recent event ids, per Kafka partition, in event time.
 
-An id is kept as a 128-bit digest (two ``uint64``) plus its ``occurred_at``
-in microseconds: 24 bytes per remembered id, with no Python object per id.
-The digest is two SipHash values (Python's ``hash`` of ``id`` and of
-``id + "\0"``), keyed with a random per-process key, so nobody can craft
-colliding ids; the chance that two distinct ids share a digest is about
-``n**2 / 2**129``: nil for any real stream, so no valid event is dropped. The
-key changes with every process, which is fine: the index is rebuilt from the
-ids in the lake at start.
+An id is kept as a 128-bit digest (two ``uint64``), its ``occurred_at`` in
+microseconds and the 64-bit digest of its raw value: 32 bytes per remembered
+id, with no Python object per id. The id digest is two SipHash values
+(Python's ``hash`` of ``id`` and of ``id + "\\0"``), keyed with a random
+per-process key, so nobody can craft colliding ids; the chance that two
+distinct ids share a digest is about ``n**2 / 2**129``: nil for any real
+stream, so no valid event is dropped. The key changes with every process,
+which is fine: the index is rebuilt from the ids in the lake at start.
 
 Horizon: the index remembers every id whose ``occurred_at`` is within
 ``horizon`` of the newest ``occurred_at`` it has seen (the watermark). An
-event whose id is remembered is a duplicate; the first occurrence wins.
+event whose id is remembered is a duplicate; the first occurrence wins. A
+duplicate whose value differs from the first one's is also a *conflict*
+(same id, other payload): still dropped, but counted apart.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from datetime import timedelta
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["DedupeIndex", "DedupeResult", "digest_ids"]
+__all__ = ["BYTES_PER_ID", "DedupeIndex", "DedupeResult", "digest_ids"]
 
 _U64 = npt.NDArray[np.uint64]
 _I64 = npt.NDArray[np.int64]
+BYTES_PER_ID = 32
 # Merge the small sorted runs into the big one when they hold this many ids
 # or are this many: lookups cost one binary search per run.
 _MERGE_THRESHOLD = 65_536
@@ -43,37 +46,48 @@ def digest_ids(event_ids: Sequence[str]) -> npt.NDArray[np.uint64]:
 
 @dataclass(frozen=True, slots=True)
 class DedupeResult:
-    """Which rows of a batch to keep: the first occurrence of each new id."""
+    """Which rows of a batch to keep: the first occurrence of each new id.
+
+    ``conflicts`` counts the dropped rows whose value differs from the kept one.
+    """
 
     keep: list[bool]
     duplicates: int
+    conflicts: int
 
 
 class _Run:
-    """A sorted run of digests (by high word) with their event times."""
+    """A sorted run of digests (by high word) with event times and value digests."""
 
-    __slots__ = ("high", "low", "times")
+    __slots__ = ("high", "low", "times", "values")
 
-    def __init__(self, high: _U64, low: _U64, times: _I64) -> None:
+    def __init__(self, high: _U64, low: _U64, times: _I64, values: _I64) -> None:
         order = np.argsort(high, kind="stable")
         self.high = high[order]
         self.low = low[order]
         self.times = times[order]
+        self.values = values[order]
 
     def __len__(self) -> int:
         return int(self.high.size)
 
-    def contains(self, high: _U64, low: _U64, cutoff_us: int) -> npt.NDArray[np.bool_]:
-        """Which digests are here with an event time at or after ``cutoff_us``."""
+    @property
+    def nbytes(self) -> int:
+        return int(self.high.nbytes + self.low.nbytes + self.times.nbytes + self.values.nbytes)
+
+    def lookup(
+        self, high: _U64, low: _U64, cutoff_us: int
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.intp]]:
+        """Which digests are here (event time at or after ``cutoff_us``), and where."""
         if self.high.size == 0:
-            return np.zeros(high.size, dtype=bool)
-        position = np.searchsorted(self.high, high)
-        position = np.minimum(position, self.high.size - 1)
-        return (
+            return np.zeros(high.size, dtype=bool), np.zeros(high.size, dtype=np.intp)
+        position = np.minimum(np.searchsorted(self.high, high), self.high.size - 1)
+        found = (
             (self.high[position] == high)
             & (self.low[position] == low)
             & (self.times[position] >= cutoff_us)
         )
+        return found, position
 
 
 class DedupeIndex:
@@ -92,33 +106,48 @@ class DedupeIndex:
     @property
     def nbytes(self) -> int:
         """Memory held by the remembered ids (arrays only)."""
-        return sum(run.high.nbytes + run.low.nbytes + run.times.nbytes for run in self._runs)
+        return sum(run.nbytes for run in self._runs)
 
-    def check(self, event_ids: Sequence[str]) -> DedupeResult:
+    def check(self, event_ids: Sequence[str], value_digests: Sequence[int]) -> DedupeResult:
         """Mark the rows to keep, without remembering them (see :meth:`remember`)."""
         if not event_ids:
-            return DedupeResult([], 0)
+            return DedupeResult([], 0, 0)
         # Within the batch: the first of equal ids (exact, no digest needed).
-        in_batch: set[str] = set()
-        first = [not (i in in_batch or in_batch.add(i)) for i in event_ids]  # type: ignore[func-returns-value]  # set.add is None: "not None" marks a first sighting
-        if not self._runs:
-            return DedupeResult(first, len(first) - sum(first))
-        digests = digest_ids(event_ids)
-        high, low = digests[:, 0], digests[:, 1]
-        seen = np.zeros(high.size, dtype=bool)
-        cutoff = self._cutoff_us()
-        for run in self._runs:
-            seen |= run.contains(high, low, cutoff)
-        keep = (np.asarray(first, dtype=bool) & ~seen).tolist()
-        return DedupeResult(keep, len(keep) - sum(keep))
+        first_value: dict[str, int] = {}
+        keep: list[bool] = []
+        conflicts = 0
+        for event_id, value in zip(event_ids, value_digests, strict=True):
+            first = first_value.get(event_id)
+            if first is None:
+                first_value[event_id] = value
+                keep.append(True)
+            else:
+                keep.append(False)
+                conflicts += first != value
+        if self._runs:
+            digests = digest_ids(event_ids)
+            high, low = digests[:, 0], digests[:, 1]
+            values = np.asarray(value_digests, dtype=np.int64)
+            mask = np.asarray(keep, dtype=bool)
+            cutoff = self._cutoff_us()
+            for run in self._runs:
+                found, position = run.lookup(high, low, cutoff)
+                found &= mask
+                conflicts += int((found & (run.values[position] != values)).sum())
+                mask &= ~found
+            keep = mask.tolist()
+        return DedupeResult(keep, len(keep) - sum(keep), conflicts)
 
-    def remember(self, event_ids: Sequence[str], occurred_at_us: Sequence[int]) -> None:
+    def remember(
+        self, event_ids: Sequence[str], occurred_at_us: Sequence[int], value_digests: Sequence[int]
+    ) -> None:
         """Add committed ids; forget those older than the horizon."""
         if not event_ids:
             return
         digests = digest_ids(event_ids)
         times = np.asarray(occurred_at_us, dtype=np.int64)
-        self._runs.append(_Run(digests[:, 0].copy(), digests[:, 1].copy(), times))
+        values = np.asarray(value_digests, dtype=np.int64)
+        self._runs.append(_Run(digests[:, 0].copy(), digests[:, 1].copy(), times, values))
         newest = int(times.max())
         if self._watermark_us is None or newest > self._watermark_us:
             self._watermark_us = newest
@@ -132,10 +161,11 @@ class DedupeIndex:
         high = np.concatenate([run.high for run in self._runs])
         low = np.concatenate([run.low for run in self._runs])
         times = np.concatenate([run.times for run in self._runs])
+        values = np.concatenate([run.values for run in self._runs])
         live = times >= cutoff
-        self._runs = [_Run(high[live], low[live], times[live])]
+        self._runs = [_Run(high[live], low[live], times[live], values[live])]
 
     def _cutoff_us(self) -> int:
         if self._watermark_us is None:
-            return np.iinfo(np.int64).min
+            return int(np.iinfo(np.int64).min)
         return self._watermark_us - self._horizon_us

@@ -102,13 +102,10 @@ class ValidatedBatch:
     """A closed batch after validation: valid rows as Arrow, the rest as dead letters.
 
     ``table`` holds every valid record (duplicates not removed yet) in offset
-    order, with lineage columns; ``event_ids`` and ``occurred_at_us`` are its
-    dedupe keys, row for row.
+    order, with lineage columns (``_value_digest`` fingerprints the raw value).
     """
 
     stream: str
     batch: ClosedBatch
     table: pa.Table
-    event_ids: list[str]
-    occurred_at_us: list[int]
     dead_letters: list[DeadLetter]

@@ -13,6 +13,8 @@ import gc
 import io
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from hashlib import blake2b
 from typing import Any
 
 import orjson
@@ -24,7 +26,13 @@ from pydantic import BaseModel, ValidationError
 from events.stream import StreamSchema
 from flows.records import ClosedBatch, DeadLetter, ValidatedBatch
 
-__all__ = ["DEFAULT_MAX_RECORD_BYTES", "VALIDATION_STAGE", "classify_error", "validate_batch"]
+__all__ = [
+    "DEFAULT_MAX_RECORD_BYTES",
+    "VALIDATION_STAGE",
+    "classify_error",
+    "validate_batch",
+    "value_digest",
+]
 
 VALIDATION_STAGE = "validate"
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
@@ -104,6 +112,7 @@ def validate_batch(
     records = batch.records
     offsets: list[int] = []
     extras: list[str | None] = []
+    digests: list[int] = []
     dead_letters: list[DeadLetter] = []
     slices: list[pa.Table] = []
     # Slices bound the models alive at once (a 10 MB batch is ~40k models,
@@ -113,19 +122,19 @@ def validate_batch(
             stop = min(start + _SLICE_RECORDS, len(records.values))
             slices.append(
                 _validate_slice(
-                    stream, batch, start, stop, max_record_bytes, offsets, extras, dead_letters
+                    stream,
+                    batch,
+                    start,
+                    stop,
+                    max_record_bytes,
+                    _Collected(offsets, extras, digests, dead_letters),
                 )
             )
     event_columns = pa.concat_tables(slices) if slices else _event_schema(stream).empty_table()
-    table = _with_lineage(stream, event_columns, extras, records.topic, records.partition, offsets)
-    return ValidatedBatch(
-        stream=stream.name,
-        batch=batch,
-        table=table,
-        event_ids=table.column("event_id").to_pylist(),
-        occurred_at_us=table.column("occurred_at").cast(pa.int64()).to_pylist(),
-        dead_letters=dead_letters,
+    table = _with_lineage(
+        stream, event_columns, extras, digests, records.topic, records.partition, offsets
     )
+    return ValidatedBatch(stream=stream.name, batch=batch, table=table, dead_letters=dead_letters)
 
 
 def _validate_slice(
@@ -134,11 +143,10 @@ def _validate_slice(
     start: int,
     stop: int,
     max_record_bytes: int,
-    offsets: list[int],
-    extras: list[str | None],
-    dead_letters: list[DeadLetter],
+    collected: _Collected,
 ) -> pa.Table:
-    """Records ``[start, stop)``: event columns returned, the rest appended to the lists."""
+    """Records ``[start, stop)``: event columns returned, the rest appended to ``collected``."""
+    offsets, extras, dead_letters = collected.offsets, collected.extras, collected.dead_letters
     records = batch.records
     validate_json = stream.adapter.validate_json
     column_names = set(stream.event_column_names)
@@ -165,6 +173,7 @@ def _validate_slice(
         events.append(event)
         valid_values.append(value)
         offsets.append(records.offsets[index])
+        collected.digests.append(value_digest(value))
         extra = event.__pydantic_extra__
         if extra:
             extras.append(orjson.dumps(extra).decode())
@@ -177,6 +186,21 @@ def _validate_slice(
     if columns is None:
         columns = _columns_from_models(stream, events)
     return columns
+
+
+@dataclass(frozen=True, slots=True)
+class _Collected:
+    """Per-record outputs of a batch, filled slice by slice, row for row."""
+
+    offsets: list[int]
+    extras: list[str | None]
+    digests: list[int]
+    dead_letters: list[DeadLetter]
+
+
+def value_digest(value: bytes) -> int:
+    """A stable 64-bit fingerprint of a record's raw value (tells re-sends from conflicts)."""
+    return int.from_bytes(blake2b(value, digest_size=8).digest(), "little", signed=True)
 
 
 def _event_schema(stream: StreamSchema) -> pa.Schema:
@@ -276,6 +300,7 @@ def _with_lineage(
     stream: StreamSchema,
     columns: pa.Table,
     extras: list[str | None],
+    digests: list[int],
     topic: str,
     partition: int,
     offsets: list[int],
@@ -284,6 +309,7 @@ def _with_lineage(
     rows = len(offsets)
     arrays = {name: columns.column(name) for name in columns.column_names}
     arrays["_extra"] = pa.array(extras, type=pa.string())
+    arrays["_value_digest"] = pa.array(digests, type=pa.int64())
     arrays["_topic"] = pa.array([topic] * rows, type=pa.string())
     arrays["_partition"] = pa.array([partition] * rows, type=pa.int32())
     arrays["_offset"] = pa.array(offsets, type=pa.int64())

@@ -54,6 +54,7 @@ BATCHES_SCHEMA = pa.schema(
         ("input_records", pa.int64()),
         ("input_bytes", pa.int64()),
         ("duplicates", pa.int64()),
+        ("conflicts", pa.int64()),
         ("dead_letters", pa.int64()),
         ("dead_letters_by_class", pa.string()),
         ("files", pa.int64()),
@@ -88,6 +89,7 @@ class BatchRecord:
     input_records: int
     input_bytes: int
     duplicates: int
+    conflicts: int
     dead_letters: int
     dead_letters_by_class: str
     files: int
@@ -326,12 +328,11 @@ class DeltaLake:
         newest = pc.max(column.cast(pa.int64())).as_py()
         return None if newest is None else int(newest)
 
-    def recent_event_ids(
-        self, topic: str, partition: int, since_us: int
-    ) -> tuple[list[str], list[int]]:
-        """Ids and ``occurred_at`` (us) of a partition's rows at or after ``since_us``."""
+    def recent_rows(self, topic: str, partition: int, since_us: int) -> pa.Table:
+        """Dedupe keys (id, time, value digest) of a partition's rows since ``since_us``."""
+        columns = ["event_id", "occurred_at", "_value_digest"]
         if not DeltaTable.is_deltatable(str(self.table_path)):
-            return [], []
+            return self._stream.table_schema.empty_table().select(columns)
         since = datetime.fromtimestamp(since_us / 1_000_000, tz=UTC)
         dataset = DeltaTable(str(self.table_path)).to_pyarrow_dataset()
         expression = (
@@ -340,10 +341,7 @@ class DeltaLake:
             & (pc.field("_partition") == partition)
             & (pc.field("occurred_at") >= pa.scalar(since_us, pa.timestamp("us", tz="UTC")))
         )
-        rows = dataset.to_table(columns=["event_id", "occurred_at"], filter=expression)
-        ids = rows.column("event_id").to_pylist()
-        times = rows.column("occurred_at").cast(pa.int64()).to_pylist()
-        return ids, times
+        return dataset.to_table(columns=columns, filter=expression)
 
 
 def _file_stats(part: pa.Table) -> str:

@@ -487,6 +487,7 @@ SELECT
     sum("rows") AS "rows",
     sum(input_records) AS input_records,
     sum(duplicates) AS duplicates,
+    sum(conflicts) AS conflicts,
     sum(dead_letters) AS dead_letters,
     sum(files) AS files,
     CAST(round(sum(input_bytes) / 1048576, 1) AS DECIMAL(12, 1)) AS input_mib

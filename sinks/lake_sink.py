@@ -14,7 +14,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -74,26 +74,21 @@ class PartitionCommitter:
         watermark = self.lake.watermark_us(self.topic, self.partition)
         if watermark is not None:
             since = watermark - int(self.horizon / timedelta(microseconds=1))
-            ids, times = self.lake.recent_event_ids(self.topic, self.partition, since)
-            self.index.remember(ids, times)
+            recent = self.lake.recent_rows(self.topic, self.partition, since)
+            self.index.remember(*_dedupe_keys(recent))
             log.info(
                 "%s/%d: fence %s, %d event ids remembered for dedupe",
                 self.topic,
                 self.partition,
                 self.fence,
-                len(ids),
+                recent.num_rows,
             )
 
     def commit(self, validated: ValidatedBatch) -> CommitOutcome:
         """Dedupe, dead-letter and commit one batch (see module docstring)."""
         batch = validated.batch
         offsets = batch.records.offsets
-        table, event_ids, occurred, letters = (
-            validated.table,
-            validated.event_ids,
-            validated.occurred_at_us,
-            validated.dead_letters,
-        )
+        table, letters = validated.table, validated.dead_letters
         first_offset = offsets[0]
         skipped = 0
         if self.fence is not None and first_offset < self.fence:
@@ -102,20 +97,17 @@ class PartitionCommitter:
                 return CommitOutcome(None, len(offsets))
             # Only after a takeover mid-range: keep what is at or past the fence.
             skipped = sum(1 for offset in offsets if offset < self.fence)
-            keep_mask = pc.greater_equal(table.column("_offset"), self.fence)
-            kept_positions = [i for i, keep in enumerate(keep_mask.to_pylist()) if keep]
-            table = table.filter(keep_mask)
-            event_ids = [event_ids[i] for i in kept_positions]
-            occurred = [occurred[i] for i in kept_positions]
+            table = table.filter(pc.greater_equal(table.column("_offset"), self.fence))
             letters = [letter for letter in letters if letter.offset >= self.fence]
             first_offset = self.fence
-        result = self.index.check(event_ids)
+        result = self.index.check(
+            table.column("event_id").to_pylist(), table.column("_value_digest").to_pylist()
+        )
         if result.duplicates:
             table = table.filter(pa.array(result.keep, type=pa.bool_()))
-            event_ids = [i for i, keep in zip(event_ids, result.keep, strict=True) if keep]
-            occurred = [t for t, keep in zip(occurred, result.keep, strict=True) if keep]
         started = time.monotonic()
         self.dead_letters.write(letters, self.topic, self.partition)
+        occurred = pc.min_max(table.column("occurred_at")).as_py() if table.num_rows else None
         record = BatchRecord(
             stream=validated.stream,
             topic=self.topic,
@@ -126,6 +118,7 @@ class PartitionCommitter:
             input_records=len(offsets) - skipped,
             input_bytes=batch.input_bytes,
             duplicates=result.duplicates,
+            conflicts=result.conflicts,
             dead_letters=len(letters),
             dead_letters_by_class=json.dumps(
                 dict(sorted(Counter(letter.error_class for letter in letters).items()))
@@ -134,17 +127,26 @@ class PartitionCommitter:
             close_reason=batch.reason,
             opened_at=batch.opened_at,
             committed_at=self.now(),
-            min_occurred_at=_to_datetime(min(occurred)) if occurred else None,
-            max_occurred_at=_to_datetime(max(occurred)) if occurred else None,
+            min_occurred_at=occurred["min"] if occurred else None,
+            max_occurred_at=occurred["max"] if occurred else None,
             lake_version=-1,
         )
         committed = self.lake.commit(table, record)
-        self.index.remember(event_ids, occurred)
+        self.index.remember(*_dedupe_keys(table))
         self.fence = batch.next_offset
         COMMITTED.publish(self.topic, self.partition, self.fence)
         _observe(committed, time.monotonic() - started)
         log.info("batch committed %s", _log_fields(committed))
         return CommitOutcome(committed, skipped)
+
+
+def _dedupe_keys(table: pa.Table) -> tuple[list[str], list[int], list[int]]:
+    """Event ids, event times (us) and value digests of ``table``, row for row."""
+    return (
+        table.column("event_id").to_pylist(),
+        table.column("occurred_at").cast(pa.int64()).to_pylist(),
+        table.column("_value_digest").to_pylist(),
+    )
 
 
 def _observe(record: BatchRecord, seconds: float) -> None:
@@ -161,10 +163,6 @@ def _observe(record: BatchRecord, seconds: float) -> None:
     )
 
 
-def _to_datetime(micros: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
-
-
 def _log_fields(record: BatchRecord) -> str:
     fields: dict[str, Any] = {
         "stream": record.stream,
@@ -172,6 +170,7 @@ def _log_fields(record: BatchRecord) -> str:
         "offsets": [record.first_offset, record.next_offset],
         "rows": record.rows,
         "duplicates": record.duplicates,
+        "conflicts": record.conflicts,
         "dead_letters": record.dead_letters,
         "bytes": record.input_bytes,
         "reason": record.close_reason,

@@ -107,6 +107,7 @@ def _batch(
         "input_records": rows + sum(dead_letters.values()) + 1,
         "input_bytes": 100 * rows,
         "duplicates": 1,
+        "conflicts": 0,
         "dead_letters": sum(dead_letters.values()),
         "dead_letters_by_class": "{" + classes + "}",
         "files": 2,
@@ -353,20 +354,21 @@ def test_dead_letters(conn: duckdb.DuckDBPyConnection) -> None:
 
 def test_batches(conn: duckdb.DuckDBPyConnection) -> None:
     columns, rows = run_report(conn, "batches", {})
-    assert columns[:8] == [
+    assert columns[:9] == [
         "stream",
         "close_reason",
         "batches",
         "rows",
         "input_records",
         "duplicates",
+        "conflicts",
         "dead_letters",
         "files",
     ]
-    assert [row[:8] for row in rows] == [
-        ("clicks", "time", 1, 5, 6, 1, 0, 2),
-        ("orders", "end", 1, 3, 6, 1, 2, 2),
-        ("orders", "size", 1, 7, 12, 1, 4, 2),
+    assert [row[:9] for row in rows] == [
+        ("clicks", "time", 1, 5, 6, 1, 0, 0, 2),
+        ("orders", "end", 1, 3, 6, 1, 0, 2, 2),
+        ("orders", "size", 1, 7, 12, 1, 0, 4, 2),
     ]
     _, rows = run_report(conn, "batches", {"stream": "clicks"})
     assert [row[:3] for row in rows] == [("clicks", "time", 1)]

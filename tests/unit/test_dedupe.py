@@ -1,4 +1,4 @@
-"""Dedupe keeps the first of each id, counts the rest, honours the horizon."""
+"""Dedupe keeps the first of each id, counts the rest and the conflicts, honours the horizon."""
 
 from __future__ import annotations
 
@@ -7,39 +7,55 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.dedupe import DedupeIndex, digest_ids
+from flows.dedupe import BYTES_PER_ID, DedupeIndex, digest_ids
 
 HOUR_US = 3600 * 1_000_000
 
 
+def same_payload(ids: list[str]) -> list[int]:
+    """Value digests as if every re-send carried the same bytes as the first."""
+    return [hash(i) for i in ids]
+
+
 def test_within_a_batch_first_wins() -> None:
     index = DedupeIndex(timedelta(hours=1))
-    result = index.check(["a", "b", "a", "c", "b"])
+    result = index.check(["a", "b", "a", "c", "b"], [1, 2, 1, 3, 2])
     assert result.keep == [True, True, False, True, False]
-    assert result.duplicates == 2
+    assert (result.duplicates, result.conflicts) == (2, 0)
+
+
+def test_same_id_other_payload_is_a_counted_conflict() -> None:
+    index = DedupeIndex(timedelta(hours=1))
+    result = index.check(["a", "a", "a"], [1, 1, 9])
+    assert result.keep == [True, False, False]
+    assert (result.duplicates, result.conflicts) == (2, 1)
+    index.remember(["a"], [0], [1])
+    again = index.check(["a", "a"], [1, 7])
+    assert again.keep == [False, False]
+    assert (again.duplicates, again.conflicts) == (2, 1)
 
 
 def test_against_remembered_ids() -> None:
     index = DedupeIndex(timedelta(hours=1))
-    index.remember(["a", "b"], [0, 0])
-    result = index.check(["b", "c"])
+    index.remember(["a", "b"], [0, 0], [1, 2])
+    result = index.check(["b", "c"], [2, 3])
     assert result.keep == [False, True]
     assert result.duplicates == 1
 
 
 def test_ids_older_than_the_horizon_are_forgotten() -> None:
     index = DedupeIndex(timedelta(hours=1))
-    index.remember(["old"], [0])
-    index.remember(["new"], [2 * HOUR_US])
-    assert index.check(["old", "new"]).keep == [True, False]
+    index.remember(["old"], [0], [1])
+    index.remember(["new"], [2 * HOUR_US], [2])
+    assert index.check(["old", "new"], [1, 2]).keep == [True, False]
 
 
-def test_memory_per_id_is_24_bytes() -> None:
+def test_memory_per_id_is_32_bytes() -> None:
     index = DedupeIndex(timedelta(days=1))
     ids = [f"evt-{i:012d}" for i in range(100_000)]
-    index.remember(ids, [0] * len(ids))
+    index.remember(ids, [0] * len(ids), same_payload(ids))
     assert len(index) == 100_000
-    assert index.nbytes == 24 * 100_000
+    assert index.nbytes == BYTES_PER_ID * 100_000 == 32 * 100_000
 
 
 def test_digests_are_stable_and_distinct() -> None:
@@ -55,13 +71,14 @@ def test_keeps_first_of_each_id_across_batches_and_is_idempotent(batches: list[l
     index = DedupeIndex(timedelta(days=1))
     kept: list[str] = []
     for batch in batches:
-        result = index.check(batch)
+        result = index.check(batch, same_payload(batch))
         new = [i for i, keep in zip(batch, result.keep, strict=True) if keep]
         assert result.duplicates == len(batch) - len(new)
-        index.remember(new, [0] * len(new))
+        assert result.conflicts == 0
+        index.remember(new, [0] * len(new), same_payload(new))
         kept.extend(new)
     flat = [i for batch in batches for i in batch]
     assert kept == list(dict.fromkeys(flat))  # first occurrences, in order
     # Replaying everything again keeps nothing.
     for batch in batches:
-        assert not any(index.check(batch).keep)
+        assert not any(index.check(batch, same_payload(batch)).keep)

@@ -75,7 +75,7 @@ def test_each_event_type_validates_to_a_lake_row(event_type: str) -> None:
     assert row["occurred_at"] == datetime(2026, 11, 28, 13, 3, 11, 123000, tzinfo=UTC)
     assert (row["event_date"], row["event_hour"]) == ("2026-11-28", "13")
     assert (row["_topic"], row["_partition"], row["_offset"]) == ("orders", 2, 100)
-    assert result.event_ids == ["evt-1"]
+    assert result.table.column("event_id").to_pylist() == ["evt-1"]
     assert result.table.schema == ORDERS.table_schema
 
 
