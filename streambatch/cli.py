@@ -188,6 +188,23 @@ def dlq_redrive(
 
 
 @app.command()
+def verify(stream: StreamOption = "orders") -> None:
+    """Reconcile a stream: every offset below the fence is a row, a dead letter or a duplicate."""
+    from events.registry import get_stream
+    from streambatch.verify import verify_stream
+
+    report = verify_stream(
+        get_stream(stream), load_stream_settings(stream), load_kafka_settings().librdkafka_config()
+    )
+    console.print(report.render())
+    for line in report.offenders():
+        errors.print(escape(line))
+    console.print(f"lost = {report.lost}, duplicated = {report.duplicated}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
 def demo(
     events: Annotated[int, typer.Option(min=100, help="order events to produce")] = 5_000,
     data_dir: Annotated[Path, typer.Option(help="the demo's own lake (wiped first)")] = Path(

@@ -25,7 +25,7 @@ __all__ = [
     "ERROR_HEADER_NAMES",
     "DeadLetterSummary",
     "inspect_dead_letters",
-    "read_dead_letters",
+    "read_topic",
     "redrive_dead_letters",
 ]
 
@@ -39,19 +39,19 @@ ERROR_HEADER_NAMES = (
 )
 
 
-def read_dead_letters(
+def read_topic(
     connection: dict[str, str], topic: str, timeout_seconds: float = 60
 ) -> list[Message]:
     """Every record of ``topic``, from the beginning to its current end."""
     admin = AdminClient(dict(connection))
     described = admin.list_topics(topic, timeout=30).topics.get(topic)
     if described is None or described.error is not None:
-        raise StreambatchError(f"dead-letter topic {topic!r} is not available")
+        raise StreambatchError(f"topic {topic!r} is not available")
     partitions = sorted(described.partitions)
     consumer = Consumer(
         {
             **connection,
-            "group.id": "streambatch-dlq-reader",
+            "group.id": "streambatch-reader",
             "enable.auto.commit": "false",
             "enable.partition.eof": "true",
         }
@@ -83,7 +83,19 @@ def _header_pairs(message: Message) -> list[tuple[str, str | bytes | None]]:
     return cast(list[tuple[str, str | bytes | None]], message.headers() or [])
 
 
-def _header(message: Message, name: str) -> str:
+def source_of(message: Message) -> tuple[str, int, int] | None:
+    """``(topic, partition, offset)`` a dead letter came from, from its headers."""
+    try:
+        return (
+            header(message, "source.topic"),
+            int(header(message, "source.partition")),
+            int(header(message, "source.offset")),
+        )
+    except ValueError:
+        return None
+
+
+def header(message: Message, name: str) -> str:
     for key, value in _header_pairs(message):
         if key == name and value is not None:
             return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
@@ -121,17 +133,17 @@ class DeadLetterSummary:
 def inspect_dead_letters(connection: dict[str, str], topic: str, limit: int) -> DeadLetterSummary:
     """Count the letters of ``topic`` by ``error.class`` and keep ``limit`` samples."""
     summary = DeadLetterSummary(topic)
-    for message in read_dead_letters(connection, topic):
-        error_class = _header(message, "error.class") or "(no error.class header)"
+    for message in read_topic(connection, topic):
+        error_class = header(message, "error.class") or "(no error.class header)"
         summary.by_class[error_class] += 1
         if len(summary.samples) < limit:
             source = (
-                f"{_header(message, 'source.topic')}/{_header(message, 'source.partition')}"
-                f"@{_header(message, 'source.offset')}"
+                f"{header(message, 'source.topic')}/{header(message, 'source.partition')}"
+                f"@{header(message, 'source.offset')}"
             )
             value = (message.value() or b"")[:80].decode("utf-8", "replace")
             summary.samples.append(
-                (source, error_class, _header(message, "error.message")[:200], value)
+                (source, error_class, header(message, "error.message")[:200], value)
             )
     return summary
 
@@ -147,8 +159,8 @@ def redrive_dead_letters(
     producer = Producer({**connection, "enable.idempotence": "true", "acks": "all"})
     failures: list[str] = []
     sent = 0
-    for message in read_dead_letters(connection, dead_letter_topic):
-        if error_class is not None and _header(message, "error.class") != error_class:
+    for message in read_topic(connection, dead_letter_topic):
+        if error_class is not None and header(message, "error.class") != error_class:
             continue
         headers = [
             (key, value) for key, value in _header_pairs(message) if key not in ERROR_HEADER_NAMES
