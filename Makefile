@@ -6,6 +6,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v p
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# make bench BENCH_SCALE=1 skips the 10x-events linearity run.
+BENCH_SCALE ?= 10
 
 .PHONY: install demo test lint typecheck unit bench clean
 
@@ -36,7 +38,7 @@ test: lint typecheck
 	$(BIN)/python -m pytest -q -ra
 
 bench: $(STAMP)
-	$(BIN)/streambatch bench
+	$(BIN)/streambatch bench --scale $(BENCH_SCALE)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

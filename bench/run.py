@@ -1,7 +1,16 @@
-"""``streambatch bench``: the orders flow against a hand-written baseline, same workload.
+"""``streambatch bench``: the orders flow against hand-written baselines, same workload.
 
-Numbers, not assertions. events/s for the flow is measured from the first
-record read (the first batch's ``opened_at``) to the last batch committed.
+Numbers, not assertions. For the flow, events/s is measured from the first
+record read (the first batch's ``opened_at``) to the last batch committed;
+for the baselines, from the first record read to the last file written. Peak
+RSS is the kernel's high-water mark (``VmHWM``) of the measured process tree.
+
+Scenarios (one embedded broker, events produced once per topic):
+1. ``events`` order events (~300 B, 1 % duplicates) on 2 partitions: both
+   baselines and the flow in one process; ratio flow / read_json baseline.
+2. The same on 4 partitions: the flow in 1 process and in 2 processes.
+3. With ``scale`` > 1: the flow at ``scale`` x the events, to show the cost
+   per event stays flat (events/s and peak RSS compared with scenario 1).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from connectors.embedded_broker import EmbeddedBroker, create_topics
+from flows.dedupe import BYTES_PER_ID
 from streambatch.errors import StreambatchError
 from streambatch.flow_runner import PeakRssMonitor, run_flow_to_end
 from streambatch.generator import generate_order_records, produce_records
@@ -27,7 +37,6 @@ from streambatch.generator import generate_order_records, produce_records
 __all__ = ["run_benchmarks"]
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
-_PARTITIONS = 2
 
 
 def _flow_rate(data_dir: Path) -> tuple[int, float]:
@@ -39,78 +48,113 @@ def _flow_rate(data_dir: Path) -> tuple[int, float]:
     return records, (last - first).total_seconds()
 
 
-def _run_baseline(bootstrap: str, topic: str, out_dir: Path) -> dict[str, Any]:
-    command = [sys.executable, "-m", "bench.baseline", bootstrap, topic, str(_PARTITIONS)]
-    with subprocess.Popen(
-        [*command, str(out_dir)], cwd=_REPO_ROOT, stdout=subprocess.PIPE
-    ) as process:
-        monitor = PeakRssMonitor(process.pid)
-        monitor.start()
-        assert process.stdout is not None
-        output = process.stdout.read()
-        process.wait()
-        monitor.stop()
-    if process.returncode != 0:
-        raise StreambatchError(f"baseline failed with exit code {process.returncode}")
-    result: dict[str, Any] = json.loads(output)
-    result["peak_rss_mib"] = monitor.peak_bytes / 2**20
-    return result
+class _Bench:
+    """One broker, topics produced on demand, measurements collected as rows."""
+
+    def __init__(self, console: Console, broker: EmbeddedBroker, scratch: Path) -> None:
+        self.console = console
+        self.broker = broker
+        self.scratch = scratch
+        self.rows: list[tuple[str, int, float, float]] = []
+        self.results: dict[str, Any] = {}
+
+    def topic(self, name: str, partitions: int, events: int) -> str:
+        create_topics(self.broker.bootstrap_servers, [name, f"{name}.dlq"], partitions)
+        records = generate_order_records(events, seed=1, duplicate_ratio=0.01, malformed_ratio=0.0)
+        report = produce_records(
+            records,
+            producer_config={"bootstrap.servers": self.broker.bootstrap_servers},
+            topic=name,
+            total=events,
+        )
+        self.console.print(
+            f"{name}: {report.delivered:,} events on {partitions} partitions "
+            f"(produced at {report.delivered / report.seconds:,.0f}/s)"
+        )
+        return name
+
+    def baseline(self, key: str, mode: str, topic: str, partitions: int) -> dict[str, Any]:
+        out_dir = self.scratch / key
+        command = [sys.executable, "-m", "bench.baseline", mode]
+        command += [self.broker.bootstrap_servers, topic, str(partitions), str(out_dir)]
+        with subprocess.Popen(command, cwd=_REPO_ROOT, stdout=subprocess.PIPE) as process:
+            monitor = PeakRssMonitor(process.pid)
+            monitor.start()
+            assert process.stdout is not None
+            output = process.stdout.read()
+            process.wait()
+            monitor.stop()
+        if process.returncode != 0:
+            raise StreambatchError(f"baseline {mode} failed with exit code {process.returncode}")
+        measured: dict[str, Any] = json.loads(output)
+        return self._record(key, int(measured["events"]), measured["seconds"], monitor.peak_bytes)
+
+    def flow(self, key: str, topic: str, processes: int = 1) -> dict[str, Any]:
+        data_dir = self.scratch / key
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap_servers,
+            "STREAMBATCH_ORDERS_TOPIC": topic,
+            "STREAMBATCH_DATA_DIR": str(data_dir),
+            "STREAMBATCH_LOG_LEVEL": "WARNING",
+        }
+        with self.console.status(f"{key} running"):
+            run = run_flow_to_end("orders", env, cwd=_REPO_ROOT, processes=processes)
+        if run.returncode != 0:
+            raise StreambatchError(f"{key} failed:\n{run.stderr_tail}")
+        records, seconds = _flow_rate(data_dir)
+        return self._record(key, records, seconds, run.peak_rss_bytes)
+
+    def _record(self, key: str, events: int, seconds: float, peak: int) -> dict[str, Any]:
+        result = {
+            "events": events,
+            "seconds": round(seconds, 2),
+            "events_per_second": round(events / seconds),
+            "peak_rss_mib": round(peak / 2**20),
+        }
+        self.results[key] = result
+        self.rows.append((key, events, events / seconds, peak / 2**20))
+        self.console.print(f"  {key}: {result}")
+        return result
 
 
-def run_benchmarks(console: Console, *, events: int) -> dict[str, Any]:
-    """Produce ``events`` order events once; run the baseline and the flow over them."""
-    results: dict[str, Any] = {"events": events, "partitions": _PARTITIONS}
+def run_benchmarks(console: Console, *, events: int, scale: int = 1) -> dict[str, Any]:
+    """Run the scenarios of the module docstring; return the numbers."""
     with (
         tempfile.TemporaryDirectory(prefix="streambatch-bench-") as scratch,
         EmbeddedBroker() as broker,
     ):
-        root = Path(scratch)
-        topic = "bench-orders"
-        create_topics(broker.bootstrap_servers, [topic, f"{topic}.dlq"], _PARTITIONS)
-        connection = {"bootstrap.servers": broker.bootstrap_servers}
-        records = generate_order_records(events, seed=1, duplicate_ratio=0.01, malformed_ratio=0.0)
-        report = produce_records(records, producer_config=connection, topic=topic, total=events)
-        results["produce_events_per_second"] = round(report.delivered / report.seconds)
-        console.print(f"produced at {results['produce_events_per_second']:,} events/s")
-
-        baseline = _run_baseline(broker.bootstrap_servers, topic, root / "baseline")
-        results["baseline"] = {
-            "events_per_second": round(baseline["events_per_second"]),
-            "peak_rss_mib": round(baseline["peak_rss_mib"]),
+        bench = _Bench(console, broker, Path(scratch))
+        two = bench.topic("bench-2p", 2, events)
+        read_json = bench.baseline("baseline read_json (1 process)", "read_json", two, 2)
+        bench.baseline("baseline orjson per event (1 process)", "orjson", two, 2)
+        one_process = bench.flow("orders flow, 2 partitions, 1 process", two)
+        four = bench.topic("bench-4p", 4, events)
+        on_four = bench.flow("orders flow, 4 partitions, 1 process", four)
+        on_four_two = bench.flow("orders flow, 4 partitions, 2 processes", four, processes=2)
+        results = bench.results
+        results["ratios"] = {
+            "flow / read_json baseline": round(
+                one_process["events_per_second"] / read_json["events_per_second"], 2
+            ),
+            "2 processes / 1 process (4 partitions)": round(
+                on_four_two["events_per_second"] / on_four["events_per_second"], 2
+            ),
         }
-        console.print(f"baseline: {results['baseline']}")
-
-        env = {
-            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-            "STREAMBATCH_ORDERS_TOPIC": topic,
-            "STREAMBATCH_DATA_DIR": str(root / "flow"),
-        }
-        with console.status("orders flow running"):
-            run = run_flow_to_end("orders", env, cwd=_REPO_ROOT)
-        if run.returncode != 0:
-            raise StreambatchError(f"orders flow failed:\n{run.stderr_tail}")
-        processed, seconds = _flow_rate(root / "flow")
-        results["flow"] = {
-            "events_per_second": round(processed / seconds),
-            "peak_rss_mib": round(run.peak_rss_bytes / 2**20),
-            "records": processed,
-        }
-        results["flow_vs_baseline"] = round(
-            results["flow"]["events_per_second"] / results["baseline"]["events_per_second"], 2
-        )
-    table = Table(title=f"{events:,} order events, {_PARTITIONS} partitions, embedded broker")
-    for column in ("consumer", "events/s", "peak RSS (MiB)"):
+        if scale > 1:
+            big = bench.topic("bench-scaled", 2, events * scale)
+            scaled = bench.flow(f"orders flow, {scale}x events, 1 process", big)
+            results["ratios"][f"{scale}x events/s / 1x events/s"] = round(
+                scaled["events_per_second"] / one_process["events_per_second"], 2
+            )
+        results["dedupe_bytes_per_remembered_id"] = BYTES_PER_ID
+    table = Table(title=f"{events:,} order events per run (embedded broker, this machine)")
+    table.add_column("run")
+    for column in ("events", "events/s", "peak RSS (MiB)"):
         table.add_column(column, justify="right")
-    table.add_row(
-        "hand-written read_json baseline",
-        f"{results['baseline']['events_per_second']:,}",
-        str(results["baseline"]["peak_rss_mib"]),
-    )
-    table.add_row(
-        "orders flow (validate, dedupe, exactly-once Delta)",
-        f"{results['flow']['events_per_second']:,}",
-        str(results["flow"]["peak_rss_mib"]),
-    )
+    for key, count, rate, peak in bench.rows:
+        table.add_row(key, f"{count:,}", f"{rate:,.0f}", f"{peak:.0f}")
     console.print(table)
-    console.print(f"flow / baseline = {results['flow_vs_baseline']}")
+    for name, ratio in results["ratios"].items():
+        console.print(f"{name} = {ratio}")
+    console.print(f"dedupe memory per remembered event id: {BYTES_PER_ID} bytes")
     return results

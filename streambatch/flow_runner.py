@@ -98,7 +98,11 @@ class PeakRssMonitor:
 
 
 def _high_water_mark(pid: int) -> int:
-    """Largest ``VmHWM`` among ``pid`` and its children, in bytes (0 if gone)."""
+    """Sum of ``VmHWM`` of ``pid`` and its children, in bytes (0 if gone).
+
+    A sum of peaks: for several worker processes it may exceed the true
+    simultaneous peak a little, never understate it.
+    """
     pids = [pid]
     with contextlib.suppress(OSError):
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
@@ -108,5 +112,5 @@ def _high_water_mark(pid: int) -> int:
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{one}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]) * 1024)
+                    peak += int(line.split()[1]) * 1024
     return peak
