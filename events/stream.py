@@ -52,6 +52,7 @@ class StreamSchema:
     adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
     table_schema: pa.Schema = field(init=False, repr=False, compare=False)
     json_parse_options: pj.ParseOptions = field(init=False, repr=False, compare=False)
+    arrow_json_readable: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier() or not self.name.islower():
@@ -65,6 +66,9 @@ class StreamSchema:
         fields = [*COMMON_COLUMNS, *self.columns, *LINEAGE_COLUMNS, *PARTITION_COLUMNS]
         object.__setattr__(self, "table_schema", pa.schema(fields))
         event_schema = pa.schema([*COMMON_COLUMNS, *self.columns])
+        # Arrow's JSON reader cannot build map columns: such streams skip the fast path.
+        readable = not any(pa.types.is_map(f.type) for f in event_schema)
+        object.__setattr__(self, "arrow_json_readable", readable)
         object.__setattr__(
             self,
             "json_parse_options",

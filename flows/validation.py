@@ -219,7 +219,7 @@ def _columns_from_json(
     and the caller builds the columns from the models instead. The event ids
     are compared row for row, so a misaligned result can never pass.
     """
-    if not values:
+    if not values or not stream.arrow_json_readable:
         return None
     lines = [
         v.replace(b"\n", b" ").replace(b"\r", b" ") if b"\n" in v or b"\r" in v else v
@@ -291,6 +291,8 @@ def _list_of_structs(values: Sequence[Any], list_type: pa.ListType) -> pa.Array:
 
 
 def _column(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
+    if pa.types.is_map(arrow_type):
+        return pa.array([None if v is None else list(v.items()) for v in values], type=arrow_type)
     if pa.types.is_list(arrow_type) and pa.types.is_struct(arrow_type.value_type):
         return _list_of_structs(values, arrow_type)
     return pa.array(values, type=arrow_type)
