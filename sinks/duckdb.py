@@ -515,7 +515,91 @@ ORDER BY currency""",
     ),
 )
 
-REPORTS: Final[dict[str, Report]] = {report.name: report for report in _REPORT_LIST}
+_WINDOW = ReportParam("window_minutes", "positive_int", "10", "window length in minutes")
+_BUCKET = "time_bucket(to_minutes(CAST($window_minutes AS BIGINT)), occurred_at)"
+
+_STREAM_REPORTS: Final = (
+    Report(
+        name="click_funnel",
+        description=(
+            "sessions per window that viewed a page, added to cart, started checkout, and "
+            "the orders placed by their users in the same window (conversion = ordered / viewed)"
+        ),
+        sql=f"""
+WITH sessions AS (
+    SELECT
+        {_BUCKET} AS window_start,
+        session_id,
+        any_value(user_id) FILTER (WHERE user_id IS NOT NULL) AS user_id,
+        bool_or(event_type = 'page_view') AS viewed,
+        bool_or(event_type = 'add_to_cart') AS added,
+        bool_or(event_type = 'checkout_started') AS checked_out
+    FROM clicks
+    WHERE true{_OCCURRED_BETWEEN}
+    GROUP BY ALL
+),
+placed AS (
+    SELECT DISTINCT {_BUCKET} AS window_start, customer_id
+    FROM orders
+    WHERE event_type = 'OrderPlaced'{_OCCURRED_BETWEEN}
+)
+SELECT
+    s.window_start,
+    count(*) FILTER (WHERE s.viewed) AS page_view,
+    count(*) FILTER (WHERE s.added) AS add_to_cart,
+    count(*) FILTER (WHERE s.checked_out) AS checkout_started,
+    count(*) FILTER (WHERE s.checked_out AND p.customer_id IS NOT NULL) AS order_placed,
+    CAST(round(
+        count(*) FILTER (WHERE s.checked_out AND p.customer_id IS NOT NULL)
+        / greatest(count(*) FILTER (WHERE s.viewed), 1), 4) AS DECIMAL(9, 4)) AS conversion
+FROM sessions AS s
+LEFT JOIN placed AS p ON p.window_start = s.window_start AND p.customer_id = s.user_id
+GROUP BY s.window_start
+ORDER BY s.window_start
+LIMIT $limit""",
+        params=(_WINDOW, _SINCE, _UNTIL, _LIMIT),
+    ),
+    Report(
+        name="error_rate",
+        description="log lines, ERROR+CRITICAL lines and their share per service and window",
+        sql=f"""
+SELECT
+    {_BUCKET} AS window_start,
+    service,
+    count(*) AS lines,
+    count(*) FILTER (WHERE level IN ('ERROR', 'CRITICAL')) AS errors,
+    CAST(round(count(*) FILTER (WHERE level IN ('ERROR', 'CRITICAL')) / count(*), 4)
+        AS DECIMAL(9, 4)) AS error_rate
+FROM logs
+WHERE true{_OCCURRED_BETWEEN}
+GROUP BY ALL
+ORDER BY window_start, service
+LIMIT $limit""",
+        params=(_WINDOW, _SINCE, _UNTIL, _LIMIT),
+    ),
+    Report(
+        name="top_failing_services",
+        description="services by ERROR+CRITICAL lines, with their error rate and distinct traces",
+        sql=f"""
+SELECT
+    service,
+    count(*) FILTER (WHERE level IN ('ERROR', 'CRITICAL')) AS errors,
+    count(*) AS lines,
+    CAST(round(count(*) FILTER (WHERE level IN ('ERROR', 'CRITICAL')) / count(*), 4)
+        AS DECIMAL(9, 4)) AS error_rate,
+    count(DISTINCT trace_id) FILTER (WHERE level IN ('ERROR', 'CRITICAL')) AS failing_traces
+FROM logs
+WHERE true{_OCCURRED_BETWEEN}
+GROUP BY service
+ORDER BY errors DESC, service
+LIMIT $limit""",
+        params=(_SINCE, _UNTIL, _LIMIT),
+    ),
+)
+
+REPORTS: Final[dict[str, Report]] = {
+    report.name: report for report in (*_REPORT_LIST, *_STREAM_REPORTS)
+}
 """Every named report, by name."""
 
 
