@@ -96,3 +96,21 @@ def test_sasl_needs_credentials_and_hides_the_password(monkeypatch: pytest.Monke
     settings = load_kafka_settings()
     assert "hunter2-secret" not in repr(settings)
     assert settings.librdkafka_config()["sasl.password"] == "hunter2-secret"
+
+
+def test_per_stream_override_from_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    Path("streambatch.toml").write_text(
+        "STREAMBATCH_WINDOW_SECONDS = 600\nSTREAMBATCH_LOGS_WINDOW_SECONDS = 60\n"
+        "STREAMBATCH_LOGS_DEDUPE_HORIZON_SECONDS = 3600\n"
+    )
+    logs = load_stream_settings("logs")
+    assert (logs.window_seconds, logs.dedupe_horizon_seconds) == (60, 3600)
+    assert load_stream_settings("clicks").window_seconds == 600
+    monkeypatch.setenv("STREAMBATCH_LOGS_WINDOW_SECONDS", "30")
+    assert load_stream_settings("logs").window_seconds == 30
+
+
+def test_bad_per_stream_override_in_the_file_names_the_key() -> None:
+    Path("streambatch.toml").write_text("STREAMBATCH_CLICKS_WINDOW_BYTES = 1\n")
+    with pytest.raises(ConfigError, match="STREAMBATCH_CLICKS_WINDOW_BYTES"):
+        load_stream_settings("clicks")
