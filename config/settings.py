@@ -146,7 +146,8 @@ class StreamSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     stream: str
-    topic: str = Field(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
+    # 245: "<topic>.dlq" must fit Kafka's 249-character limit too.
+    topic: str = Field(min_length=1, max_length=245, pattern=r"^[A-Za-z0-9._-]+$")
     data_dir: Path
     window_seconds: int = Field(gt=0, le=7 * 86400)
     window_bytes: int = Field(ge=1024, le=1024 * 1024 * 1024)

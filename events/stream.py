@@ -12,6 +12,8 @@ import pyarrow as pa
 import pyarrow.json as pj
 from pydantic import TypeAdapter
 
+from events.prevalidation import Prevalidator, build_prevalidator
+
 __all__ = ["COMMON_COLUMNS", "LINEAGE_COLUMNS", "PARTITION_COLUMNS", "StreamSchema"]
 
 COMMON_COLUMNS = pa.schema(
@@ -53,6 +55,7 @@ class StreamSchema:
     table_schema: pa.Schema = field(init=False, repr=False, compare=False)
     json_parse_options: pj.ParseOptions = field(init=False, repr=False, compare=False)
     arrow_json_readable: bool = field(init=False, repr=False, compare=False)
+    prevalidator: Prevalidator | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier() or not self.name.islower():
@@ -69,6 +72,7 @@ class StreamSchema:
         # Arrow's JSON reader cannot build map columns: such streams skip the fast path.
         readable = not any(pa.types.is_map(f.type) for f in event_schema)
         object.__setattr__(self, "arrow_json_readable", readable)
+        object.__setattr__(self, "prevalidator", build_prevalidator(self.event_model))
         object.__setattr__(
             self,
             "json_parse_options",

@@ -14,6 +14,7 @@ import io
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from hashlib import blake2b
 from typing import Any
 
@@ -36,7 +37,7 @@ __all__ = [
 
 VALIDATION_STAGE = "validate"
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
-_SLICE_RECORDS = 4096
+_SLICE_RECORDS = 32768
 
 _ERROR_CLASSES: dict[str, str] = {
     "missing": "MissingField",
@@ -110,31 +111,44 @@ def validate_batch(
     a :class:`DeadLetter` carrying the original key, value and headers.
     """
     records = batch.records
-    offsets: list[int] = []
-    extras: list[str | None] = []
-    digests: list[int] = []
-    dead_letters: list[DeadLetter] = []
-    slices: list[pa.Table] = []
-    # Slices bound the models alive at once (a 10 MB batch is ~40k models,
-    # ~100 MB of Python objects); each slice becomes Arrow columns and is freed.
+    parts: list[_Slice] = []
+    # Slices bound the Python objects alive at once (a 10 MB batch is ~40k
+    # records); each slice becomes Arrow columns and its objects are freed.
     with _gc_paused():
         for start in range(0, len(records.values), _SLICE_RECORDS):
             stop = min(start + _SLICE_RECORDS, len(records.values))
-            slices.append(
-                _validate_slice(
-                    stream,
-                    batch,
-                    start,
-                    stop,
-                    max_record_bytes,
-                    _Collected(offsets, extras, digests, dead_letters),
-                )
-            )
-    event_columns = pa.concat_tables(slices) if slices else _event_schema(stream).empty_table()
-    table = _with_lineage(
-        stream, event_columns, extras, digests, records.topic, records.partition, offsets
+            part = _validate_slice(stream, batch, start, stop, max_record_bytes, fast=True)
+            if part is None:
+                part = _validate_slice(stream, batch, start, stop, max_record_bytes, fast=False)
+            assert part is not None  # the pydantic path always yields a slice
+            parts.append(part)
+    columns = (
+        pa.concat_tables([part.columns for part in parts])
+        if parts
+        else _event_schema(stream).empty_table()
     )
-    return ValidatedBatch(stream=stream.name, batch=batch, table=table, dead_letters=dead_letters)
+    table = _with_lineage(
+        stream,
+        columns,
+        [extra for part in parts for extra in part.extras],
+        [digest for part in parts for digest in part.digests],
+        records.topic,
+        records.partition,
+        [offset for part in parts for offset in part.offsets],
+    )
+    letters = [letter for part in parts for letter in part.dead_letters]
+    return ValidatedBatch(stream=stream.name, batch=batch, table=table, dead_letters=letters)
+
+
+@dataclass(slots=True)
+class _Slice:
+    """What one slice of a batch produced, row for row (``columns`` in offset order)."""
+
+    columns: pa.Table
+    offsets: list[int]
+    extras: list[str | None]
+    digests: list[int]
+    dead_letters: list[DeadLetter]
 
 
 def _validate_slice(
@@ -143,59 +157,66 @@ def _validate_slice(
     start: int,
     stop: int,
     max_record_bytes: int,
-    collected: _Collected,
-) -> pa.Table:
-    """Records ``[start, stop)``: event columns returned, the rest appended to ``collected``."""
-    offsets, extras, dead_letters = collected.offsets, collected.extras, collected.dead_letters
+    *,
+    fast: bool,
+) -> _Slice | None:
+    """Records ``[start, stop)`` as event columns plus dead letters.
+
+    ``fast``: records the prevalidator accepts skip pydantic, and columns come
+    from Arrow's JSON reader; returns None when Arrow disagrees anywhere in
+    the slice (the caller then runs the slice again with ``fast=False``, where
+    pydantic validates every record and builds the columns).
+    """
     records = batch.records
+    prevalidator = stream.prevalidator if fast and stream.arrow_json_readable else None
     validate_json = stream.adapter.validate_json
     column_names = set(stream.event_column_names)
     events: list[BaseModel] = []
+    event_ids: list[str] = []
     valid_values: list[bytes] = []
+    part = _Slice(_event_schema(stream).empty_table(), [], [], [], [])
     extras_shadow_columns = False
     for index in range(start, stop):
         value = records.values[index]
         if value is None:
-            dead_letters.append(
+            part.dead_letters.append(
                 _dead_letter(batch, index, "EmptyValue", "record has no value (tombstone)")
             )
             continue
         if len(value) > max_record_bytes:
             message = f"value is {len(value)} bytes, over the limit of {max_record_bytes}"
-            dead_letters.append(_dead_letter(batch, index, "RecordTooLarge", message))
+            part.dead_letters.append(_dead_letter(batch, index, "RecordTooLarge", message))
             continue
-        try:
-            event = validate_json(value)
-        except ValidationError as exc:
-            error_class, message = classify_error(exc, value)
-            dead_letters.append(_dead_letter(batch, index, error_class, message))
-            continue
-        events.append(event)
+        event_id = prevalidator.event_id(value) if prevalidator is not None else None
+        extra = None
+        if event_id is None:
+            try:
+                event = validate_json(value)
+            except ValidationError as exc:
+                error_class, message = classify_error(exc, value)
+                part.dead_letters.append(_dead_letter(batch, index, error_class, message))
+                continue
+            events.append(event)
+            event_id = event.__dict__["event_id"]
+            extra = event.__pydantic_extra__
         valid_values.append(value)
-        offsets.append(records.offsets[index])
-        collected.digests.append(value_digest(value))
-        extra = event.__pydantic_extra__
+        event_ids.append(event_id)
+        part.offsets.append(records.offsets[index])
+        part.digests.append(value_digest(value))
         if extra:
-            extras.append(orjson.dumps(extra).decode())
+            part.extras.append(orjson.dumps(extra).decode())
             extras_shadow_columns = extras_shadow_columns or not column_names.isdisjoint(extra)
         else:
-            extras.append(None)
+            part.extras.append(None)
     columns = None
-    if not extras_shadow_columns:
-        columns = _columns_from_json(stream, valid_values, events)
+    if stream.arrow_json_readable and not extras_shadow_columns:
+        columns = _columns_from_json(stream, valid_values, event_ids)
     if columns is None:
+        if len(events) != len(valid_values):
+            return None  # some records skipped pydantic: redo the slice without the fast path
         columns = _columns_from_models(stream, events)
-    return columns
-
-
-@dataclass(frozen=True, slots=True)
-class _Collected:
-    """Per-record outputs of a batch, filled slice by slice, row for row."""
-
-    offsets: list[int]
-    extras: list[str | None]
-    digests: list[int]
-    dead_letters: list[DeadLetter]
+    part.columns = columns
+    return part
 
 
 def value_digest(value: bytes) -> int:
@@ -208,18 +229,18 @@ def _event_schema(stream: StreamSchema) -> pa.Schema:
 
 
 def _columns_from_json(
-    stream: StreamSchema, values: list[bytes], events: list[BaseModel]
+    stream: StreamSchema, values: list[bytes], event_ids: list[str]
 ) -> pa.Table | None:
-    """Fast path: Arrow's JSON reader on the original bytes of the valid records.
+    """Arrow's JSON reader on the original bytes of records already found valid.
 
-    Every value was already accepted by pydantic, so it is one JSON object and
-    a raw CR or LF in it can only be whitespace: blanking them keeps it one
-    line. Where Arrow reads a value differently from pydantic's lax rules
-    (``"2"`` for an int, 7 fractional digits, a duplicate key, ...) it fails,
-    and the caller builds the columns from the models instead. The event ids
-    are compared row for row, so a misaligned result can never pass.
+    Every value is one JSON object, so a raw CR or LF in it can only be
+    whitespace: blanking them keeps it one line. Where Arrow reads a value
+    differently from pydantic (``"2"`` for an int, 7 fractional digits, a
+    duplicate key, money out of range, ...) this returns None and the caller
+    builds the columns from pydantic models instead. The event ids are
+    compared row for row, so a misaligned result can never pass.
     """
-    if not values or not stream.arrow_json_readable:
+    if not values:
         return None
     lines = [
         v.replace(b"\n", b" ").replace(b"\r", b" ") if b"\n" in v or b"\r" in v else v
@@ -234,12 +255,56 @@ def _columns_from_json(
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    if table.num_rows != len(events):
+    if table.num_rows != len(event_ids) or table.column("event_id").to_pylist() != event_ids:
         return None
-    event_ids = table.column("event_id").to_pylist()
-    if any(a != b.__dict__["event_id"] for a, b in zip(event_ids, events, strict=True)):
-        return None
-    return table.select(stream.event_column_names).combine_chunks()
+    table = table.select(stream.event_column_names).combine_chunks()
+    return table if _money_in_range(table) and _instants_in_range(table) else None
+
+
+_FIRST_INSTANT_US = -62135596800 * 1_000_000  # 0001-01-01T00:00:00Z
+_END_INSTANT_US = 253402300800 * 1_000_000  # 10000-01-01T00:00:00Z
+
+
+def _instants_in_range(table: pa.Table) -> bool:
+    """Every timestamp's UTC date within years 1..9999, as pydantic requires."""
+    for column in table.columns:
+        if pa.types.is_timestamp(column.type) and column.null_count < len(column):
+            bounds = pc.min_max(column.cast(pa.int64())).as_py()
+            if bounds["min"] < _FIRST_INSTANT_US or bounds["max"] >= _END_INSTANT_US:
+                return False
+    return True
+
+
+def _money_in_range(table: pa.Table) -> bool:
+    """Every decimal (also inside lists of structs) in ``[0, 10**(precision - scale))``.
+
+    Arrow refuses more decimal places than the column's scale by itself, but
+    not more whole digits, and it takes signs: the Money rules pydantic checks.
+    """
+    for column in table.columns:
+        for values in _decimal_leaves(column.combine_chunks() if column.num_chunks else column):
+            if values.null_count == len(values):
+                continue
+            bounds = pc.min_max(values).as_py()
+            limit = Decimal(10) ** (values.type.precision - values.type.scale)
+            if bounds["min"] < 0 or bounds["max"] >= limit:
+                return False
+    return True
+
+
+def _decimal_leaves(values: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
+    kind = values.type
+    if pa.types.is_decimal(kind):
+        return [values]
+    if pa.types.is_list(kind):
+        return _decimal_leaves(pc.list_flatten(values))
+    if pa.types.is_struct(kind):
+        return [
+            leaf
+            for index in range(kind.num_fields)
+            for leaf in _decimal_leaves(pc.struct_field(values, [index]))
+        ]
+    return []
 
 
 def _columns_from_models(stream: StreamSchema, events: list[BaseModel]) -> pa.Table:

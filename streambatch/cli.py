@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import Annotated, Any
 
+import duckdb
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -36,7 +37,8 @@ dlq_app = typer.Typer(help="Inspect and redrive dead letters.", no_args_is_help=
 app.add_typer(dlq_app, name="dlq")
 
 console = Console()
-errors = Console(stderr=True)
+# soft_wrap: an error is one line even when stderr is not a terminal.
+errors = Console(stderr=True, soft_wrap=True)
 
 StreamOption = Annotated[str, typer.Option("--stream", "-s", help="orders, clicks or logs")]
 DataDirOption = Annotated[
@@ -235,8 +237,10 @@ def main() -> None:
     """Console-script entry point: known errors become one clear line and exit 2."""
     try:
         app()
-    except StreambatchError as exc:
-        errors.print(f"[red]streambatch:[/] {escape(str(exc))}", highlight=False)
+    except (StreambatchError, duckdb.Error) as exc:
+        # duckdb.Error: user SQL that DuckDB refuses (syntax, unknown table, locked-down I/O).
+        message = " ".join(str(exc).split())
+        errors.print(f"[red]streambatch:[/] {escape(message)}", highlight=False)
         sys.exit(2)
 
 

@@ -1,4 +1,4 @@
-"""``streambatch verify`` finds nothing wrong in a good lake and names what is wrong in a bad one."""
+"""``streambatch verify`` passes a good lake and names what is wrong in a bad one."""
 
 from __future__ import annotations
 

@@ -1,0 +1,226 @@
+"""A fast, strict pre-validator derived from a stream's pydantic models.
+
+pydantic stays the definition of what is valid and the author of every error
+message; this module builds, from the same models, msgspec types that accept
+a *subset* of what pydantic accepts, several times faster. The validation
+fast path (``flows.validation``) accepts a record only when this decoder
+accepts it AND Arrow's JSON reader converts it AND its money columns are in
+range; anything else is validated by pydantic, which either accepts it (lax
+coercions, extra fields) or says why not. So the rules are declared once, and
+a disagreement can only cost speed, never correctness. Property tests check
+the subset relation.
+
+Money (``Decimal`` with ``ge=0``, ``max_digits``, ``decimal_places``) is
+decoded without constraints here; its range and places are checked on the
+Arrow column (see ``money_bounds``). Unsupported annotations make
+:func:`build_prevalidator` return None: that stream validates with pydantic
+alone.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import annotated_types
+import msgspec
+from pydantic import AwareDatetime, BaseModel, StringConstraints
+from pydantic.fields import FieldInfo
+
+from events.common import MONEY_PRECISION, MONEY_SCALE
+
+__all__ = ["Prevalidator", "build_prevalidator"]
+
+
+# Built from metadata at run time: the stubs' overloads cannot follow, hence Any.
+_Meta: Any = msgspec.Meta
+
+
+class _Unsupported(Exception):
+    """An annotation this module does not translate (the fast path is skipped)."""
+
+
+@dataclass(frozen=True)
+class Prevalidator:
+    """Decodes one record; returns its event id, or None when pydantic must decide."""
+
+    decoder: msgspec.json.Decoder[Any]
+
+    def event_id(self, value: bytes) -> str | None:
+        """The event id if the decoder accepts the record, else None."""
+        try:
+            event_id: str = self.decoder.decode(value).event_id
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+            return None
+        return event_id
+
+
+def build_prevalidator(event_model: Any) -> Prevalidator | None:
+    """A :class:`Prevalidator` for a model or a union discriminated by ``event_type``."""
+    try:
+        members = _union_members(event_model)
+        if len(members) == 1:
+            return Prevalidator(msgspec.json.Decoder(_struct_for(members[0], tag=None)))
+        structs = tuple(
+            _struct_for(model, tag=_single_literal(model.model_fields["event_type"]))
+            for model in members
+        )
+        return Prevalidator(msgspec.json.Decoder(Union[structs]))  # noqa: UP007 - runtime union
+    except _Unsupported:
+        return None
+
+
+def _union_members(event_model: Any) -> list[type[BaseModel]]:
+    if isinstance(event_model, type) and issubclass(event_model, BaseModel):
+        return [event_model]
+    if get_origin(event_model) is Annotated:
+        inner, *metadata = get_args(event_model)
+        if not any(getattr(m, "discriminator", None) == "event_type" for m in metadata):
+            raise _Unsupported("a union must be discriminated by event_type")
+        members = get_args(inner)
+        if all(isinstance(m, type) and issubclass(m, BaseModel) for m in members):
+            return list(members)
+    raise _Unsupported(f"event model {event_model!r}")
+
+
+def _single_literal(info: FieldInfo) -> str:
+    values = get_args(info.annotation) if get_origin(info.annotation) is Literal else ()
+    if len(values) != 1 or not isinstance(values[0], str):
+        raise _Unsupported("each union member needs event_type: Literal['...']")
+    return values[0]
+
+
+def _struct_for(model: type[BaseModel], tag: str | None) -> Any:
+    """A msgspec Struct mirroring ``model``; unknown fields are refused (pydantic decides)."""
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    for name, info in model.model_fields.items():
+        if info.alias not in (None, name):
+            raise _Unsupported(f"alias on {model.__name__}.{name}")
+        if tag is not None and name == "event_type":
+            continue
+        kind = _translate(info.annotation, list(info.metadata))
+        if info.is_required():
+            fields.append((name, kind))
+        elif info.default is None:
+            fields.append((name, kind, None))
+        elif info.default == {}:
+            fields.append((name, kind, msgspec.field(default_factory=dict)))
+        else:
+            raise _Unsupported(f"default of {model.__name__}.{name}")
+    options: dict[str, Any] = {"forbid_unknown_fields": True, "kw_only": True}
+    if tag is not None:
+        options.update(tag_field="event_type", tag=tag)
+    return msgspec.defstruct(f"Fast{model.__name__}", fields, **options)
+
+
+def _translate(annotation: Any, metadata: list[Any]) -> Any:
+    """The msgspec type for one pydantic annotation plus its metadata."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        inner, *extra = get_args(annotation)
+        return _translate(inner, [*extra, *metadata])
+    if origin in (Union, types.UnionType):
+        options = [a for a in get_args(annotation) if a is not type(None)]
+        if len(options) != 1 or len(get_args(annotation)) != 2:
+            raise _Unsupported(f"union {annotation!r}")
+        return _translate(options[0], metadata) | None
+    if origin is Literal:
+        return annotation
+    if annotation is str:
+        return _constrained_str(metadata)
+    if annotation is int:
+        return Annotated[int, _Meta(**_bounds(metadata))]
+    if annotation is Decimal:
+        _require_money(metadata)
+        return Decimal
+    if annotation is AwareDatetime:
+        # Strict, plus the UTC-range check that the fast path does on the Arrow column.
+        if not any(getattr(m, "strict", False) for m in metadata):
+            raise _Unsupported("datetimes must be strict")
+        metadata = [m for m in metadata if not _is_utc_range_check(m)]
+        return Annotated[datetime, _Meta(tz=True)]
+    if origin is list:
+        (item,) = get_args(annotation)
+        items: Any = list[_translate(item, [])]  # type: ignore[misc]  # a type built at run time
+        return Annotated[items, _Meta(**_lengths(metadata))]
+    if origin is dict:
+        key, value = get_args(annotation)
+        mapping: Any = dict[_translate(key, []), _translate(value, [])]  # type: ignore[misc]  # a type built at run time
+        return Annotated[mapping, _Meta(**_lengths(metadata))]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if annotation.model_config.get("extra") != "forbid":
+            raise _Unsupported(f"nested model {annotation.__name__} must forbid extra fields")
+        return _struct_for(annotation, tag=None)
+    raise _Unsupported(f"annotation {annotation!r}")
+
+
+def _is_utc_range_check(item: Any) -> bool:
+    return getattr(getattr(item, "func", None), "__name__", "") == "_representable_in_utc"
+
+
+def _constrained_str(metadata: list[Any]) -> Any:
+    meta: dict[str, Any] = {}
+    for item in metadata:
+        if isinstance(item, StringConstraints):
+            if item.strip_whitespace or item.to_upper or item.to_lower or item.ascii_only:
+                raise _Unsupported("string transformations")
+            for key in ("min_length", "max_length", "pattern"):
+                if getattr(item, key) is not None:
+                    meta[key] = getattr(item, key)
+        else:
+            meta.update(_lengths([item]))
+    return Annotated[str, _Meta(**meta)] if meta else str
+
+
+def _bounds(metadata: list[Any]) -> dict[str, Any]:
+    bounds: dict[str, Any] = {}
+    for item in metadata:
+        if isinstance(item, annotated_types.Ge):
+            bounds["ge"] = item.ge
+        elif isinstance(item, annotated_types.Gt):
+            bounds["gt"] = item.gt
+        elif isinstance(item, annotated_types.Le):
+            bounds["le"] = item.le
+        elif isinstance(item, annotated_types.Lt):
+            bounds["lt"] = item.lt
+        else:
+            raise _Unsupported(f"integer metadata {item!r}")
+    return bounds
+
+
+def _lengths(metadata: list[Any]) -> dict[str, int]:
+    lengths: dict[str, int] = {}
+    for item in metadata:
+        if isinstance(item, annotated_types.MinLen):
+            lengths["min_length"] = item.min_length
+        elif isinstance(item, annotated_types.MaxLen):
+            lengths["max_length"] = item.max_length
+        else:
+            raise _Unsupported(f"length metadata {item!r}")
+    return lengths
+
+
+def _require_money(metadata: list[Any]) -> None:
+    """Only the project's Money type: ``ge=0`` and ``decimal(18, 4)`` limits.
+
+    The Arrow column then has exactly that type, and the fast path checks
+    ``0 <= value < 10**14`` on it (Arrow refuses extra places by itself).
+    """
+    seen = {"ge": False, "digits": False}
+    for item in metadata:
+        if isinstance(item, annotated_types.Ge) and item.ge == 0:
+            seen["ge"] = True
+        elif getattr(item, "allow_inf_nan", None) is False:
+            continue
+        elif (
+            getattr(item, "max_digits", None) == MONEY_PRECISION
+            and getattr(item, "decimal_places", None) == MONEY_SCALE
+        ):
+            seen["digits"] = True
+        else:
+            raise _Unsupported(f"decimal metadata {item!r}")
+    if not all(seen.values()):
+        raise _Unsupported("decimals must be Money: ge=0, decimal(18, 4)")
