@@ -37,7 +37,7 @@ __all__ = [
 
 VALIDATION_STAGE = "validate"
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
-_SLICE_RECORDS = 32768
+_SLICE_RECORDS = 8192
 
 _ERROR_CLASSES: dict[str, str] = {
     "missing": "MissingField",
