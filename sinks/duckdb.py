@@ -489,8 +489,7 @@ SELECT
     sum(duplicates) AS duplicates,
     sum(conflicts) AS conflicts,
     sum(dead_letters) AS dead_letters,
-    sum(files) AS files,
-    CAST(round(sum(input_bytes) / 1048576, 1) AS DECIMAL(12, 1)) AS input_mib
+    sum(files) AS files
 FROM batches
 WHERE true{_COMMITTED_BETWEEN}
 GROUP BY ALL

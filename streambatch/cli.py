@@ -36,11 +36,15 @@ app = typer.Typer(
 dlq_app = typer.Typer(help="Inspect and redrive dead letters.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 
-console = Console()
+# At least 120 columns: reports stay readable when piped or logged.
+console = Console(width=max(120, Console().width))
 # soft_wrap: an error is one line even when stderr is not a terminal.
 errors = Console(stderr=True, soft_wrap=True)
 
 StreamOption = Annotated[str, typer.Option("--stream", "-s", help="orders, clicks or logs")]
+ProduceStreamOption = Annotated[
+    str, typer.Option("--stream", "-s", help="orders, clicks, logs or all")
+]
 DataDirOption = Annotated[
     Path | None,
     typer.Option("--data-dir", help="root of the lake (default: STREAMBATCH_DATA_DIR or ./data)"),
@@ -70,7 +74,7 @@ def broker(
 
 @app.command()
 def produce(
-    stream: StreamOption = "orders",
+    stream: ProduceStreamOption = "orders",
     count: Annotated[int, typer.Option(min=1, help="records to send")] = 10_000,
     rate: Annotated[float | None, typer.Option(min=1, help="records per second")] = None,
     duplicates: Annotated[float, typer.Option(min=0, max=0.5, help="ratio re-sent")] = 0.02,
@@ -78,31 +82,54 @@ def produce(
     seed: Annotated[int, typer.Option(help="random seed (same seed, same events)")] = 42,
     progress: Annotated[bool | None, typer.Option(help="progress bar (default: on a TTY)")] = None,
 ) -> None:
-    """Send synthetic events of the order workflow (with duplicates and malformed records)."""
-    from streambatch.generator import generate_order_records, produce_records
+    """Send synthetic events (with duplicates and malformed records).
 
-    if stream != "orders":
-        raise StreambatchError(f"the generator knows the orders stream only so far, not {stream!r}")
-    settings = load_stream_settings(stream)
+    ``--stream orders`` sends COUNT order workflow events; ``clicks`` or
+    ``logs`` send the click sessions or service logs around COUNT order events
+    (same customers, skus and time range); ``all`` sends the three.
+    """
+    from streambatch.generator import (
+        generate_order_records,
+        generate_stream_records,
+        produce_records,
+    )
+
+    if stream not in (*STREAM_NAMES, "all"):
+        raise StreambatchError(f"--stream must be one of {', '.join(STREAM_NAMES)} or all")
     kafka = load_kafka_settings()
-    records = generate_order_records(
-        count, seed=seed, duplicate_ratio=duplicates, malformed_ratio=malformed
-    )
-    report = produce_records(
-        records,
-        producer_config=kafka.librdkafka_config(),
-        topic=settings.topic,
-        rate=rate,
-        progress=progress,
-        total=count,
-    )
-    console.print(
-        f"{report.delivered} delivered to {settings.topic}, {report.failed} failed "
-        f"in {report.seconds:.1f} s"
-    )
-    for reason, failed in sorted(report.failures.items()):
-        errors.print(f"  {failed} failed: {reason}")
-    if report.failed:
+    if stream == "orders":
+        batches = {
+            "orders": list(
+                generate_order_records(
+                    count, seed=seed, duplicate_ratio=duplicates, malformed_ratio=malformed
+                )
+            )
+        }
+    else:
+        batches = generate_stream_records(
+            count, seed=seed, duplicate_ratio=duplicates, malformed_ratio=malformed
+        )
+        if stream != "all":
+            batches = {stream: batches[stream]}
+    failed = 0
+    for name, records in batches.items():
+        topic = load_stream_settings(name).topic
+        report = produce_records(
+            records,
+            producer_config=kafka.librdkafka_config(),
+            topic=topic,
+            rate=rate,
+            progress=progress,
+            total=len(records),
+        )
+        console.print(
+            f"{report.delivered} delivered to {topic}, {report.failed} failed "
+            f"in {report.seconds:.1f} s"
+        )
+        for reason, count_failed in sorted(report.failures.items()):
+            errors.print(f"  {count_failed} failed: {reason}")
+        failed += report.failed
+    if failed:
         raise typer.Exit(1)
 
 
@@ -208,7 +235,9 @@ def verify(stream: StreamOption = "orders") -> None:
 
 @app.command()
 def demo(
-    events: Annotated[int, typer.Option(min=100, help="order events to produce")] = 5_000,
+    events: Annotated[
+        int, typer.Option(min=100, help="order events (clicks, logs follow)")
+    ] = 5_000,
     data_dir: Annotated[Path, typer.Option(help="the demo's own lake (wiped first)")] = Path(
         "data/demo"
     ),
