@@ -12,6 +12,8 @@ import sys
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
 from config.settings import KafkaSettings, StreamSettings, load_kafka_settings, load_stream_settings
 from connectors.kafka_source import LakeFencedKafkaSource
@@ -22,7 +24,7 @@ from flows.validation import validate_batch
 from sinks.delta_lake import DeltaLake
 from sinks.lake_sink import LakeSink
 from streambatch.clock import Clock, utc_now
-from streambatch.errors import ConfigError
+from streambatch.errors import ConfigError, TerminalError
 from streambatch.metrics import serve_metrics
 
 __all__ = ["build_flow", "flow_from_environment"]
@@ -95,4 +97,28 @@ def flow_from_environment(stream: StreamSchema) -> Dataflow:
     except ConfigError as exc:
         print(f"streambatch: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    try:
+        check_source_topic(kafka, settings.topic)
+    except TerminalError as exc:
+        print(f"streambatch: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     return build_flow(stream, settings, kafka)
+
+
+def check_source_topic(kafka: KafkaSettings, topic: str, timeout_seconds: float = 30) -> None:
+    """Fail fast, with one clear line, when Kafka or the topic cannot be reached.
+
+    Raises:
+        TerminalError: naming the brokers and the client's reason (never the password).
+    """
+    admin = AdminClient(dict[str, str | int | float | bool](kafka.librdkafka_config()))
+    try:
+        described = admin.list_topics(topic, timeout=timeout_seconds).topics.get(topic)
+    except KafkaException as exc:
+        raise TerminalError(
+            f"cannot reach Kafka at {kafka.bootstrap_servers} "
+            f"({kafka.security_protocol}): {exc.args[0].str() if exc.args else exc}"
+        ) from None
+    if described is None or described.error is not None:
+        reason = described.error.str() if described is not None and described.error else "absent"
+        raise TerminalError(f"source topic {topic!r} is not available: {reason}")
