@@ -17,6 +17,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from flows.records import DeadLetter
 from streambatch.errors import DeadLetterWriteError
 from streambatch.failpoints import failpoint
+from streambatch.metrics import BROKER_CONNECTED, KAFKA_ERRORS
 
 __all__ = ["DeadLetterWriter", "dead_letter_headers"]
 
@@ -47,8 +48,9 @@ class DeadLetterWriter:
     the broker; otherwise it raises :class:`DeadLetterWriteError`.
     """
 
-    def __init__(self, producer_config: dict[str, str]) -> None:
-        config = {
+    def __init__(self, producer_config: dict[str, str], stream: str) -> None:
+        self._stream = stream
+        config: dict[str, object] = {
             **producer_config,
             "enable.idempotence": "true",
             "acks": "all",
@@ -57,8 +59,14 @@ class DeadLetterWriter:
             # No delivery timeout: through a broker outage the flow waits (and
             # says so) instead of failing; permanent errors still surface.
             "message.timeout.ms": "0",
+            # Served during flush(): an outage shows up while the flow waits.
+            "error_cb": self._on_error,
         }
         self._producer = Producer(config)
+
+    def _on_error(self, error: KafkaError) -> None:
+        KAFKA_ERRORS.labels(self._stream, error.name()).inc()
+        log.warning("dead-letter producer: %s", error.str())
 
     def write(
         self, letters: Sequence[DeadLetter], source_topic: str, source_partition: int
@@ -94,11 +102,15 @@ class DeadLetterWriter:
                         f"@{letter.offset} to {topic}: {exc}"
                     ) from exc
         remaining = self._producer.flush(_FLUSH_SECONDS)
+        connected = BROKER_CONNECTED.labels(self._stream, f"{source_topic}/{source_partition}")
         while remaining and not failures:
+            # The worker waits here (fail closed); say so in the log and the metrics.
+            connected.set(0)
             log.warning(
                 "waiting for the broker to acknowledge %d dead letters to %s", remaining, topic
             )
             remaining = self._producer.flush(_FLUSH_SECONDS)
+        connected.set(1)
         if remaining or failures:
             detail = failures[0] if failures else f"{remaining} not acknowledged in time"
             raise DeadLetterWriteError(

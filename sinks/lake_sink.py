@@ -202,7 +202,7 @@ class _LakeSinkPartition(StatelessSinkPartition[tuple[str, ValidatedBatch]]):
     ) -> None:
         self._lake = lake
         self._horizon = settings.dedupe_horizon
-        self._dead_letters = DeadLetterWriter(producer_config)
+        self._dead_letters = DeadLetterWriter(producer_config, settings.stream)
         self._committers: dict[str, PartitionCommitter] = {}
 
     def write_batch(self, items: list[tuple[str, ValidatedBatch]]) -> None:
