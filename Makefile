@@ -35,7 +35,7 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
 test: lint typecheck
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/streambatch bench --scale $(BENCH_SCALE)
