@@ -6,8 +6,6 @@ read Kafka (from the lake fence) -> key by partition -> batch (age or size)
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
 
 import bytewax.operators as op
@@ -25,6 +23,7 @@ from sinks.delta_lake import DeltaLake
 from sinks.lake_sink import LakeSink
 from streambatch.clock import Clock, utc_now
 from streambatch.errors import ConfigError, TerminalError
+from streambatch.logs import configure_logging
 from streambatch.metrics import serve_metrics
 
 __all__ = ["build_flow", "flow_from_environment"]
@@ -72,16 +71,6 @@ def build_flow(
 
 def _chunk_key(chunk: RecordChunk) -> str:
     return partition_key(chunk.topic, chunk.partition)
-
-
-def configure_logging() -> None:
-    """Log to stderr at ``STREAMBATCH_LOG_LEVEL`` (default INFO) unless configured."""
-    level = os.environ.get("STREAMBATCH_LOG_LEVEL", "INFO").upper()
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(
-            level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-        )
 
 
 def flow_from_environment(stream: StreamSchema) -> Dataflow:

@@ -136,7 +136,7 @@ class PartitionCommitter:
         self.fence = batch.next_offset
         COMMITTED.publish(self.topic, self.partition, self.fence)
         _observe(committed, time.monotonic() - started)
-        log.info("batch committed %s", _log_fields(committed))
+        log.info("batch committed", extra={"fields": {"batch": _log_fields(committed)}})
         return CommitOutcome(committed, skipped)
 
 
@@ -163,7 +163,7 @@ def _observe(record: BatchRecord, seconds: float) -> None:
     )
 
 
-def _log_fields(record: BatchRecord) -> str:
+def _log_fields(record: BatchRecord) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "stream": record.stream,
         "partition": f"{record.topic}/{record.partition}",
@@ -175,8 +175,10 @@ def _log_fields(record: BatchRecord) -> str:
         "bytes": record.input_bytes,
         "reason": record.close_reason,
         "version": record.lake_version,
+        "opened_at": record.opened_at.isoformat(),
+        "committed_at": record.committed_at.isoformat(),
     }
-    return json.dumps(fields)
+    return fields
 
 
 class LakeSink(DynamicSink[tuple[str, ValidatedBatch]]):
