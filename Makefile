@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 # make bench BENCH_SCALE=1 skips the 10x-events linearity run.
 BENCH_SCALE ?= 10
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo test lint typecheck unit bench clean system-tools
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert (3, 11) <= sys.version_info[:2] <= (3, 12), "streambatch needs Python 3.11 or 3.12 (bytewax 0.21.1 wheels); set PYTHON=..."'
@@ -34,7 +34,14 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
-test: lint typecheck
+# Debian tools some tests drive: docker-compose (validates docker-compose.yml
+# without an engine) and headless Chromium (renders the HTML report).
+system-tools:
+	@command -v docker-compose >/dev/null && command -v chromium >/dev/null || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			docker-compose chromium >/dev/null; }
+
+test: lint typecheck system-tools
 	$(BIN)/python -m pytest -q -ra -n 2 --dist loadfile
 
 bench: $(STAMP)

@@ -234,6 +234,27 @@ def verify(stream: StreamOption = "orders") -> None:
 
 
 @app.command()
+def report(
+    html_file: Annotated[
+        Path, typer.Option("--html", help="write a self-contained HTML report (charts) here")
+    ],
+    title: Annotated[str, typer.Option(help="page title")] = "streambatch report",
+    hours: Annotated[
+        int, typer.Option(min=1, help="event time covered by the windowed charts")
+    ] = 24,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Revenue, click funnel, error rates, batches and dead letters as one HTML file."""
+    from datetime import timedelta
+
+    from streambatch.html_report import write_report
+
+    root = data_dir or load_pipeline_settings().data_dir
+    written = write_report(root, html_file, title=title, span=timedelta(hours=hours))
+    console.print(f"report written to {escape(str(written))}")
+
+
+@app.command()
 def demo(
     events: Annotated[
         int, typer.Option(min=100, help="order events (clicks, logs follow)")

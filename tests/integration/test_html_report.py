@@ -1,0 +1,265 @@
+"""The HTML report: real flows, a real lake, the page rendered by headless Chromium."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from confluent_kafka.admin import AdminClient
+from deltalake import write_deltalake
+
+from connectors.embedded_broker import create_topics
+from events.registry import LOGS, ORDERS
+from sinks.delta_lake import BATCHES_SCHEMA
+from sinks.duckdb import connect, run_sql
+from streambatch.generator import generate_stream_records, produce_records
+from streambatch.html_report import render_report_html, write_report
+from tests.support import StreamTopics, flow_env, run_flow
+from tests.support_browser import (
+    ChartDom,
+    decode_png,
+    dump_dom,
+    parse_charts,
+    screenshot,
+)
+
+CHARTS = ("revenue", "funnel", "error-rate", "batches", "dead-letters")
+HOSTILE = "<script>alert(1)</script>"
+GENERATED_AT = datetime(2026, 11, 28, 1, 0, tzinfo=UTC)
+
+
+def _scalar(conn: Any, sql: str) -> Any:
+    _, rows = run_sql(conn, sql)
+    return rows[0][0]
+
+
+@pytest.fixture
+def more_topics(bootstrap_servers: str) -> Iterator[dict[str, str]]:
+    """Topics for clicks and logs (``topics`` gives the orders one), deleted afterwards."""
+    names = {stream: f"t{uuid.uuid4().hex[:12]}" for stream in ("clicks", "logs")}
+    every = [topic for name in names.values() for topic in (name, f"{name}.dlq")]
+    create_topics(bootstrap_servers, every, 3)
+    yield names
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    for future in admin.delete_topics(every).values():
+        with contextlib.suppress(Exception):
+            future.result(timeout=10)
+
+
+def _assert_drawn(chart: ChartDom, expected_series: int, name: str) -> None:
+    assert chart.series_count == expected_series, f"{name}: data-series-count"
+    assert len(chart.series) == expected_series, f"{name}: series groups"
+    for series in chart.series:
+        assert series.drawn_shapes(), f"{name}: series {series.name!r} drew nothing"
+        assert series.classes[0] == "series" and series.classes[1].startswith("series-")
+
+
+def test_report_of_three_flows_renders_in_chromium(
+    topics: StreamTopics,
+    more_topics: dict[str, str],
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    # 3,000 orders: about 15 minutes of event time, so more than one window.
+    streams = generate_stream_records(3_000, seed=23, duplicate_ratio=0.02, malformed_ratio=0.01)
+    names = {"orders": topics.name, **more_topics}
+    config = {"bootstrap.servers": topics.bootstrap_servers}
+    for stream, records in streams.items():
+        sent = produce_records(records, producer_config=config, topic=names[stream], progress=False)
+        assert sent.failed == 0
+    env = flow_env(
+        topics,
+        data_dir,
+        "orders",
+        STREAMBATCH_CLICKS_TOPIC=names["clicks"],
+        STREAMBATCH_LOGS_TOPIC=names["logs"],
+        # Small windows: several batches per partition, closed by size and by the end.
+        STREAMBATCH_WINDOW_BYTES=str(64 * 1024),
+    )
+    timings["produce"] = time.monotonic() - started
+    for stream in ("orders", "clicks", "logs"):
+        started = time.monotonic()
+        run_flow(env, stream)
+        timings[f"flow {stream}"] = time.monotonic() - started
+
+    started = time.monotonic()
+    page = write_report(data_dir, tmp_path / "out" / "report.html")
+    timings["write_report"] = time.monotonic() - started
+    text = page.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>")
+    # Nothing to fetch at view time, and the page says so to the browser.
+    assert "Content-Security-Policy" in text
+    assert not re.search(r"(?:src|href)\s*=\s*(?![\"']?#)", text), "a reference outside the page"
+    assert "url(" not in text and "@import" not in text
+    assert not list(page.parent.glob(".*.tmp")), "the temporary file was left behind"
+
+    with connect(data_dir) as conn:
+        currencies = _scalar(
+            conn, "SELECT count(DISTINCT currency) FROM orders WHERE event_type = 'OrderPlaced'"
+        )
+        services = _scalar(conn, "SELECT count(DISTINCT service) FROM logs")
+        reasons = _scalar(conn, "SELECT count(DISTINCT close_reason) FROM batches")
+        streams_with_dead_letters = _scalar(
+            conn, "SELECT count(DISTINCT stream) FROM batches WHERE dead_letters > 0"
+        )
+        _, revenue = run_sql(
+            conn,
+            "SELECT currency, sum(total_amount) FROM orders "
+            "WHERE event_type = 'OrderPlaced' GROUP BY 1",
+        )
+    assert currencies >= 2 and services >= 2 and reasons >= 2 and streams_with_dead_letters == 3
+
+    started = time.monotonic()
+    charts, scripts = parse_charts(dump_dom(page))
+    timings["chromium dump-dom"] = time.monotonic() - started
+    assert scripts == 0
+    assert set(charts) == {f"svg-{name}" for name in CHARTS}
+    expected = {
+        "revenue": currencies,
+        "funnel": 4,
+        "error-rate": services,
+        "batches": reasons,
+        "dead-letters": streams_with_dead_letters,
+    }
+    for name, count in expected.items():
+        _assert_drawn(charts[f"svg-{name}"], count, name)
+    funnel = [series.name for series in charts["svg-funnel"].series]
+    assert funnel == ["page_view", "add_to_cart", "checkout_started", "order_placed"]
+    # Money is printed exactly: each currency's total, to the last of its four places.
+    legend = " ".join(charts["svg-revenue"].text)
+    for currency, total in revenue:
+        assert isinstance(total, Decimal)
+        assert f"{currency} {total:,f}" in legend
+
+    started = time.monotonic()
+    png = screenshot(page, tmp_path / "report.png", 1200, 2600)
+    image = decode_png(png)
+    timings["chromium screenshot + decode"] = time.monotonic() - started
+    assert (image.width, image.height) == (1200, 2600)
+    colours = image.colours()
+    assert len(colours) > 50, f"the screenshot looks blank: {len(colours)} colours"
+    for name in CHARTS:
+        for series in charts[f"svg-{name}"].series:
+            for colour in series.colours():
+                rgb = (int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16))
+                painted = colours[rgb]
+                assert painted >= 10, f"{name}: {series.name} ({colour}) is not on the screenshot"
+    print("timings:", {step: round(seconds, 2) for step, seconds in timings.items()})
+
+
+# --------------------------------------------------------------------------- no broker
+
+
+def _hostile_lake(data_dir: Path) -> None:
+    """A lake whose strings try to break out of the page, written straight to Delta."""
+    at = datetime(2026, 11, 28, 0, 5, tzinfo=UTC)
+    lineage = {"_topic": "orders", "_partition": 0, "event_date": "2026-11-28", "event_hour": "00"}
+    orders = [
+        {
+            "event_id": f"o{offset}",
+            "event_type": "OrderPlaced",
+            "occurred_at": at,
+            "order_id": f"o{offset}",
+            "customer_id": "c1",
+            "currency": currency,
+            "total_amount": Decimal(total),
+            "_offset": offset,
+            **lineage,
+        }
+        for offset, (currency, total) in enumerate(
+            [(HOSTILE, "12345678901234.5678"), ('"><img src=x>', "0.1000"), ("EUR", "0.2000")]
+        )
+    ]
+    write_deltalake(
+        data_dir / "lake" / "orders",
+        pa.Table.from_pylist(orders, schema=ORDERS.table_schema),
+        partition_by=["event_date", "event_hour"],
+    )
+    logs = [
+        {
+            "event_id": f"l{offset}",
+            "event_type": "log",
+            "occurred_at": at,
+            "service": service,
+            "level": level,
+            "message": HOSTILE,
+            "_offset": offset,
+            **lineage,
+        }
+        for offset, (service, level) in enumerate(
+            [(HOSTILE, "ERROR"), (HOSTILE, "INFO"), ("a b", "ERROR"), ("a-b", "INFO")]
+        )
+    ]
+    write_deltalake(
+        data_dir / "lake" / "logs",
+        pa.Table.from_pylist(logs, schema=LOGS.table_schema),
+        partition_by=["event_date", "event_hour"],
+    )
+    batch: dict[str, Any] = dict.fromkeys(BATCHES_SCHEMA.names, 0)
+    batch.update(
+        stream=HOSTILE,
+        topic="orders",
+        rows=3,
+        dead_letters=2,
+        dead_letters_by_class='{"<script>alert(1)</script>": 2}',
+        close_reason=HOSTILE,
+        opened_at=at,
+        committed_at=at,
+        min_occurred_at=at,
+        max_occurred_at=at,
+    )
+    write_deltalake(
+        data_dir / "lake" / "batches", pa.Table.from_pylist([batch], schema=BATCHES_SCHEMA)
+    )
+
+
+def test_hostile_strings_are_escaped_and_money_is_exact(data_dir: Path, tmp_path: Path) -> None:
+    _hostile_lake(data_dir)
+    with connect(data_dir) as conn:
+        page = render_report_html(conn, f"lake {HOSTILE}", GENERATED_AT)
+    assert "<script" not in page and "<img" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert 'class="series series-script-alert-1-script"' in page
+    # Two services whose slugs collide still get a class each.
+    assert 'class="series series-a-b"' in page and 'class="series series-a-b-2"' in page
+    # 18 significant digits: a float would print 12345678901234.568.
+    assert "12,345,678,901,234.5678" in page
+    assert "EUR 0.2000" in page
+
+    path = tmp_path / "hostile.html"
+    path.write_text(page, encoding="utf-8")
+    charts, scripts = parse_charts(dump_dom(path))
+    assert scripts == 0
+    assert charts["svg-revenue"].series_count == 3
+    names = {series.name for series in charts["svg-revenue"].series}
+    assert names == {HOSTILE, '"><img src=x>', "EUR"}
+    assert charts["svg-error-rate"].series_count == 3
+    assert {series.name for series in charts["svg-batches"].series} == {HOSTILE}
+    assert {series.name for series in charts["svg-dead-letters"].series} == {HOSTILE}
+
+
+def test_empty_lake_gives_a_valid_page_with_no_data_notes(data_dir: Path, tmp_path: Path) -> None:
+    path = write_report(data_dir, tmp_path / "empty.html", now=lambda: GENERATED_AT)
+    page = path.read_text(encoding="utf-8")
+    assert page.count("no data yet") >= len(CHARTS)
+    assert "2026-11-28 01:00:00Z" in page
+    charts, _ = parse_charts(page)
+    assert {name: chart.series_count for name, chart in charts.items()} == {
+        f"svg-{name}": 0 for name in CHARTS
+    }
+
+
+def test_naive_generated_at_is_refused(data_dir: Path) -> None:
+    with connect(data_dir) as conn, pytest.raises(ValueError, match="timezone-aware"):
+        render_report_html(conn, "t", datetime(2026, 1, 1))
