@@ -216,6 +216,36 @@ def dlq_redrive(
     console.print(f"{sent} dead letters sent back to {settings.topic}")
 
 
+rules_app = typer.Typer(
+    help="EventBridge-style event rules: which targets an event goes to.", no_args_is_help=True
+)
+app.add_typer(rules_app, name="rules")
+
+
+@rules_app.command("test")
+def rules_test(
+    event_file: Annotated[
+        Path, typer.Argument(metavar="EVENT.json", help="one event, a JSON object")
+    ],
+    rules_file: Annotated[Path, typer.Option("--rules", help="rules file, .toml or .json")] = Path(
+        "config/rules.toml"
+    ),
+    misses: Annotated[
+        bool, typer.Option("--misses", help="also say why the other rules do not match")
+    ] = False,
+) -> None:
+    """Print which rules match an event and why; exit 1 when none does."""
+    from handlers.rules import RuleSet, load_event
+
+    rule_set = RuleSet.load(rules_file)
+    event = load_event(event_file)
+    console.print(
+        rule_set.report(event, misses=misses), markup=False, highlight=False, soft_wrap=True
+    )
+    if not rule_set.matching_rules(event):
+        raise typer.Exit(1)
+
+
 @app.command()
 def verify(stream: StreamOption = "orders") -> None:
     """Reconcile a stream: every offset below the fence is a row, a dead letter or a duplicate."""
