@@ -88,7 +88,12 @@ def mutated_record(draw: st.DrawFn, stream: str) -> bytes:
             document[draw(st.sampled_from(keys))] = draw(JSON_VALUES)
         elif action == "add":
             document[draw(st.sampled_from(["note", "reason", "amount", "sku"]))] = draw(JSON_VALUES)
-        elif action == "nested" and isinstance(document.get("items"), list) and document["items"]:
+        elif (
+            action == "nested"
+            and isinstance(document.get("items"), list)
+            and document["items"]
+            and isinstance(document["items"][0], dict)
+        ):
             item = document["items"][0]
             item[draw(st.sampled_from(["sku", "quantity", "unit_price", "x"]))] = draw(JSON_VALUES)
     raw = orjson.dumps(document)
