@@ -264,6 +264,81 @@ def verify(stream: StreamOption = "orders") -> None:
 
 
 @app.command()
+def status(
+    stream: Annotated[
+        list[str] | None,
+        typer.Option("--stream", "-s", help="orders, clicks or logs; repeat it (default: all)"),
+    ] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Kafka end offset, lake fence, lag and open-batch age per partition; exit 1 if stalled."""
+    from streambatch.clock import utc_now
+    from streambatch.status import collect_status, render_status, stalled
+
+    statuses = collect_status(
+        stream or list(STREAM_NAMES),
+        data_dir or load_pipeline_settings().data_dir,
+        load_kafka_settings().librdkafka_config(),
+        utc_now,
+    )
+    console.print(render_status(statuses))
+    stuck = stalled(statuses)
+    for partition in stuck:
+        errors.print(f"[red]stalled:[/] {escape(partition.describe())}", highlight=False)
+    if stuck:
+        raise typer.Exit(1)
+
+
+@app.command()
+def compact(
+    stream: Annotated[str, typer.Argument(help="orders, clicks or logs")],
+    target_size_mib: Annotated[int, typer.Option(min=1, help="target file size in MiB")] = 128,
+    progress: Annotated[bool | None, typer.Option(help="progress bar (default: on a TTY)")] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Merge the small files of finished hours (UTC) of STREAM; rows and fences unchanged."""
+    from streambatch.clock import utc_now
+    from streambatch.maintenance import compact_stream
+
+    result = compact_stream(
+        data_dir or load_pipeline_settings().data_dir,
+        stream,
+        utc_now,
+        target_size_bytes=target_size_mib * 1024 * 1024,
+        progress=progress,
+    )
+    console.print(result.summary())
+    for name, reason in result.skipped:
+        errors.print(f"skipped {name}: {escape(reason)}", highlight=False)
+
+
+@app.command()
+def vacuum(
+    retention_hours: Annotated[
+        int, typer.Option(min=0, help="keep unreferenced files younger than this")
+    ] = 168,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list the files, delete none")] = False,
+    force: Annotated[bool, typer.Option("--force", help="allow --retention-hours below 1")] = False,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Delete lake files no version references that are older than the retention."""
+    from datetime import timedelta
+
+    from streambatch.maintenance import vacuum_lake
+
+    removed = vacuum_lake(
+        data_dir or load_pipeline_settings().data_dir,
+        timedelta(hours=retention_hours),
+        dry_run=dry_run,
+        force=force,
+    )
+    for path in removed:
+        console.print(escape(str(path)), highlight=False, soft_wrap=True)
+    verb = "would be deleted (dry run)" if dry_run else "deleted"
+    console.print(f"{len(removed)} unreferenced files {verb}")
+
+
+@app.command()
 def report(
     html_file: Annotated[
         Path, typer.Option("--html", help="write a self-contained HTML report (charts) here")

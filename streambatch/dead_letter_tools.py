@@ -43,7 +43,8 @@ def read_topic(
     connection: dict[str, str], topic: str, timeout_seconds: float = 60
 ) -> list[Message]:
     """Every record of ``topic``, from the beginning to its current end."""
-    admin = AdminClient(dict(connection))
+    # Asking Tansu about a topic creates it; a typo must not.
+    admin = AdminClient({**connection, "allow.auto.create.topics": "false"})
     described = admin.list_topics(topic, timeout=30).topics.get(topic)
     if described is None or described.error is not None:
         raise StreambatchError(f"topic {topic!r} is not available")
