@@ -15,6 +15,8 @@ import pyarrow as pa
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from deltalake import DeltaTable
 
+from streambatch.generator import GeneratedRecord, produce_records
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -111,3 +113,14 @@ def read_topic(bootstrap_servers: str, topic: str, partitions: int, timeout: flo
     if len(at_end) < partitions:
         raise AssertionError(f"{topic}: did not reach the end in {timeout}s")
     return messages
+
+
+def send(topics: StreamTopics, records: Iterable[GeneratedRecord]) -> None:
+    """Produce ``records`` to the test's topic; every one must be acknowledged."""
+    report = produce_records(
+        records,
+        producer_config={"bootstrap.servers": topics.bootstrap_servers},
+        topic=topics.name,
+        progress=False,
+    )
+    assert report.failed == 0, report.failures

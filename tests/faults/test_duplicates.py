@@ -11,20 +11,9 @@ import pyarrow.compute as pc
 from streambatch.generator import (
     GeneratedRecord,
     generate_order_records,
-    produce_records,
     summarize,
 )
-from tests.support import StreamTopics, flow_env, lake_table, run_flow
-
-
-def send(topics: StreamTopics, records: list[GeneratedRecord]) -> None:
-    report = produce_records(
-        records,
-        producer_config={"bootstrap.servers": topics.bootstrap_servers},
-        topic=topics.name,
-        progress=False,
-    )
-    assert report.failed == 0
+from tests.support import StreamTopics, flow_env, lake_table, run_flow, send
 
 
 def conflicting_copy(record: GeneratedRecord) -> GeneratedRecord:

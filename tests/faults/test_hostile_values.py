@@ -28,7 +28,7 @@ import pytest
 
 from sinks.duckdb import connect
 from streambatch.generator import GeneratedRecord, produce_records
-from tests.support import StreamTopics, flow_command, flow_env, read_topic
+from tests.support import StreamTopics, flow_command, flow_env, read_topic, send
 
 pytestmark = pytest.mark.slow
 
@@ -311,13 +311,7 @@ def test_extreme_timestamps_never_make_a_malformed_partition_or_stop_the_flow(
         )
         for event in events
     ]
-    report = produce_records(
-        records,
-        producer_config={"bootstrap.servers": topics.bootstrap_servers},
-        topic=topics.name,
-        progress=False,
-    )
-    assert report.failed == 0
+    send(topics, records)
 
     result = subprocess.run(
         flow_command(),

@@ -22,11 +22,18 @@ from streambatch.failpoints import FAILPOINTS
 from streambatch.generator import (
     GenerationSummary,
     generate_order_records,
-    produce_records,
     summarize,
 )
 from streambatch.verify import verify_stream
-from tests.support import REPO_ROOT, StreamTopics, flow_command, flow_env, lake_table, run_flow
+from tests.support import (
+    REPO_ROOT,
+    StreamTopics,
+    flow_command,
+    flow_env,
+    lake_table,
+    run_flow,
+    send,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -40,13 +47,7 @@ def committed_rows(data_dir: Path) -> int:
 
 def produce(topics: StreamTopics, count: int, seed: int) -> GenerationSummary:
     records = list(generate_order_records(count, seed=seed))
-    report = produce_records(
-        records,
-        producer_config={"bootstrap.servers": topics.bootstrap_servers},
-        topic=topics.name,
-        progress=False,
-    )
-    assert report.failed == 0
+    send(topics, records)
     return summarize(records)
 
 

@@ -11,8 +11,16 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
-from streambatch.generator import generate_order_records, produce_records, summarize
-from tests.support import REPO_ROOT, StreamTopics, flow_command, flow_env, lake_table, run_flow
+from streambatch.generator import generate_order_records, summarize
+from tests.support import (
+    REPO_ROOT,
+    StreamTopics,
+    flow_command,
+    flow_env,
+    lake_table,
+    run_flow,
+    send,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -29,13 +37,7 @@ def test_two_processes_killed_then_one_process_finishes_exactly_once(
 ) -> None:
     records = list(generate_order_records(100_000, seed=31))
     expected = summarize(records)
-    report = produce_records(
-        records,
-        producer_config={"bootstrap.servers": topics.bootstrap_servers},
-        topic=topics.name,
-        progress=False,
-    )
-    assert report.failed == 0
+    send(topics, records)
     env = flow_env(topics, data_dir, STREAMBATCH_WINDOW_BYTES="131072")
     # Its own session, so that kill -9 reaches the launcher and both workers.
     process = subprocess.Popen(

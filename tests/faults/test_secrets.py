@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from streambatch.generator import generate_order_records, produce_records
-from tests.support import REPO_ROOT, StreamTopics, flow_command, flow_env, read_topic
+from streambatch.generator import generate_order_records
+from tests.support import REPO_ROOT, StreamTopics, flow_command, flow_env, read_topic, send
 
 pytestmark = pytest.mark.slow
 
@@ -92,13 +92,7 @@ def test_the_sasl_password_is_never_printed_or_dead_lettered(
 ) -> None:
     secret = "pw-" + secrets.token_urlsafe(24)
     # Input with malformed records: had the flow got through, there would be letters.
-    report = produce_records(
-        generate_order_records(200, seed=3, malformed_ratio=0.1),
-        producer_config={"bootstrap.servers": topics.bootstrap_servers},
-        topic=topics.name,
-        progress=False,
-    )
-    assert report.failed == 0
+    send(topics, generate_order_records(200, seed=3, malformed_ratio=0.1))
     sasl = {
         "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
         "KAFKA_SASL_MECHANISM": "PLAIN",

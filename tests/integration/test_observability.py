@@ -12,8 +12,8 @@ from deltalake import DeltaTable
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.embedded_broker import free_port
-from streambatch.generator import generate_order_records, produce_records, summarize
-from tests.support import REPO_ROOT, StreamTopics, flow_command, flow_env, lake_table
+from streambatch.generator import generate_order_records, summarize
+from tests.support import REPO_ROOT, StreamTopics, flow_command, flow_env, lake_table, send
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -49,13 +49,7 @@ def test_metrics_and_json_commit_logs_during_a_run(topics: StreamTopics, data_di
         flow_command(), env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
-        report = produce_records(
-            records,
-            producer_config={"bootstrap.servers": topics.bootstrap_servers},
-            topic=topics.name,
-            progress=False,
-        )
-        assert report.failed == 0
+        send(topics, records)
         deadline = time.monotonic() + 90
         rows = 0
         while rows < len(expected.valid_event_ids) and time.monotonic() < deadline:

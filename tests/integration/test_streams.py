@@ -6,20 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from streambatch.generator import generate_stream_records, produce_records, summarize
-from tests.support import StreamTopics, flow_env, lake_table, read_topic, run_flow
+from streambatch.generator import generate_stream_records, summarize
+from tests.support import StreamTopics, flow_env, lake_table, read_topic, run_flow, send
 
 STREAMS = generate_stream_records(1_500, seed=17, duplicate_ratio=0.03, malformed_ratio=0.02)
-
-
-def send(topics: StreamTopics, stream: str) -> None:
-    report = produce_records(
-        STREAMS[stream],
-        producer_config={"bootstrap.servers": topics.bootstrap_servers},
-        topic=topics.name,
-        progress=False,
-    )
-    assert report.failed == 0
 
 
 @pytest.mark.parametrize("stream", ["clicks", "logs"])
@@ -28,7 +18,7 @@ def test_stream_end_to_end_with_duplicates_and_malformed(
 ) -> None:
     expected = summarize(STREAMS[stream])
     assert expected.duplicates > 0 and expected.malformed > 0
-    send(topics, stream)
+    send(topics, STREAMS[stream])
     run_flow(flow_env(topics, data_dir, stream), stream)
 
     ids = lake_table(data_dir, stream, ["event_id"]).column("event_id").to_pylist()
@@ -43,7 +33,7 @@ def test_stream_end_to_end_with_duplicates_and_malformed(
 
 
 def test_logs_keep_their_attributes_as_a_map(topics: StreamTopics, data_dir: Path) -> None:
-    send(topics, "logs")
+    send(topics, STREAMS["logs"])
     run_flow(flow_env(topics, data_dir, "logs"), "logs")
     table = lake_table(data_dir, "logs", ["level", "attributes", "trace_id"])
     errors = [
@@ -55,7 +45,7 @@ def test_logs_keep_their_attributes_as_a_map(topics: StreamTopics, data_dir: Pat
 
 
 def test_per_stream_window_override_is_honoured(topics: StreamTopics, data_dir: Path) -> None:
-    send(topics, "logs")
+    send(topics, STREAMS["logs"])
     env = flow_env(
         topics,
         data_dir,

@@ -11,20 +11,14 @@ from deltalake import DeltaTable
 
 from config.settings import load_stream_settings
 from events.registry import ORDERS
-from streambatch.generator import generate_order_records, produce_records
+from streambatch.generator import generate_order_records
 from streambatch.verify import verify_stream
-from tests.support import REPO_ROOT, StreamTopics, flow_env, run_flow
+from tests.support import REPO_ROOT, StreamTopics, flow_env, run_flow, send
 
 
 def produce(topics: StreamTopics, count: int) -> None:
     records = generate_order_records(count, seed=5, duplicate_ratio=0.03, malformed_ratio=0.02)
-    report = produce_records(
-        records,
-        producer_config={"bootstrap.servers": topics.bootstrap_servers},
-        topic=topics.name,
-        progress=False,
-    )
-    assert report.failed == 0
+    send(topics, records)
 
 
 def verify_cli(topics: StreamTopics, data_dir: Path) -> subprocess.CompletedProcess[bytes]:
