@@ -9,10 +9,8 @@ pydantic's message.
 
 from __future__ import annotations
 
-import gc
 import io
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from hashlib import blake2b
@@ -26,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from events.stream import StreamSchema
 from flows.records import ClosedBatch, DeadLetter, ValidatedBatch
+from streambatch.gc_pause import gc_paused
 
 __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
@@ -84,23 +83,6 @@ def classify_error(exc: ValidationError, value: bytes) -> tuple[str, str]:
     return "WrongType", message
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC while a batch builds tens of thousands of objects.
-
-    Every container allocated counts towards a collection, and each full
-    collection walks the whole heap: on a 10 MB batch that tripled the cost of
-    validation. Nothing built here is cyclic, so reference counting frees it.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def validate_batch(
     stream: StreamSchema,
     batch: ClosedBatch,
@@ -120,7 +102,7 @@ def validate_batch(
     parts: list[_Slice] = []
     # Slices bound the Python objects alive at once (a 10 MB batch is ~40k
     # records); each slice becomes Arrow columns and its objects are freed.
-    with _gc_paused():
+    with gc_paused():
         for start in range(0, len(records.values), _SLICE_RECORDS):
             stop = min(start + _SLICE_RECORDS, len(records.values))
             part = None

@@ -22,12 +22,10 @@ customer that put its SKUs in the cart and started checkout, and every
 
 from __future__ import annotations
 
-import gc
 import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -39,6 +37,7 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streambatch.errors import TransientError
+from streambatch.gc_pause import gc_paused
 
 __all__ = [
     "DEFAULT_MALFORMED_CLASSES",
@@ -329,7 +328,7 @@ def generate_stream_records(
         ValueError: On the arguments :func:`generate_order_records` refuses,
             or if ``duplicate_ratio + malformed_ratio >= 1``.
     """
-    with _gc_paused():
+    with gc_paused():
         orders = _order_list(count, seed, duplicate_ratio, malformed_ratio, start)
         timeline = _read_orders(orders, start)
         return {
@@ -348,7 +347,7 @@ def generate_click_records(
     start: datetime | None = None,
 ) -> list[GeneratedRecord]:
     """Return ``generate_stream_records(...)["clicks"]`` without building the logs."""
-    with _gc_paused():
+    with gc_paused():
         orders = _order_list(count, seed, duplicate_ratio, malformed_ratio, start)
         timeline = _read_orders(orders, start)
         return _click_records(timeline, seed, duplicate_ratio, malformed_ratio)
@@ -363,7 +362,7 @@ def generate_log_records(
     start: datetime | None = None,
 ) -> list[GeneratedRecord]:
     """Return ``generate_stream_records(...)["logs"]`` without building the clicks."""
-    with _gc_paused():
+    with gc_paused():
         orders = _order_list(count, seed, duplicate_ratio, malformed_ratio, start)
         timeline = _read_orders(orders, start)
         return _log_records(timeline, seed, duplicate_ratio, malformed_ratio)
@@ -855,20 +854,6 @@ class _OrderTimeline:
 
     clock: _MillisClock
     events: list[_OrderFact]
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building many long-lived, acyclic objects."""
-    # Each full collection walks every record built so far: with 400,000
-    # records it took a third of the generation time, and nothing here is a cycle.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _between(rng: Random, low: int, high: int) -> int:

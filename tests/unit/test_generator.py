@@ -10,7 +10,7 @@ from itertools import pairwise
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
@@ -289,6 +289,9 @@ def test_bad_arguments_fail_at_call_time(kwargs: dict[str, object]) -> None:
 def test_summary_counts_add_up_to_count(
     count: int, duplicate_ratio: float, malformed_ratio: float, seed: int
 ) -> None:
+    duplicates, malformed = round(count * duplicate_ratio), round(count * malformed_ratio)
+    # A duplicate needs a valid record to copy (other shares are refused: tested above).
+    assume(duplicates == 0 or count - duplicates - malformed >= 1)
     generated = list(
         generate_order_records(
             count, seed=seed, duplicate_ratio=duplicate_ratio, malformed_ratio=malformed_ratio
