@@ -13,20 +13,11 @@ from pathlib import Path
 __all__ = ["FlowRun", "flow_command", "run_flow_to_end"]
 
 
-def flow_command(stream: str, processes: int = 1, workers: int = 1) -> list[str]:
+def flow_command(stream: str, processes: int = 1) -> list[str]:
     """``python -m bytewax.run flows.<stream>`` (or ``bytewax.testing -p N`` for N processes)."""
     if processes == 1:
-        return [sys.executable, "-m", "bytewax.run", f"flows.{stream}", "-w", str(workers)]
-    return [
-        sys.executable,
-        "-m",
-        "bytewax.testing",
-        f"flows.{stream}:flow",
-        "-p",
-        str(processes),
-        "-w",
-        str(workers),
-    ]
+        return [sys.executable, "-m", "bytewax.run", f"flows.{stream}"]
+    return [sys.executable, "-m", "bytewax.testing", f"flows.{stream}:flow", "-p", str(processes)]
 
 
 class FlowRun:

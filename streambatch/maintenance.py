@@ -109,20 +109,8 @@ def finished_hour_partitions(table: DeltaTable, now: datetime) -> dict[Partition
     """Files per hive partition strictly older than the hour of ``now`` (UTC)."""
     current = _aware_utc(now)
     current_key = (current.strftime("%Y-%m-%d"), current.strftime("%H"))
-    adds = _add_actions(table)
-    counts: dict[PartitionKey, int] = {}
-    if adds.num_rows == 0:
-        return counts
-    for event_date, event_hour in zip(
-        adds.column("partition.event_date").to_pylist(),
-        adds.column("partition.event_hour").to_pylist(),
-        strict=True,
-    ):
-        key = (str(event_date), str(event_hour))
-        # Zero-padded strings: lexical order is time order.
-        if key < current_key:
-            counts[key] = counts.get(key, 0) + 1
-    return counts
+    # Zero-padded strings: lexical order is time order.
+    return {key: files for key, files in _files_per_partition(table).items() if key < current_key}
 
 
 def compact_stream(

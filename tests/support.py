@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any
 
 import pyarrow as pa
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from deltalake import DeltaTable
 
+from streambatch.dead_letter_tools import read_topic as read_whole_topic
+from streambatch.flow_runner import flow_command as runner_flow_command
 from streambatch.generator import GeneratedRecord, produce_records
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -57,9 +56,7 @@ def flow_env(
 
 def flow_command(stream: str = "orders", processes: int = 1) -> list[str]:
     """The command a user types, for one process or several local ones."""
-    if processes == 1:
-        return [sys.executable, "-m", "bytewax.run", f"flows.{stream}"]
-    return [sys.executable, "-m", "bytewax.testing", f"flows.{stream}:flow", "-p", str(processes)]
+    return runner_flow_command(stream, processes)
 
 
 def run_flow(env: Mapping[str, str], stream: str = "orders", timeout: float = 300) -> None:
@@ -86,33 +83,20 @@ def lake_table(
     return dataset.to_table(columns=list(columns) if columns is not None else None)
 
 
-def read_topic(bootstrap_servers: str, topic: str, partitions: int, timeout: float = 60) -> list:
-    """Every message of ``topic`` from the beginning to its current end."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": "streambatch-tests",
-            "enable.partition.eof": "true",
-            "enable.auto.commit": "false",
-        }
-    )
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-    messages = []
-    at_end: set[int] = set()
-    deadline = time.monotonic() + timeout
-    while len(at_end) < partitions and time.monotonic() < deadline:
-        for message in consumer.consume(1000, 0.5):
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    at_end.add(cast(int, message.partition()))
-                    continue
-                raise AssertionError(f"consume error: {error.str()}")
-            messages.append(message)
-    consumer.close()
-    if len(at_end) < partitions:
-        raise AssertionError(f"{topic}: did not reach the end in {timeout}s")
-    return messages
+def read_topic(bootstrap_servers: str, topic: str) -> list[Any]:
+    """Every message of ``topic`` from the beginning to its current end.
+
+    ``Any``: the stubs type a consumed message's headers and offsets as they are
+    for produced ones (maybe None, maybe a dict); tests read them as consumed.
+    """
+    return read_whole_topic({"bootstrap.servers": bootstrap_servers}, topic)
+
+
+def committed_rows(data_dir: Path, stream: str = "orders") -> int:
+    """Rows committed to a stream's table so far (0 before its first commit)."""
+    if not DeltaTable.is_deltatable(str(data_dir / "lake" / stream)):
+        return 0
+    return lake_table(data_dir, stream, columns=["_offset"]).num_rows
 
 
 def send(topics: StreamTopics, records: Iterable[GeneratedRecord]) -> None:

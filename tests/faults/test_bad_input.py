@@ -117,7 +117,7 @@ def test_every_bad_record_is_dead_lettered_byte_exact_and_every_valid_one_lands(
     # What the source topic holds, by (partition, offset): the reference for byte equality.
     source = {
         (m.partition(), m.offset()): m.value()
-        for m in read_topic(topics.bootstrap_servers, topics.name, topics.partitions)
+        for m in read_topic(topics.bootstrap_servers, topics.name)
     }
     assert len(source) == RECORDS + 1
     assert Counter(source.values()) == Counter(r.value for r in [*records, big])
@@ -132,7 +132,7 @@ def test_every_bad_record_is_dead_lettered_byte_exact_and_every_valid_one_lands(
         if r.kind == "malformed" and r.malformed_class is not None
     }
     class_of_value[big.value] = "RecordTooLarge"
-    dead = read_topic(topics.bootstrap_servers, topics.dead_letter_topic, topics.partitions)
+    dead = read_topic(topics.bootstrap_servers, topics.dead_letter_topic)
     by_class: Counter[str] = Counter()
     seen_sources: set[tuple[int, int]] = set()
     for message in dead:

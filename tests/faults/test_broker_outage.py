@@ -33,7 +33,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-from deltalake import DeltaTable
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.embedded_broker import EmbeddedBroker, create_topics, free_port
@@ -45,7 +44,15 @@ from streambatch.generator import (
     summarize,
 )
 from tests.faults.tcp_proxy import ClientConnection, TcpProxy
-from tests.support import REPO_ROOT, StreamTopics, flow_command, flow_env, lake_table, read_topic
+from tests.support import (
+    REPO_ROOT,
+    StreamTopics,
+    committed_rows,
+    flow_command,
+    flow_env,
+    lake_table,
+    read_topic,
+)
 
 PARTITIONS = 3
 EVENTS = 100_000
@@ -123,13 +130,6 @@ def proxied_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxied
         EmbeddedBroker(port=broker_port, advertised_port=proxy.port, log_file=log_file),
     ):
         yield ProxiedBroker(proxy, broker_port)
-
-
-def committed_rows(data_dir: Path) -> int:
-    path = data_dir / "lake" / "orders"
-    if not DeltaTable.is_deltatable(str(path)):
-        return 0
-    return lake_table(data_dir, columns=["_offset"]).num_rows
 
 
 def scrape(port: int) -> Samples:
@@ -304,7 +304,7 @@ def run_outage(
     assert sum(batches.column("duplicates").to_pylist()) == expected.duplicates
     assert sum(batches.column("dead_letters").to_pylist()) == expected.malformed
     # Dead letters waited through the outage: at least once each, none lost.
-    dead = read_topic(topics.bootstrap_servers, topics.dead_letter_topic, PARTITIONS)
+    dead = read_topic(topics.bootstrap_servers, topics.dead_letter_topic)
     sources = {
         (dict(m.headers())["source.partition"], dict(m.headers())["source.offset"]) for m in dead
     }

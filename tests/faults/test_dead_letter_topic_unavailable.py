@@ -129,7 +129,7 @@ def produce(topics: StreamTopics, count: int, seed: int, malformed_ratio: float)
 def read_source(topics: StreamTopics) -> dict[Offset, bytes]:
     return {
         (m.partition(), m.offset()): m.value()
-        for m in read_topic(topics.bootstrap_servers, topics.name, topics.partitions)
+        for m in read_topic(topics.bootstrap_servers, topics.name)
     }
 
 
@@ -155,7 +155,7 @@ def dead_letter_sources(topics: StreamTopics) -> Counter[Offset]:
     if partitions is None:
         return Counter()
     found: Counter[Offset] = Counter()
-    for message in read_topic(topics.bootstrap_servers, topics.dead_letter_topic, partitions):
+    for message in read_topic(topics.bootstrap_servers, topics.dead_letter_topic):
         headers = dict(message.headers() or [])
         assert headers["source.topic"] == topics.name.encode()
         found[(int(headers["source.partition"]), int(headers["source.offset"]))] += 1

@@ -28,6 +28,7 @@ from streambatch.verify import verify_stream
 from tests.support import (
     REPO_ROOT,
     StreamTopics,
+    committed_rows,
     flow_command,
     flow_env,
     lake_table,
@@ -36,13 +37,6 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-def committed_rows(data_dir: Path) -> int:
-    path = data_dir / "lake" / "orders"
-    if not DeltaTable.is_deltatable(str(path)):
-        return 0
-    return lake_table(data_dir, columns=["_offset"]).num_rows
 
 
 def produce(topics: StreamTopics, count: int, seed: int) -> GenerationSummary:

@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from deltalake import DeltaTable
 
 from streambatch.generator import generate_order_records, summarize
 from tests.support import (
     REPO_ROOT,
     StreamTopics,
+    committed_rows,
     flow_command,
     flow_env,
     lake_table,
@@ -23,12 +23,6 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-def committed_rows(data_dir: Path) -> int:
-    if not DeltaTable.is_deltatable(str(data_dir / "lake" / "orders")):
-        return 0
-    return lake_table(data_dir, columns=["_offset"]).num_rows
 
 
 @pytest.mark.partitions(4)

@@ -77,7 +77,7 @@ def test_fifty_thousand_events_exactly_once_with_dead_letters(
     placed = lake.filter(pc.equal(lake.column("event_type"), "OrderPlaced"))
     assert sum(placed.column("total_amount").to_pylist(), Decimal(0)) == expected.total_amount_sum
 
-    dead = read_topic(topics.bootstrap_servers, topics.dead_letter_topic, topics.partitions)
+    dead = read_topic(topics.bootstrap_servers, topics.dead_letter_topic)
     assert len(dead) == expected.malformed
     originals = {r.value for r in records if r.kind == "malformed"}
     for message in dead:

@@ -31,7 +31,7 @@ def produce(topics: StreamTopics, count: int, seed: int) -> None:
 
 
 def records_per_partition(topics: StreamTopics) -> Counter[int]:
-    messages = read_topic(topics.bootstrap_servers, topics.name, topics.partitions)
+    messages = read_topic(topics.bootstrap_servers, topics.name)
     return Counter(message.partition() for message in messages)
 
 

@@ -24,7 +24,7 @@ def test_stream_end_to_end_with_duplicates_and_malformed(
     ids = lake_table(data_dir, stream, ["event_id"]).column("event_id").to_pylist()
     assert len(ids) == len(set(ids))
     assert set(ids) == expected.valid_event_ids
-    dead = read_topic(topics.bootstrap_servers, topics.dead_letter_topic, topics.partitions)
+    dead = read_topic(topics.bootstrap_servers, topics.dead_letter_topic)
     assert len(dead) == expected.malformed
     batches = lake_table(data_dir, "batches")
     assert set(batches.column("stream").to_pylist()) == {stream}
