@@ -26,6 +26,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, WriterPropertie
 from deltalake.transaction import AddAction, RemoveAction
 
 from events.stream import PARTITION_COLUMNS, StreamSchema
+from sinks.delta_log import recent_commits
 from streambatch.errors import LakeError, TransientError
 from streambatch.failpoints import failpoint
 
@@ -259,9 +260,9 @@ class DeltaLake:
     def _version_of(self, record: BatchRecord) -> int:
         """The log version of our commit (other partitions may have committed since)."""
         text = record.to_json()
-        for commit in DeltaTable(str(self.table_path)).history(64):
+        for version, commit in recent_commits(self.table_path, 64):
             if commit.get(_BATCH_METADATA_KEY) == text:
-                return int(commit["version"])
+                return version
         raise LakeError(f"{self.table_path}: our commit is not in the last 64 versions")
 
     def _append(self, path: Path, table: pa.Table, properties: CommitProperties) -> None:
@@ -302,7 +303,7 @@ class DeltaLake:
         if fence is None or (self.batch_log_fence(topic, partition) or -1) >= fence:
             return False
         app_id = self.app_id(topic, partition)
-        for commit in DeltaTable(str(self.table_path)).history():
+        for version, commit in recent_commits(self.table_path):
             text = commit.get(_BATCH_METADATA_KEY)
             if not isinstance(text, str):
                 continue
@@ -310,7 +311,7 @@ class DeltaLake:
             if self.app_id(record.topic, record.partition) == app_id:
                 if record.next_offset != fence:
                     break
-                self._append_batch_record(replace(record, lake_version=int(commit["version"])))
+                self._append_batch_record(replace(record, lake_version=version))
                 return True
         raise LakeError(f"{app_id}: no commit metadata found for fence {fence}")
 

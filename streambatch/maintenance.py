@@ -32,6 +32,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError
 
 from events.registry import get_stream
 from sinks.delta_lake import DeltaLake
+from sinks.delta_log import commit_info
 from streambatch.errors import LakeError, StreambatchError
 
 __all__ = [
@@ -236,13 +237,10 @@ def _check_compaction_commits(path: str, since: int, key: PartitionKey, app_ids:
     Raises:
         LakeError: naming the commit and the version to restore.
     """
-    latest = DeltaTable(path)
-    newer = latest.version() - since
-    if newer <= 0:
-        return  # nothing to do was found: no commit
-    for commit in latest.history(newer):
-        version = int(commit["version"])
-        if version <= since or commit.get("operation") != "OPTIMIZE":
+    latest = DeltaTable(path).version()
+    for version in range(since + 1, latest + 1):
+        info = commit_info(path, version)
+        if info is None or info.get("operation") != "OPTIMIZE":
             continue
         before = DeltaTable(path, version=version - 1)
         after = DeltaTable(path, version=version)
