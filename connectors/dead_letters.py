@@ -69,12 +69,16 @@ class DeadLetterWriter:
         log.warning("dead-letter producer: %s", error.str())
 
     def write(
-        self, letters: Sequence[DeadLetter], source_topic: str, source_partition: int
+        self,
+        letters: Sequence[DeadLetter],
+        source_topic: str,
+        source_partition: int,
+        topic: str | None = None,
     ) -> None:
-        """Produce ``letters`` to ``<source_topic>.dlq`` and flush; fail closed."""
+        """Produce ``letters`` to ``topic`` (default ``<source_topic>.dlq``), flush; fail closed."""
         if not letters:
             return
-        topic = f"{source_topic}.dlq"
+        topic = topic or f"{source_topic}.dlq"
         failures: list[str] = []
 
         def on_delivery(error: KafkaError | None, message: Message) -> None:

@@ -1,4 +1,4 @@
-"""The ``streambatch`` command line (typer): broker, produce, query, dlq, demo, bench."""
+"""The ``streambatch`` command line (typer): broker, produce, query, dlq, route, worker, ..."""
 
 from __future__ import annotations
 
@@ -81,6 +81,13 @@ def produce(
     malformed: Annotated[float, typer.Option(min=0, max=0.5, help="ratio malformed")] = 0.01,
     seed: Annotated[int, typer.Option(help="random seed (same seed, same events)")] = 42,
     progress: Annotated[bool | None, typer.Option(help="progress bar (default: on a TTY)")] = None,
+    checkouts_only: Annotated[
+        bool,
+        typer.Option(
+            "--checkouts-only",
+            help="orders: only OrderPlaced events, for the workflow handlers to act on",
+        ),
+    ] = False,
 ) -> None:
     """Send synthetic events (with duplicates and malformed records).
 
@@ -96,12 +103,18 @@ def produce(
 
     if stream not in (*STREAM_NAMES, "all"):
         raise StreambatchError(f"--stream must be one of {', '.join(STREAM_NAMES)} or all")
+    if checkouts_only and stream != "orders":
+        raise StreambatchError("--checkouts-only needs --stream orders")
     kafka = load_kafka_settings()
     if stream == "orders":
         batches = {
             "orders": list(
                 generate_order_records(
-                    count, seed=seed, duplicate_ratio=duplicates, malformed_ratio=malformed
+                    count,
+                    seed=seed,
+                    duplicate_ratio=duplicates,
+                    malformed_ratio=malformed,
+                    checkouts_only=checkouts_only,
                 )
             )
         }
@@ -181,18 +194,31 @@ def _parse_param(item: str) -> tuple[str, str]:
     return name, value
 
 
+WorkerOption = Annotated[
+    str | None,
+    typer.Option("--worker", "-w", help="a queue worker's dead letters instead of a stream's"),
+]
+HandlersFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="handlers file (default: STREAMBATCH_HANDLERS_FILE or config/handlers.toml)",
+    ),
+]
+
+
 @dlq_app.command("inspect")
 def dlq_inspect(
     stream: StreamOption = "orders",
     limit: Annotated[int, typer.Option(min=0, help="sample letters to show")] = 10,
+    worker_name: WorkerOption = None,
+    config_file: HandlersFileOption = None,
 ) -> None:
-    """Count dead letters by error class and show samples."""
+    """Count dead letters by error class and show samples (of a stream or a worker)."""
     from streambatch.dead_letter_tools import inspect_dead_letters
 
-    settings = load_stream_settings(stream)
-    summary = inspect_dead_letters(
-        load_kafka_settings().librdkafka_config(), settings.dead_letter_topic, limit
-    )
+    topic, _ = _dead_letter_route(stream, worker_name, config_file)
+    summary = inspect_dead_letters(load_kafka_settings().librdkafka_config(), topic, limit)
     console.print(summary.render())
 
 
@@ -202,18 +228,33 @@ def dlq_redrive(
     error_class: Annotated[
         str | None, typer.Option("--class", help="only letters of this error class")
     ] = None,
+    worker_name: WorkerOption = None,
+    config_file: HandlersFileOption = None,
 ) -> None:
-    """Send dead letters back to the source topic (after a fix), original bytes and headers."""
+    """Send dead letters back to their source topic (after a fix), original bytes and headers.
+
+    A worker's letters go back to the topic each came from; the other
+    subscribers of that topic have it in their inbox already and skip it.
+    """
     from streambatch.dead_letter_tools import redrive_dead_letters
 
-    settings = load_stream_settings(stream)
+    topic, destination = _dead_letter_route(stream, worker_name, config_file)
     sent = redrive_dead_letters(
-        load_kafka_settings().librdkafka_config(),
-        settings.dead_letter_topic,
-        settings.topic,
-        error_class,
+        load_kafka_settings().librdkafka_config(), topic, destination, error_class
     )
-    console.print(f"{sent} dead letters sent back to {settings.topic}")
+    console.print(f"{sent} dead letters of {topic} sent back to {destination or 'their sources'}")
+
+
+def _dead_letter_route(
+    stream: str, worker_name: str | None, config_file: Path | None
+) -> tuple[str, str | None]:
+    """(dead-letter topic, where redriven letters go: None = each letter's source.topic)."""
+    if worker_name is None:
+        settings = load_stream_settings(stream)
+        return settings.dead_letter_topic, settings.topic
+    from handlers.config import load_handlers_config
+
+    return load_handlers_config(config_file).plan(worker_name).dead_letter_topic, None
 
 
 rules_app = typer.Typer(
@@ -244,6 +285,82 @@ def rules_test(
     )
     if not rule_set.matching_rules(event):
         raise typer.Exit(1)
+
+
+UntilIdleOption = Annotated[
+    float | None,
+    typer.Option("--until-idle", min=0.1, help="exit 0 after this many seconds without a message"),
+]
+
+
+def _start_handler_process(metrics_port: int | None) -> None:
+    from streambatch.logs import configure_logging
+    from streambatch.metrics import serve_metrics
+
+    configure_logging()
+    port = metrics_port if metrics_port is not None else load_pipeline_settings().metrics_port
+    if port is not None:
+        serve_metrics(port)
+
+
+@app.command()
+def route(
+    config_file: HandlersFileOption = None,
+    until_idle: UntilIdleOption = None,
+    metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus metrics")] = None,
+) -> None:
+    """Run the event router: publish each event to the targets of the rules it matches."""
+    from handlers.config import load_handlers_config
+    from handlers.service import run_router
+
+    _start_handler_process(metrics_port)
+    config = load_handlers_config(config_file)
+    counts = run_router(
+        config, load_kafka_settings().librdkafka_config(), until_idle_seconds=until_idle
+    )
+    targets = ", ".join(f"{t}={n}" for t, n in sorted(counts.published.items())) or "none"
+    console.print(
+        f"router: {counts.events} events, {counts.unmatched} matched no rule, "
+        f"{counts.unreadable} not JSON objects; published: {targets}",
+        markup=False,
+        highlight=False,
+    )
+
+
+@app.command()
+def worker(
+    names: Annotated[
+        list[str] | None, typer.Argument(metavar="NAME...", help="workers of the handlers file")
+    ] = None,
+    run_all: Annotated[bool, typer.Option("--all", help="every worker of the file")] = False,
+    config_file: HandlersFileOption = None,
+    until_idle: UntilIdleOption = None,
+    metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus metrics")] = None,
+) -> None:
+    """Run queue workers (one thread each): at least once, retries, dead letters, inbox."""
+    from handlers.config import handler_store_url, load_handlers_config
+    from handlers.service import run_workers
+
+    config = load_handlers_config(config_file)
+    chosen = sorted(config.workers) if run_all else list(names or [])
+    if not chosen or (run_all and names):
+        raise StreambatchError("name one or more workers, or pass --all (not both)")
+    _start_handler_process(metrics_port)
+    store_url = handler_store_url(load_pipeline_settings().data_dir)
+    counts = run_workers(
+        chosen,
+        config,
+        load_kafka_settings().librdkafka_config(),
+        store_url,
+        until_idle_seconds=until_idle,
+    )
+    for name, count in counts.items():
+        console.print(
+            f"worker {name}: {count.processed} processed, {count.duplicates} duplicates, "
+            f"{count.retried} retries, {count.dead_lettered} dead-lettered",
+            markup=False,
+            highlight=False,
+        )
 
 
 @app.command()

@@ -36,6 +36,8 @@ ERROR_HEADER_NAMES = (
     "source.topic",
     "source.partition",
     "source.offset",
+    "handler.name",
+    "handler.attempts",
 )
 
 
@@ -150,12 +152,17 @@ def inspect_dead_letters(connection: dict[str, str], topic: str, limit: int) -> 
 
 
 def redrive_dead_letters(
-    connection: dict[str, str], dead_letter_topic: str, source_topic: str, error_class: str | None
+    connection: dict[str, str],
+    dead_letter_topic: str,
+    source_topic: str | None,
+    error_class: str | None,
 ) -> int:
     """Produce the original key, value and headers of dead letters to ``source_topic``.
 
-    The error headers are dropped; a ``streambatch.redriven-from`` header names
-    the dead letter. Returns how many were sent (all acknowledged).
+    With ``source_topic`` None each letter goes back to the topic its
+    ``source.topic`` header names (a queue worker's letters come from several).
+    The error and handler headers are dropped; a ``streambatch.redriven-from``
+    header names the dead letter. Returns how many were sent (all acknowledged).
     """
     producer = Producer({**connection, "enable.idempotence": "true", "acks": "all"})
     failures: list[str] = []
@@ -172,8 +179,14 @@ def redrive_dead_letters(
                 f"{dead_letter_topic}/{message.partition()}@{message.offset()}".encode(),
             )
         )
+        destination = source_topic or header(message, "source.topic")
+        if not destination:
+            raise StreambatchError(
+                f"{dead_letter_topic}/{message.partition()}@{message.offset()}: "
+                "no source.topic header; pass the topic to send it to"
+            )
         producer.produce(
-            source_topic,
+            destination,
             value=message.value(),
             key=message.key(),
             headers=headers,
@@ -184,7 +197,7 @@ def redrive_dead_letters(
     remaining = producer.flush(60)
     if remaining or failures:
         raise StreambatchError(
-            f"redrive to {source_topic}: {len(failures) or remaining} of {sent} not delivered "
-            f"({failures[0] if failures else 'timed out'})"
+            f"redrive from {dead_letter_topic}: {len(failures) or remaining} of {sent} "
+            f"not delivered ({failures[0] if failures else 'timed out'})"
         )
     return sent

@@ -7,7 +7,14 @@ costs one dictionary lookup.
 
 Points: ``after_files_before_commit`` (Parquet files written, Delta commit
 not made), ``after_commit`` (data and fence committed, ``batches`` row not
-yet), ``during_dead_letter_write`` (some dead letters produced, not flushed).
+yet), ``during_dead_letter_write`` (some dead letters produced, not flushed);
+of the queue workers: ``handler_after_commit`` (state, inbox and outbox
+committed, Kafka offset not stored), ``outbox_after_publish`` (outbox events
+acknowledged by Kafka, not yet marked sent).
+
+``STREAMBATCH_REDELIVER=<n>`` makes queue workers handle every message ``n``
+times and the router publish every routed event ``n`` times: what a consumer
+sees after rebalances and producer retries, on demand.
 """
 
 from __future__ import annotations
@@ -15,9 +22,15 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["FAILPOINTS", "failpoint"]
+__all__ = ["FAILPOINTS", "deliveries", "failpoint"]
 
-FAILPOINTS = ("after_files_before_commit", "after_commit", "during_dead_letter_write")
+FAILPOINTS = (
+    "after_files_before_commit",
+    "after_commit",
+    "during_dead_letter_write",
+    "handler_after_commit",
+    "outbox_after_publish",
+)
 _ENV = "STREAMBATCH_FAILPOINT"
 
 
@@ -41,3 +54,15 @@ def failpoint(name: str) -> None:
     _reached[name] = _reached.get(name, 0) + 1
     if _reached[name] >= _armed[1]:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def deliveries() -> int:
+    """How many times each message is handled or routed: ``STREAMBATCH_REDELIVER`` or 1."""
+    raw = os.environ.get("STREAMBATCH_REDELIVER", "1")
+    try:
+        count = int(raw)
+    except ValueError:
+        raise ValueError(f"STREAMBATCH_REDELIVER must be an integer >= 1, got {raw!r}") from None
+    if count < 1:
+        raise ValueError(f"STREAMBATCH_REDELIVER must be an integer >= 1, got {raw!r}")
+    return count

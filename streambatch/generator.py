@@ -214,8 +214,12 @@ def generate_order_records(
     malformed_ratio: float = 0.01,
     start: datetime | None = None,
     malformed_classes: Sequence[str] = DEFAULT_MALFORMED_CLASSES,
+    checkouts_only: bool = False,
 ) -> Iterator[GeneratedRecord]:
     """Yield ``count`` records of the orders workflow, deterministically for ``seed``.
+
+    With ``checkouts_only`` every valid record is an ``OrderPlaced``: the input
+    of the downstream handlers, which make the rest of the workflow.
 
     Exactly ``round(count * duplicate_ratio)`` records are duplicates and
     ``round(count * malformed_ratio)`` are malformed, cycling through
@@ -231,6 +235,7 @@ def generate_order_records(
         malformed_ratio: Share of malformed records, in ``[0, 1]``.
         start: Aware ``occurred_at`` of the first event; :data:`DEFAULT_START` if ``None``.
         malformed_classes: Classes to cycle through, each in :data:`DEFAULT_MALFORMED_CLASSES`.
+        checkouts_only: Only ``OrderPlaced`` events (plus duplicates and malformed ones).
 
     Returns:
         A lazy iterator; memory does not grow with ``count``.
@@ -271,7 +276,8 @@ def generate_order_records(
     first = DEFAULT_START if start is None else start
     if first.tzinfo is None or first.utcoffset() is None:
         raise ValueError(f"start must be timezone-aware, got {first.isoformat()}")
-    workflow = _OrderWorkflow(Random(seed), seed, first.astimezone(UTC))
+    kind = _Checkouts if checkouts_only else _OrderWorkflow
+    workflow = kind(Random(seed), seed, first.astimezone(UTC))
     return _generate(
         workflow, valid=valid, duplicates=duplicates, malformed=malformed, classes=classes
     )
@@ -704,6 +710,15 @@ class _OrderWorkflow:
             "total_amount": total,
         }
         return _PendingEvent("OrderPlaced", fields, Decimal(total))
+
+
+class _Checkouts(_OrderWorkflow):
+    """Only the ``OrderPlaced`` of each order: the handlers make the rest."""
+
+    def _start_order(self) -> deque[_PendingEvent]:
+        number = self._orders_started
+        self._orders_started += 1
+        return deque([self._order_placed_fields(f"ord-{self._seed}-{number:08d}")])
 
 
 def _notification(order_id: str, customer_id: str, channel: str, template: str) -> dict[str, Any]:

@@ -17,9 +17,12 @@ __all__ = [
     "BROKER_CONNECTED",
     "COMMIT_SECONDS",
     "CONSUMER_LAG",
+    "HANDLER_MESSAGES",
     "KAFKA_ERRORS",
     "LAST_COMMIT",
+    "OUTBOX_PUBLISHED",
     "RECORDS",
+    "ROUTED_EVENTS",
     "observe_client_stats",
     "serve_metrics",
 ]
@@ -66,6 +69,21 @@ BROKER_CONNECTED = Gauge(
     "streambatch_broker_connected",
     "1 while the partition's consumer has a broker connection up, else 0",
     ["stream", "partition"],
+)
+
+HANDLER_MESSAGES = Counter(
+    "streambatch_handler_messages_total",
+    "Messages of a queue worker by outcome: processed, duplicate (inbox hit), retried "
+    "(one per retry), dead_lettered",
+    ["worker", "outcome"],
+)
+ROUTED_EVENTS = Counter(
+    "streambatch_routed_events_total",
+    "Events the router published to a target topic, by rule and target",
+    ["rule", "target"],
+)
+OUTBOX_PUBLISHED = Counter(
+    "streambatch_outbox_published_total", "Outbox events published by the relay", ["topic"]
 )
 
 

@@ -1,10 +1,13 @@
-"""Shared fixtures: a real Kafka-protocol broker and a unique topic per test."""
+"""Shared fixtures: a real Kafka-protocol broker, a unique topic per test, a real PostgreSQL."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pwd
+import subprocess
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +28,43 @@ def bootstrap_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     log_file = tmp_path_factory.mktemp("broker") / "tansu.log"
     with EmbeddedBroker(log_file=log_file) as broker:
         yield broker.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``STREAMBATCH_TEST_POSTGRES_URL`` if set, else an embedded PostgreSQL for this session.
+
+    The embedded server (the ``pgserver`` wheel's PostgreSQL 16) listens on a
+    Unix socket in its own data directory only, so every xdist worker has its
+    own server and no port can clash. It is stopped and deleted at the end.
+    """
+    external = os.environ.get("STREAMBATCH_TEST_POSTGRES_URL")
+    if external:
+        yield external
+        return
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (root, CI) and falls
+        # back to /tmp/runtime-<uid>, which is fine for pgserver's lock file.
+        warnings.simplefilter("ignore")
+        import pgserver
+    if os.geteuid() == 0:
+        # PostgreSQL refuses to run as root; pgserver then runs it as the system
+        # user "pgserver", creating it with useradd. Two xdist workers may race
+        # to create it: create it here, where losing the race is fine.
+        _ensure_system_user("pgserver")
+    server = pgserver.get_server(tmp_path_factory.mktemp("postgres") / "pgdata", "delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+def _ensure_system_user(name: str) -> None:
+    with contextlib.suppress(KeyError):
+        pwd.getpwnam(name)
+        return
+    subprocess.run(["useradd", "--shell", "/bin/bash", name], capture_output=True, check=False)
+    pwd.getpwnam(name)  # KeyError here: useradd failed for another reason than a race
 
 
 @pytest.fixture

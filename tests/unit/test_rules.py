@@ -63,7 +63,7 @@ def test_report_says_which_rules_match_and_why() -> None:
     ]
     report = rules.report(event)
     assert report.splitlines()[0] == f"4 of {len(rules)} rules match"
-    assert "  large-payment-failed -> finance.alerts" in report
+    assert "  large-payment-failed -> finance.review" in report
     assert '      amount = "1200.00": matches {"numeric": [">=", 500]}' in report
     assert "$or branch 1 of 2: reason" in report
     assert "order-placed" not in report
@@ -72,8 +72,9 @@ def test_report_says_which_rules_match_and_why() -> None:
     assert 'event_type = "PaymentFailed": matches none of ["OrderPlaced"]' in with_misses
     assert rules.targets(event) == [
         "inventory.release",
-        "notifications.payment-failed",
+        "notifications",
         "finance.alerts",
+        "finance.review",
         "security.review",
         "finance.ledger",
     ]

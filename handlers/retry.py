@@ -1,0 +1,57 @@
+"""Retry policy of a queue worker: exponential backoff with full jitter.
+
+The delay before retry ``n`` (1-based) is drawn uniformly from
+``[0, min(max_delay, base_delay * 2 ** (n - 1))]`` ("full jitter", as AWS's
+architecture blog recommends): workers that failed together do not retry
+together, and the expected wait still doubles per attempt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from random import Random
+
+__all__ = ["RetryPolicy"]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently a handler is retried on transient errors.
+
+    Attributes:
+        attempts: Total tries of one message, the first included (>= 1); after
+            the last failed one the message goes to the dead-letter topic.
+        base_delay: Upper bound of the first backoff.
+        max_delay: Cap of every backoff.
+    """
+
+    attempts: int = 5
+    base_delay: timedelta = timedelta(milliseconds=200)
+    max_delay: timedelta = timedelta(seconds=10)
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be >= 1, got {self.attempts}")
+        if self.base_delay < timedelta(0):
+            raise ValueError(f"base_delay must be >= 0, got {self.base_delay}")
+        if self.max_delay < self.base_delay:
+            raise ValueError(
+                f"max_delay ({self.max_delay}) must be >= base_delay ({self.base_delay})"
+            )
+
+    def ceiling(self, retry: int) -> timedelta:
+        """The largest backoff before retry number ``retry`` (1 = the first retry)."""
+        if retry < 1:
+            raise ValueError(f"retry must be >= 1, got {retry}")
+        # Grow in float seconds: a timedelta times 2 ** 60 overflows, a float does not.
+        grown = self.base_delay.total_seconds() * 2.0 ** min(retry - 1, 1000)
+        return min(self.max_delay, timedelta(seconds=min(grown, self.max_delay.total_seconds())))
+
+    def backoff(self, retry: int, rng: Random) -> timedelta:
+        """A jittered backoff before retry number ``retry``, in ``[0, ceiling(retry)]``."""
+        return self.ceiling(retry) * rng.random()
+
+    def should_retry(self, attempt: int) -> bool:
+        """True if a message that failed its ``attempt``-th try (1-based) gets another."""
+        return attempt < self.attempts

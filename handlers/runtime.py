@@ -1,0 +1,161 @@
+"""What a handler is and what it may do while it handles one event.
+
+A handler is a class built once per worker from its options. For each event
+it gets the decoded event (a dict with a string ``event_id``) and a
+:class:`HandlerContext` whose transaction already holds the inbox claim of
+that event: the handler's state changes and the events it publishes commit
+together with the claim, or not at all. A handler signals failure by raising
+:class:`~streambatch.errors.TransientError` (retried with backoff) or
+:class:`~streambatch.errors.TerminalError` (dead-lettered at once); any other
+exception counts as transient.
+"""
+
+from __future__ import annotations
+
+import importlib
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Protocol
+
+import orjson
+from pydantic import TypeAdapter, ValidationError
+
+from events.orders import OrderEvent
+from handlers.store import Store, Transaction
+from streambatch.errors import ConfigError, TerminalError
+
+__all__ = [
+    "Handler",
+    "HandlerContext",
+    "HandlerFactory",
+    "InvalidEventError",
+    "derived_event_id",
+    "format_instant",
+    "install",
+    "parse_order_event",
+    "resolve_handler",
+]
+
+# Fixed forever: derived event ids must be the same in every process and release.
+_EVENT_ID_NAMESPACE = uuid.UUID("9b5a8f0e-4c1d-5e36-a7f2-3d0c8e61b4a9")
+_ORDER_EVENT = TypeAdapter[Any](OrderEvent)
+
+
+class InvalidEventError(TerminalError):
+    """The event does not satisfy the schema the handler needs."""
+
+
+class Handler(Protocol):
+    """One handler kind: tables it owns and what it does per event."""
+
+    ddl: ClassVar[Sequence[str]]
+
+    def handle(self, event: Mapping[str, Any], context: HandlerContext) -> None:
+        """Apply ``event`` in ``context.transaction``; publish through ``context``."""
+
+
+HandlerFactory = Callable[[Mapping[str, Any]], Handler]
+
+
+def format_instant(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds and ``Z``, as the generator writes it."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def derived_event_id(worker: str, cause_event_id: str, event_type: str, detail: str = "") -> str:
+    """The id of an event a worker publishes because of ``cause_event_id``.
+
+    Deterministic: a redelivered cause yields the same id, so the lake and the
+    next handlers drop the repeat.
+    """
+    name = f"{worker}\x1f{cause_event_id}\x1f{event_type}\x1f{detail}"
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, name))
+
+
+def parse_order_event(event: Mapping[str, Any]) -> Any:
+    """The event as its ``events.orders`` model; InvalidEventError says what is wrong."""
+    try:
+        # JSON mode: timestamps are strict RFC 3339 strings there, as on the wire.
+        return _ORDER_EVENT.validate_json(orjson.dumps(dict(event)))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise InvalidEventError(
+            f"{event.get('event_type')!r} event is invalid at {where}: {first['msg']}"
+        ) from None
+
+
+@dataclass
+class HandlerContext:
+    """The transaction of one event plus the means to publish resulting events.
+
+    Attributes:
+        worker: Name of the worker (the inbox key).
+        cause: The event being handled.
+        transaction: Holds the inbox claim; commit is the worker's job.
+        publish_topic: Where resulting events go (the ``orders`` topic).
+        now: The clock (UTC, aware).
+    """
+
+    worker: str
+    cause: Mapping[str, Any]
+    transaction: Transaction
+    publish_topic: str
+    now: Callable[[], datetime]
+
+    def publish(self, event_type: str, fields: Mapping[str, Any], *, detail: str = "") -> str:
+        """Add an event to the outbox (sent after commit); returns its event id.
+
+        The event is checked against the orders schema first: a handler never
+        publishes what the orders flow would dead-letter.
+        """
+        cause_id = str(self.cause["event_id"])
+        event_id = derived_event_id(self.worker, cause_id, event_type, detail)
+        body = {
+            "event_id": event_id,
+            "event_type": event_type,
+            "occurred_at": format_instant(self.now()),
+            **fields,
+        }
+        parse_order_event(body)
+        key = str(fields.get("order_id", event_id)).encode()
+        headers = [
+            ("streambatch.cause", cause_id.encode()),
+            ("streambatch.handler", self.worker.encode()),
+        ]
+        self.transaction.add_outbox(self.publish_topic, key, orjson.dumps(body), event_id, headers)
+        return event_id
+
+
+def resolve_handler(spec: str, options: Mapping[str, Any]) -> Handler:
+    """Build the handler named ``spec``: a built-in name or ``package.module:attribute``.
+
+    Raises:
+        ConfigError: naming the spec when it cannot be found or refuses its options.
+    """
+    from handlers.workflow import BUILTIN_HANDLERS
+
+    factory: Any
+    if spec in BUILTIN_HANDLERS:
+        factory = BUILTIN_HANDLERS[spec]
+    elif ":" in spec:
+        module_name, _, attribute = spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"handler {spec!r} cannot be loaded: {exc}") from None
+    else:
+        known = ", ".join(sorted(BUILTIN_HANDLERS))
+        raise ConfigError(f"unknown handler {spec!r}; built-in: {known}; or 'module:attribute'")
+    try:
+        handler: Handler = factory(options)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ConfigError(f"handler {spec!r}: bad options {dict(options)!r}: {exc}") from None
+    return handler
+
+
+def install(handler: Handler, store: Store) -> None:
+    """Create the handler's tables if missing."""
+    store.migrate(list(handler.ddl))

@@ -1,0 +1,382 @@
+"""The order workflow of the seed article, as idempotent handlers on simulated services.
+
+OrderPlaced -> ``inventory.reserve`` and ``payments.authorize`` (in parallel);
+PaymentAuthorized -> ``inventory.decrease``, ``distribution.submit-order``,
+``notifications.send`` (one worker per channel); PaymentFailed ->
+``inventory.release``, ``notifications.send``, ``finance.alert``. Each handler
+keeps its service's state in the handler store (same transaction as the inbox
+claim) and publishes the resulting event to the ``orders`` topic, so the lake
+records the whole workflow.
+
+Idempotency has two layers: the inbox drops a redelivered event id, and every
+state change is guarded by the service's own keys (one reservation, one
+payment, one purchase order, one notification per order and template), so even
+a re-sent order under a new event id changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from handlers.runtime import HandlerContext, HandlerFactory, parse_order_event
+from streambatch.errors import TerminalError, TransientError
+
+__all__ = [
+    "BUILTIN_HANDLERS",
+    "AlertFinance",
+    "AuthorizePayment",
+    "DecreaseStock",
+    "NotifyCustomer",
+    "OutOfStockError",
+    "ReleaseStock",
+    "ReserveStock",
+    "SubmitPurchaseOrder",
+    "stable_fraction",
+]
+
+_INVENTORY_DDL = (
+    "CREATE TABLE IF NOT EXISTS inventory_stock ("
+    " sku TEXT PRIMARY KEY, on_hand BIGINT NOT NULL, reserved BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS inventory_reservations ("
+    " order_id TEXT PRIMARY KEY, items TEXT NOT NULL, state TEXT NOT NULL,"
+    " updated_at TEXT NOT NULL)",
+)
+_FAILURE_REASONS = ("insufficient_funds", "card_declined", "fraud_suspected", "expired_card")
+_WAREHOUSES = ("WH-NYC-1", "WH-AMS-1", "WH-FRA-2", "WH-SIN-1")
+
+
+class OutOfStockError(TerminalError):
+    """Not enough available stock to reserve an order: restock, then redrive."""
+
+
+def stable_fraction(*parts: str) -> float:
+    """A number in ``[0, 1)`` fixed by ``parts``: the same in every process and run."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def _quantities(items: Sequence[Any]) -> dict[str, int]:
+    """Quantity per SKU (an order may list one SKU on several lines)."""
+    totals: dict[str, int] = {}
+    for item in items:
+        totals[item.sku] = totals.get(item.sku, 0) + item.quantity
+    return dict(sorted(totals.items()))  # sorted: every writer locks rows in one order
+
+
+def _items_json(items: Sequence[Any]) -> str:
+    return json.dumps(
+        [{"sku": i.sku, "quantity": i.quantity, "unit_price": str(i.unit_price)} for i in items]
+    )
+
+
+def _expect(event: Mapping[str, Any], *types: str) -> Any:
+    model = parse_order_event(event)
+    if model.event_type not in types:
+        raise TerminalError(
+            f"this handler takes {' or '.join(types)}, not {model.event_type}: check the rules"
+        )
+    return model
+
+
+def _probability(options: Mapping[str, Any], name: str, default: float) -> float:
+    value = float(options.get(name, default))
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return value
+
+
+class ReserveStock:
+    """``inventory.reserve``: OrderPlaced -> StockReserved (or OutOfStock, dead-lettered).
+
+    Options: ``initial_stock`` (units of a SKU the first time it is seen, default 10,000).
+    """
+
+    ddl: ClassVar[Sequence[str]] = _INVENTORY_DDL
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.initial_stock = int(options.get("initial_stock", 10_000))
+        if self.initial_stock < 0:
+            raise ValueError(f"initial_stock must be >= 0, got {self.initial_stock}")
+
+    def handle(self, event: Mapping[str, Any], context: HandlerContext) -> None:
+        order = _expect(event, "OrderPlaced")
+        tx = context.transaction
+        if tx.query("SELECT 1 FROM inventory_reservations WHERE order_id = ?", (order.order_id,)):
+            return  # reserved already (the same order under another event id)
+        for sku, quantity in _quantities(order.items).items():
+            tx.execute(
+                "INSERT INTO inventory_stock (sku, on_hand, reserved) VALUES (?, ?, 0)"
+                " ON CONFLICT (sku) DO NOTHING",
+                (sku, self.initial_stock),
+            )
+            # The guard in the WHERE makes check-and-reserve one atomic step.
+            changed = tx.execute(
+                "UPDATE inventory_stock SET reserved = reserved + ?"
+                " WHERE sku = ? AND on_hand - reserved >= ?",
+                (quantity, sku, quantity),
+            )
+            if changed != 1:
+                raise OutOfStockError(f"order {order.order_id}: {quantity} x {sku} not available")
+        tx.execute(
+            "INSERT INTO inventory_reservations (order_id, items, state, updated_at)"
+            " VALUES (?, ?, 'reserved', ?)",
+            (order.order_id, _items_json(order.items), context.now().isoformat()),
+        )
+        context.publish(
+            "StockReserved",
+            {"order_id": order.order_id, "items": json.loads(_items_json(order.items))},
+        )
+
+
+class _SettleReservation:
+    """Shared by decrease and release: move a reservation to its final state once."""
+
+    ddl: ClassVar[Sequence[str]] = _INVENTORY_DDL
+    trigger: ClassVar[str]
+    final_state: ClassVar[str]
+    published: ClassVar[str]
+    on_hand_sign: ClassVar[int]
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        del options  # no options
+
+    def handle(self, event: Mapping[str, Any], context: HandlerContext) -> None:
+        payment = _expect(event, self.trigger)
+        tx = context.transaction
+        rows = tx.query(
+            "SELECT items, state FROM inventory_reservations WHERE order_id = ?",
+            (payment.order_id,),
+        )
+        if not rows:
+            # Reserve and payment run in parallel: the reservation may still come.
+            raise TransientError(f"order {payment.order_id}: no stock reservation yet")
+        items_text, state = rows[0]
+        if state == self.final_state:
+            return
+        if state != "reserved":
+            raise TerminalError(
+                f"order {payment.order_id}: reservation is {state}, cannot become "
+                f"{self.final_state} ({self.trigger})"
+            )
+        items = json.loads(items_text)
+        totals: dict[str, int] = {}
+        for item in items:
+            totals[item["sku"]] = totals.get(item["sku"], 0) + int(item["quantity"])
+        for sku, quantity in sorted(totals.items()):
+            tx.execute(
+                "UPDATE inventory_stock SET on_hand = on_hand - ?, reserved = reserved - ?"
+                " WHERE sku = ?",
+                (quantity if self.on_hand_sign else 0, quantity, sku),
+            )
+        tx.execute(
+            "UPDATE inventory_reservations SET state = ?, updated_at = ? WHERE order_id = ?",
+            (self.final_state, context.now().isoformat(), payment.order_id),
+        )
+        context.publish(self.published, {"order_id": payment.order_id, "items": items})
+
+
+class DecreaseStock(_SettleReservation):
+    """``inventory.decrease``: PaymentAuthorized -> StockDecreased (reserved units leave)."""
+
+    trigger = "PaymentAuthorized"
+    final_state = "decreased"
+    published = "StockDecreased"
+    on_hand_sign = 1
+
+
+class ReleaseStock(_SettleReservation):
+    """``inventory.release``: PaymentFailed -> StockReleased (reserved units are free again)."""
+
+    trigger = "PaymentFailed"
+    final_state = "released"
+    published = "StockReleased"
+    on_hand_sign = 0
+
+
+class AuthorizePayment:
+    """``payments.authorize``: OrderPlaced -> PaymentAuthorized or PaymentFailed.
+
+    A simulated payment provider. Options: ``failure_rate`` (share of orders
+    refused, decided by the order id so a retry decides the same), and
+    ``transient_failure_rate`` (share of calls that time out and are retried).
+    """
+
+    ddl: ClassVar[Sequence[str]] = (
+        "CREATE TABLE IF NOT EXISTS payments ("
+        " order_id TEXT PRIMARY KEY, payment_id TEXT NOT NULL, amount TEXT NOT NULL,"
+        " currency TEXT NOT NULL, status TEXT NOT NULL, reason TEXT)",
+    )
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.failure_rate = _probability(options, "failure_rate", 0.1)
+        self.transient_failure_rate = _probability(options, "transient_failure_rate", 0.0)
+        self.seed = str(options.get("seed", "payments"))
+        self._rng = random.Random()
+
+    def handle(self, event: Mapping[str, Any], context: HandlerContext) -> None:
+        order = _expect(event, "OrderPlaced")
+        if self._rng.random() < self.transient_failure_rate:
+            raise TransientError("payment provider timed out (simulated)")
+        tx = context.transaction
+        if tx.query("SELECT 1 FROM payments WHERE order_id = ?", (order.order_id,)):
+            return  # one payment per order, whatever the event id
+        payment_id = "pay-" + hashlib.sha256(order.order_id.encode()).hexdigest()[:20]
+        refused = stable_fraction(self.seed, order.order_id) < self.failure_rate
+        reason = (
+            _FAILURE_REASONS[int(stable_fraction(self.seed, "reason", order.order_id) * 4)]
+            if refused
+            else None
+        )
+        tx.execute(
+            "INSERT INTO payments (order_id, payment_id, amount, currency, status, reason)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                order.order_id,
+                payment_id,
+                str(order.total_amount),
+                order.currency,
+                "failed" if refused else "authorized",
+                reason,
+            ),
+        )
+        fields = {
+            "order_id": order.order_id,
+            "payment_id": payment_id,
+            "amount": str(order.total_amount),
+            "currency": order.currency,
+        }
+        if reason is None:
+            context.publish("PaymentAuthorized", fields)
+        else:
+            context.publish("PaymentFailed", {**fields, "reason": reason})
+
+
+class SubmitPurchaseOrder:
+    """``distribution.submit-order``: PaymentAuthorized -> PurchaseOrderSubmitted."""
+
+    ddl: ClassVar[Sequence[str]] = (
+        "CREATE TABLE IF NOT EXISTS purchase_orders ("
+        " order_id TEXT PRIMARY KEY, warehouse TEXT NOT NULL, submitted_at TEXT NOT NULL)",
+    )
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.warehouses = tuple(options.get("warehouses", _WAREHOUSES))
+        if not self.warehouses:
+            raise ValueError("warehouses must not be empty")
+
+    def handle(self, event: Mapping[str, Any], context: HandlerContext) -> None:
+        payment = _expect(event, "PaymentAuthorized")
+        warehouse = self.warehouses[
+            int(stable_fraction("warehouse", payment.order_id) * len(self.warehouses))
+        ]
+        inserted = context.transaction.execute(
+            "INSERT INTO purchase_orders (order_id, warehouse, submitted_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (order_id) DO NOTHING",
+            (payment.order_id, warehouse, context.now().isoformat()),
+        )
+        if inserted:
+            context.publish(
+                "PurchaseOrderSubmitted", {"order_id": payment.order_id, "warehouse": warehouse}
+            )
+
+
+class NotifyCustomer:
+    """``notifications.send``: tell the customer about their order on one channel.
+
+    OrderPlaced only records who the customer is (this service's own view);
+    PaymentAuthorized sends ``order_confirmed``, PaymentFailed ``payment_failed``.
+    Options: ``channel`` (``email`` or ``sms``). Two workers with different
+    channels on the same topics are two subscribers of one notification.
+    """
+
+    ddl: ClassVar[Sequence[str]] = (
+        "CREATE TABLE IF NOT EXISTS notification_customers ("
+        " order_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS notifications ("
+        " order_id TEXT NOT NULL, channel TEXT NOT NULL, template TEXT NOT NULL,"
+        " customer_id TEXT NOT NULL, sent_at TEXT NOT NULL,"
+        " PRIMARY KEY (order_id, channel, template))",
+    )
+    _TEMPLATES: ClassVar[dict[str, str]] = {
+        "PaymentAuthorized": "order_confirmed",
+        "PaymentFailed": "payment_failed",
+    }
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.channel = str(options.get("channel", "email"))
+        if self.channel not in ("email", "sms"):
+            raise ValueError(f"channel must be 'email' or 'sms', got {self.channel!r}")
+
+    def handle(self, event: Mapping[str, Any], context: HandlerContext) -> None:
+        model = _expect(event, "OrderPlaced", *self._TEMPLATES)
+        tx = context.transaction
+        if model.event_type == "OrderPlaced":
+            tx.execute(
+                "INSERT INTO notification_customers (order_id, customer_id) VALUES (?, ?)"
+                " ON CONFLICT (order_id) DO NOTHING",
+                (model.order_id, model.customer_id),
+            )
+            return
+        rows = tx.query(
+            "SELECT customer_id FROM notification_customers WHERE order_id = ?",
+            (model.order_id,),
+        )
+        if not rows:
+            # The OrderPlaced copy for this service may not have arrived yet.
+            raise TransientError(f"order {model.order_id}: customer not known yet")
+        customer_id = str(rows[0][0])
+        template = self._TEMPLATES[model.event_type]
+        inserted = tx.execute(
+            "INSERT INTO notifications (order_id, channel, template, customer_id, sent_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (order_id, channel, template) DO NOTHING",
+            (model.order_id, self.channel, template, customer_id, context.now().isoformat()),
+        )
+        if inserted:
+            context.publish(
+                "CustomerNotified",
+                {
+                    "order_id": model.order_id,
+                    "customer_id": customer_id,
+                    "channel": self.channel,
+                    "template": template,
+                },
+                detail=self.channel,
+            )
+
+
+class AlertFinance:
+    """``finance.alert``: PaymentFailed -> FinanceAlerted."""
+
+    ddl: ClassVar[Sequence[str]] = (
+        "CREATE TABLE IF NOT EXISTS finance_alerts ("
+        " order_id TEXT PRIMARY KEY, reason TEXT NOT NULL, alerted_at TEXT NOT NULL)",
+    )
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        del options
+
+    def handle(self, event: Mapping[str, Any], context: HandlerContext) -> None:
+        failure = _expect(event, "PaymentFailed")
+        reason = f"payment failed: {failure.reason}"
+        inserted = context.transaction.execute(
+            "INSERT INTO finance_alerts (order_id, reason, alerted_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (order_id) DO NOTHING",
+            (failure.order_id, reason, context.now().isoformat()),
+        )
+        if inserted:
+            context.publish("FinanceAlerted", {"order_id": failure.order_id, "reason": reason})
+
+
+BUILTIN_HANDLERS: dict[str, HandlerFactory] = {
+    "inventory.reserve": ReserveStock,
+    "inventory.decrease": DecreaseStock,
+    "inventory.release": ReleaseStock,
+    "payments.authorize": AuthorizePayment,
+    "distribution.submit-order": SubmitPurchaseOrder,
+    "notifications.send": NotifyCustomer,
+    "finance.alert": AlertFinance,
+}

@@ -1,0 +1,84 @@
+"""Handlers are idempotent: every message delivered twice, the workers killed with kill -9
+at random moments and at the named points of the commit path, the router killed too; the
+final state is exactly the one of a clean run."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from streambatch.generator import GeneratedRecord, generate_order_records
+from tests.support import StreamTopics, send
+from tests.support_handlers import HandlerSetup, kill, stop, summary_counts
+from tests.support_workflow import (
+    INITIAL_STOCK,
+    check_final_state,
+    expected_outcome,
+    placed_orders,
+    workflow_done,
+)
+
+ORDERS = 300
+SEED = 83
+RANDOM_KILLS = 4
+
+
+def every_order_twice() -> list[GeneratedRecord]:
+    records = list(
+        generate_order_records(
+            ORDERS, seed=SEED, duplicate_ratio=0, malformed_ratio=0, checkouts_only=True
+        )
+    )
+    return [record for record in records for _ in range(2)]
+
+
+@pytest.mark.partitions(3)
+def test_double_delivery_and_kill_9_leave_the_same_final_state(
+    topics: StreamTopics, tmp_path: Path
+) -> None:
+    setup = HandlerSetup(topics, tmp_path)
+    setup.write_shipped_rules()
+    setup.write_shipped_handlers(
+        payments={"failure_rate": 0.1, "transient_failure_rate": 0.0},
+        inventory={"initial_stock": INITIAL_STOCK},
+    )
+    orders = placed_orders(ORDERS, seed=SEED)
+    refused, on_hand = expected_outcome(orders)
+    twice = {"STREAMBATCH_REDELIVER": "2"}  # every message handled twice, every copy routed twice
+    rng = random.Random(5)
+    send(topics, every_order_twice())
+    router = setup.start("route", log_name="router.log", **twice)
+    logs = ("router.log", "workers.log")
+    try:
+        # Crashes at the named points: after the handler's commit (offset not stored) and
+        # after the outbox was published (not yet marked sent).
+        for point in ("handler_after_commit:40", "outbox_after_publish:3"):
+            workers = setup.start(
+                "worker", "--all", log_name="workers.log", STREAMBATCH_FAILPOINT=point, **twice
+            )
+            assert workers.wait(timeout=180) == -9, f"{point} not reached"
+        for n in range(RANDOM_KILLS):
+            workers = setup.start("worker", "--all", log_name="workers.log", **twice)
+            time.sleep(rng.uniform(2.0, 8.0))
+            kill(workers)
+            if n == 1:
+                kill(router)
+                router = setup.start("route", log_name="router.log", **twice)
+        workers = setup.start("worker", "--all", log_name="workers.log", **twice)
+        try:
+            setup.wait_for(
+                lambda: workflow_done(setup, ORDERS, len(refused)), 300, "the workflow", logs
+            )
+        finally:
+            assert stop(workers) == 0, setup.log("workers.log")[-3000:]
+    finally:
+        assert stop(router) == 0, setup.log("router.log")[-3000:]
+    check_final_state(setup, orders, refused, on_hand)
+    # The last run saw each of its messages twice: the inbox turned the second into a no-op.
+    last_run = setup.log("workers.log")
+    for worker in ("inventory-reserve", "payments", "email-sender"):
+        counts = summary_counts(last_run, worker)
+        assert counts["duplicates"] >= counts["processed"] > 0, (worker, counts)

@@ -1,0 +1,63 @@
+"""The order workflow end to end: router + every worker of config/handlers.toml, real broker,
+real SQLite store. 2,000 orders, 10 % refused payments, transient provider timeouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streambatch.generator import generate_order_records
+from tests.support import StreamTopics, read_topic, send
+from tests.support_handlers import HandlerSetup, stop, summary_counts, summary_line
+from tests.support_workflow import (
+    INITIAL_STOCK,
+    SHIPPED_WORKERS,
+    check_final_state,
+    expected_outcome,
+    placed_orders,
+    workflow_done,
+)
+
+ORDERS = 2_000
+
+
+@pytest.mark.partitions(3)
+def test_two_thousand_orders_run_the_whole_workflow_exactly(
+    topics: StreamTopics, tmp_path: Path
+) -> None:
+    setup = HandlerSetup(topics, tmp_path)
+    setup.write_shipped_rules()
+    # 5 % of provider calls time out: retried with backoff, never charged twice.
+    setup.write_shipped_handlers(
+        payments={"failure_rate": 0.1, "transient_failure_rate": 0.05},
+        inventory={"initial_stock": INITIAL_STOCK},
+    )
+    orders = placed_orders(ORDERS, seed=61)
+    refused, on_hand = expected_outcome(orders)
+    assert 0.07 * ORDERS < len(refused) < 0.13 * ORDERS
+    router = setup.start("route", log_name="router.log")
+    workers = setup.start("worker", "--all", log_name="workers.log")
+    try:
+        send(
+            topics,
+            generate_order_records(
+                ORDERS, seed=61, duplicate_ratio=0, malformed_ratio=0, checkouts_only=True
+            ),
+        )
+        setup.wait_for(
+            lambda: workflow_done(setup, ORDERS, len(refused)),
+            timeout=300,
+            what="the workflow of every order",
+            logs=("router.log", "workers.log"),
+        )
+    finally:
+        assert stop(workers) == 0, setup.log("workers.log")[-3000:]
+        assert stop(router) == 0, setup.log("router.log")[-3000:]
+    check_final_state(setup, orders, refused, on_hand)
+    summary = setup.log("workers.log")
+    # The simulated timeouts were retried, and nothing was dead-lettered.
+    assert summary_counts(summary, "payments")["retries"] > 0, summary_line(summary, "payments")
+    for name in SHIPPED_WORKERS:
+        assert summary_counts(summary, name)["dead-lettered"] == 0, summary_line(summary, name)
+        assert read_topic(topics.bootstrap_servers, setup.dead_letter_topic(name)) == []
