@@ -186,12 +186,12 @@ def load_handlers_config(path: Path | None = None) -> HandlersConfig:
             f"handlers file {located} not found (set {_HANDLERS_FILE_ENV} or pass --config)"
         ) from None
     try:
-        if located.suffix == ".json":
+        if located.suffix.lower() == ".json":
             document = json.loads(raw)
         else:
             document = tomllib.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:  # TOMLDecodeError and JSONDecodeError
-        kind = "JSON" if located.suffix == ".json" else "TOML"
+        kind = "JSON" if located.suffix.lower() == ".json" else "TOML"
         raise ConfigError(f"{located}: not valid {kind}: {exc}") from None
     if not isinstance(document, dict):
         raise ConfigError(f"{located}: the top level must be a table (object)")
@@ -203,6 +203,11 @@ def load_handlers_config(path: Path | None = None) -> HandlersConfig:
             for error in exc.errors()
         ]
         message = f"{located}: invalid handlers configuration:\n  " + "\n  ".join(lines)
+        raise ConfigError(message) from None
+    try:
+        config.default_retry()
+    except ConfigError as exc:
+        message = f"{located}: {exc} (the [retry] table over the built-in defaults)"
         raise ConfigError(message) from None
     for name in config.workers:
         try:

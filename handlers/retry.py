@@ -46,7 +46,9 @@ class RetryPolicy:
             raise ValueError(f"retry must be >= 1, got {retry}")
         # Grow in float seconds: a timedelta times 2 ** 60 overflows, a float does not.
         grown = self.base_delay.total_seconds() * 2.0 ** min(retry - 1, 1000)
-        return min(self.max_delay, timedelta(seconds=min(grown, self.max_delay.total_seconds())))
+        if grown >= self.max_delay.total_seconds():
+            return self.max_delay  # the cap itself: never rebuilt from a rounded float
+        return min(self.max_delay, timedelta(seconds=grown))
 
     def backoff(self, retry: int, rng: Random) -> timedelta:
         """A jittered backoff before retry number ``retry``, in ``[0, ceiling(retry)]``."""

@@ -46,6 +46,7 @@ _INVENTORY_DDL = (
     " updated_at TEXT NOT NULL)",
 )
 _FAILURE_REASONS = ("insufficient_funds", "card_declined", "fraud_suspected", "expired_card")
+_MAX_REASON = 4096
 _WAREHOUSES = ("WH-NYC-1", "WH-AMS-1", "WH-FRA-2", "WH-SIN-1")
 
 
@@ -56,7 +57,8 @@ class OutOfStockError(TerminalError):
 def stable_fraction(*parts: str) -> float:
     """A number in ``[0, 1)`` fixed by ``parts``: the same in every process and run."""
     digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64
+    # 53 bits: exactly representable in a float, so the result is always below 1.0.
+    return (int.from_bytes(digest[:8], "big") >> 11) / 2.0**53
 
 
 def _quantities(items: Sequence[Any]) -> dict[str, int]:
@@ -264,7 +266,10 @@ class SubmitPurchaseOrder:
     )
 
     def __init__(self, options: Mapping[str, Any]) -> None:
-        self.warehouses = tuple(options.get("warehouses", _WAREHOUSES))
+        warehouses = options.get("warehouses", _WAREHOUSES)
+        if isinstance(warehouses, str) or not all(isinstance(w, str) for w in warehouses):
+            raise ValueError(f"warehouses must be a list of names, got {warehouses!r}")
+        self.warehouses = tuple(warehouses)
         if not self.warehouses:
             raise ValueError("warehouses must not be empty")
 
@@ -361,7 +366,8 @@ class AlertFinance:
 
     def handle(self, event: Mapping[str, Any], context: HandlerContext) -> None:
         failure = _expect(event, "PaymentFailed")
-        reason = f"payment failed: {failure.reason}"
+        # FinanceAlerted.reason has the same 4,096-character limit as PaymentFailed.reason.
+        reason = f"payment failed: {failure.reason}"[:_MAX_REASON]
         inserted = context.transaction.execute(
             "INSERT INTO finance_alerts (order_id, reason, alerted_at) VALUES (?, ?, ?)"
             " ON CONFLICT (order_id) DO NOTHING",

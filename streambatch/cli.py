@@ -85,7 +85,7 @@ def produce(
         bool,
         typer.Option(
             "--checkouts-only",
-            help="orders: only OrderPlaced events, for the workflow handlers to act on",
+            help="orders are only OrderPlaced events: the workflow handlers make the rest",
         ),
     ] = False,
 ) -> None:
@@ -103,8 +103,8 @@ def produce(
 
     if stream not in (*STREAM_NAMES, "all"):
         raise StreambatchError(f"--stream must be one of {', '.join(STREAM_NAMES)} or all")
-    if checkouts_only and stream != "orders":
-        raise StreambatchError("--checkouts-only needs --stream orders")
+    if checkouts_only and stream not in ("orders", "all"):
+        raise StreambatchError("--checkouts-only needs --stream orders or all")
     kafka = load_kafka_settings()
     if stream == "orders":
         batches = {
@@ -120,7 +120,11 @@ def produce(
         }
     else:
         batches = generate_stream_records(
-            count, seed=seed, duplicate_ratio=duplicates, malformed_ratio=malformed
+            count,
+            seed=seed,
+            duplicate_ratio=duplicates,
+            malformed_ratio=malformed,
+            checkouts_only=checkouts_only,
         )
         if stream != "all":
             batches = {stream: batches[stream]}

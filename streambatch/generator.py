@@ -290,6 +290,7 @@ def generate_stream_records(
     duplicate_ratio: float = 0.02,
     malformed_ratio: float = 0.01,
     start: datetime | None = None,
+    checkouts_only: bool = False,
 ) -> dict[str, list[GeneratedRecord]]:
     """Generate the orders of :func:`generate_order_records` and the clicks and logs around them.
 
@@ -326,6 +327,8 @@ def generate_stream_records(
         malformed_ratio: Share of malformed records of every stream, in ``[0, 1)``.
         start: Aware ``occurred_at`` of the first order event;
             :data:`DEFAULT_START` if ``None``. Clicks start up to 30 min earlier.
+        checkouts_only: Orders are only ``OrderPlaced`` events (for the
+            workflow handlers, which make the rest).
 
     Returns:
         ``{"orders": [...], "clicks": [...], "logs": [...]}``.
@@ -335,7 +338,9 @@ def generate_stream_records(
             or if ``duplicate_ratio + malformed_ratio >= 1``.
     """
     with gc_paused():
-        orders = _order_list(count, seed, duplicate_ratio, malformed_ratio, start)
+        orders = _order_list(
+            count, seed, duplicate_ratio, malformed_ratio, start, checkouts_only=checkouts_only
+        )
         timeline = _read_orders(orders, start)
         return {
             "orders": orders,
@@ -912,6 +917,8 @@ def _order_list(
     duplicate_ratio: float,
     malformed_ratio: float,
     start: datetime | None,
+    *,
+    checkouts_only: bool = False,
 ) -> list[GeneratedRecord]:
     records = generate_order_records(
         count,
@@ -919,6 +926,7 @@ def _order_list(
         duplicate_ratio=duplicate_ratio,
         malformed_ratio=malformed_ratio,
         start=start,
+        checkouts_only=checkouts_only,
     )
     if duplicate_ratio + malformed_ratio >= 1.0:
         message = (
