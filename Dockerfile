@@ -1,5 +1,5 @@
 # The streambatch image of the demo stack (docker-compose.yml): the CLI, the
-# three flows and the report. Only the base image comes from Docker Hub;
+# three flows, the router and workers of the order workflow, and the report. Only the base image comes from Docker Hub;
 # everything else comes from PyPI, at the versions pinned in pyproject.toml.
 
 # Build stage: the project's own wheel (setuptools is fetched from PyPI).
@@ -31,6 +31,9 @@ RUN pip install /tmp/wheels/*.whl && rm -rf /tmp/wheels
 COPY docker/produce-loop.sh /usr/local/bin/streambatch-produce-loop
 COPY docker/report-loop.sh /usr/local/bin/streambatch-report-loop
 RUN chmod 0755 /usr/local/bin/streambatch-produce-loop /usr/local/bin/streambatch-report-loop
+# The handlers' configuration (`streambatch route` and `worker` read config/*.toml
+# from the working directory); mount your own over /app/config to change it.
+COPY config/handlers.toml config/rules.toml /app/config/
 WORKDIR /app
 USER streambatch
 # STREAMBATCH_METRICS_PORT in docker-compose.yml.

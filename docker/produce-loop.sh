@@ -11,11 +11,17 @@ set -eu
 
 count="${GENERATOR_COUNT:-2000}"
 rate="${GENERATOR_RATE:-200}"
+# "true": orders are only OrderPlaced events, the workers make the rest of the workflow.
+checkouts=""
+if [ "${GENERATOR_CHECKOUTS_ONLY:-false}" = "true" ]; then
+    checkouts="--checkouts-only"
+fi
 
 while true; do
     seed="$(date +%s)"
     echo "round with seed $seed: $count order events, $rate records/s per topic"
-    streambatch produce --stream all --count "$count" --rate "$rate" --seed "$seed" --no-progress
+    # shellcheck disable=SC2086 # $checkouts is one flag or nothing
+    streambatch produce --stream all --count "$count" --rate "$rate" --seed "$seed" --no-progress $checkouts
     # Never two rounds with the same seed, even if one took under a second.
     while [ "$(date +%s)" = "$seed" ]; do sleep 1; done
 done

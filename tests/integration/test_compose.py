@@ -252,3 +252,26 @@ def test_postgres_is_pinned_and_health_checked(services: dict[str, dict[str, Any
     postgres = services["postgres"]
     assert re.fullmatch(r"postgres:\d+\.\d+(-alpine)?", postgres["image"]), postgres["image"]
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+
+
+def test_router_and_workers_run_the_workflow_on_postgres(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    router, workers = services["router"], services["workers"]
+    assert command(router) == ["streambatch", "route"]
+    assert command(workers) == ["streambatch", "worker", "--all"]
+    for service in (router, workers):
+        assert service["restart"] == "unless-stopped"
+        assert dependencies(service)["kafka"] == "service_healthy"
+        assert dependencies(service)["topics"] == "service_completed_successfully"
+    assert dependencies(workers)["postgres"] == "service_healthy"
+    store = environment(workers)["STREAMBATCH_HANDLER_STORE"]
+    assert store.startswith("postgresql://streambatch:") and store.endswith(
+        "@postgres:5432/streambatch"
+    )
+    # The generator sends checkouts only: the workers make the rest of the workflow.
+    assert environment(services["generator"])["GENERATOR_CHECKOUTS_ONLY"] == "true"
+    loop = (ROOT / "docker" / "produce-loop.sh").read_text()
+    assert "--checkouts-only" in loop
+    # The image carries the handlers' configuration where the commands look for it.
+    assert "COPY config/handlers.toml config/rules.toml /app/config/" in DOCKERFILE.read_text()
