@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -24,6 +26,9 @@ __all__ = ["OutboxRelay"]
 
 log = logging.getLogger(__name__)
 _BATCH = 500
+# Sent rows are kept a while (to look at when something went wrong), then purged.
+_KEEP_SENT = timedelta(hours=1)
+_PURGE_EVERY_SECONDS = 600.0
 _FLUSH_SECONDS = 10.0
 
 
@@ -120,12 +125,18 @@ class OutboxRelay:
             log.warning("outbox: rows left for the next start: %s", exc)
 
     def _run(self) -> None:
+        next_purge = time.monotonic()
         while not self._stop.is_set():
             self._wake.wait(self._poll_interval)
             self._wake.clear()
             try:
                 self.publish_pending()
                 self.failure = None
+                if time.monotonic() >= next_purge:
+                    purged = self._store.purge_sent(_KEEP_SENT)
+                    next_purge = time.monotonic() + _PURGE_EVERY_SECONDS
+                    if purged:
+                        log.info("outbox: purged %d rows sent over an hour ago", purged)
             except TransientError as exc:
                 log.warning("%s; retrying", exc)
                 self._stop.wait(1.0)

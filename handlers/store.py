@@ -51,7 +51,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -758,6 +758,17 @@ class Store:
                     f"UPDATE outbox SET sent_at = ? WHERE sent_at IS NULL AND id IN ({marks})",
                     (sent_at, *chunk),
                 )
+
+    def purge_sent(self, older_than: timedelta) -> int:
+        """Delete outbox rows marked sent more than ``older_than`` ago; returns how many.
+
+        Unsent rows are never deleted. (Fixed-width ISO text compares in time order.)
+        """
+        cutoff = _iso_utc(self._now() - older_than)
+        with self._transaction(write=True, ddl=False) as transaction:
+            return transaction.execute(
+                "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?", (cutoff,)
+            )
 
     def processed_count(self, handler: str) -> int:
         """How many event ids ``handler`` has claimed (committed ones)."""

@@ -247,3 +247,22 @@ class Recorder:
             "INSERT INTO received (worker, event_id) VALUES (?, ?)",
             (context.worker, str(event["event_id"])),
         )
+
+
+class Scripted:
+    """Behaves by event id prefix: ``ok-`` succeeds, ``flaky-`` fails transiently on its
+    first try only, ``bad-`` fails terminally."""
+
+    ddl: ClassVar[Sequence[str]] = ()
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        del options
+        self.tried: set[str] = set()
+
+    def handle(self, event: Mapping[str, Any], context: HandlerContext) -> None:
+        event_id = str(event["event_id"])
+        if event_id.startswith("bad-"):
+            raise TerminalError(f"{event_id} can never be handled")
+        if event_id.startswith("flaky-") and event_id not in self.tried:
+            self.tried.add(event_id)
+            raise TransientError(f"{event_id}: first try times out")

@@ -10,7 +10,12 @@ from pathlib import Path
 import orjson
 import pytest
 from confluent_kafka import Producer
+from prometheus_client import REGISTRY
 
+from handlers.config import load_handlers_config
+from handlers.outbox import OutboxRelay
+from handlers.store import open_store
+from handlers.worker import build_worker
 from streambatch.generator import generate_order_records
 from tests.support import StreamTopics, read_topic, send
 from tests.support_handlers import HandlerSetup, stop, summary_counts
@@ -194,3 +199,49 @@ def test_a_subscriber_added_by_configuration_receives_every_matching_event(
     assert sorted(first_ids) == sorted(r.event_id for r in [*before, *after] if r.event_id)
     second_ids = {row[0] for row in setup.rows(received, ("second",))}
     assert second_ids >= {r.event_id for r in after}
+
+
+def test_worker_counts_and_metrics_say_processed_duplicates_retried_dead_lettered(
+    topics: StreamTopics, tmp_path: Path
+) -> None:
+    setup = HandlerSetup(topics, tmp_path)
+    setup.write_rules([])
+    setup.write_handlers(
+        {
+            "scripted": {
+                "handler": "tests.support_handlers:Scripted",
+                "topics": ["work"],
+                "retry": {"attempts": 3, "base_delay_seconds": 0.01, "max_delay_seconds": 0.05},
+            }
+        }
+    )
+    ids = ["ok-1", "ok-2", "ok-3", "flaky-1", "flaky-2", "bad-1", "ok-1"]  # ok-1 twice
+    produce_raw(setup, setup.topic("work"), [{"event_id": i, "event_type": "X"} for i in ids])
+    connection = {"bootstrap.servers": topics.bootstrap_servers}
+    plan = load_handlers_config(setup.handlers_file).plan("scripted")
+    store = open_store(setup.store_url)
+    relay = OutboxRelay(store, connection)
+    worker = build_worker(plan, store, connection, relay)
+    worker.prepare()
+    try:
+        counts = worker.run(until_idle_seconds=3)
+    finally:
+        store.close()
+    assert counts.as_dict() == {
+        "processed": 5,
+        "duplicates": 1,
+        "retried": 2,
+        "dead_lettered": 1,
+        "dead_letter_classes": {"TerminalError": 1},
+    }
+
+    def metric(outcome: str) -> float | None:
+        labels = {"worker": "scripted", "outcome": outcome}
+        return REGISTRY.get_sample_value("streambatch_handler_messages_total", labels)
+
+    assert [metric(o) for o in ("processed", "duplicate", "retried", "dead_lettered")] == [
+        5.0,
+        1.0,
+        2.0,
+        1.0,
+    ]

@@ -10,7 +10,7 @@ import multiprocessing
 import sqlite3
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
@@ -147,6 +147,27 @@ class StoreContract:
         assert [message.id for message in store.pending_outbox()] == ids[5:]
         store.mark_sent(ids)
         assert store.pending_outbox() == []
+
+    def test_purge_sent_deletes_only_rows_sent_before_the_cutoff(self, url: str) -> None:
+        clock = [datetime(2026, 11, 28, 12, tzinfo=UTC)]
+        store = open_store(url, now=lambda: clock[0])
+        try:
+            with store.transaction() as transaction:
+                for number in range(3):
+                    transaction.add_outbox("t", None, b"%d" % number, f"p{number}")
+            first, second, third = (message.id for message in store.pending_outbox())
+            store.mark_sent([first])
+            clock[0] += timedelta(minutes=50)
+            store.mark_sent([second])
+            clock[0] += timedelta(minutes=20)  # first sent 70 min ago, second 20, third unsent
+            assert store.purge_sent(timedelta(hours=1)) == 1
+            assert store.purge_sent(timedelta(hours=1)) == 0
+            assert [m.id for m in store.pending_outbox()] == [third]
+            clock[0] += timedelta(days=30)
+            assert store.purge_sent(timedelta(hours=1)) == 1  # the second; never an unsent row
+            assert [m.id for m in store.pending_outbox()] == [third]
+        finally:
+            store.close()
 
     def test_outbox_refuses_text_values(self, store: Store) -> None:
         with pytest.raises(TypeError), store.transaction() as transaction:
