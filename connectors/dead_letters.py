@@ -64,6 +64,11 @@ class DeadLetterWriter:
         }
         self._producer = Producer(config)
 
+    def close(self) -> None:
+        """Flush what is left and release the client (the writer is unusable afterwards)."""
+        self._producer.flush(_FLUSH_SECONDS)
+        self._producer.close()
+
     def _on_error(self, error: KafkaError) -> None:
         KAFKA_ERRORS.labels(self._stream, error.name()).inc()
         log.warning("dead-letter producer: %s", error.str())

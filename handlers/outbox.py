@@ -114,7 +114,7 @@ class OutboxRelay:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread and publish what is left (best effort: logged, never lost)."""
+        """Stop the thread, publish what is left (best effort: logged, never lost), close."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -123,6 +123,8 @@ class OutboxRelay:
             self.publish_pending()
         except Exception as exc:
             log.warning("outbox: rows left for the next start: %s", exc)
+        finally:
+            self._producer.close()
 
     def _run(self) -> None:
         next_purge = time.monotonic()

@@ -66,6 +66,8 @@ class EventRouter:
         self._stop = threading.Event()
         self._assigned = threading.Event()
         self._deliveries = deliveries()
+        self._last_activity = time.monotonic()
+        self._busy = False
         self._producer = Producer(
             {
                 **self._connection,
@@ -81,6 +83,11 @@ class EventRouter:
     def ready(self) -> threading.Event:
         """Set once the group gave the router its first assignment."""
         return self._assigned
+
+    @property
+    def idle_seconds(self) -> float:
+        """Seconds since the last batch was routed; 0 while one is being routed."""
+        return 0.0 if self._busy else time.monotonic() - self._last_activity
 
     def stop(self) -> None:
         """Return from :meth:`run` after the current batch."""
@@ -111,26 +118,29 @@ class EventRouter:
             }
         )
         consumer.subscribe(self._source_topics, on_assign=lambda _c, parts: self._on_assign(parts))
-        last_activity = time.monotonic()
         try:
             while not self._stop.is_set():
                 messages = consumer.consume(_BATCH, 0.5)
                 batch = [m for m in messages if self._usable(m)]
                 if not batch:
-                    idle = time.monotonic() - last_activity
                     if (
                         until_idle_seconds is not None
                         and self._assigned.is_set()
-                        and idle >= until_idle_seconds
+                        and self.idle_seconds >= until_idle_seconds
                     ):
                         break
                     continue
-                last_activity = time.monotonic()
-                self._route(batch)
+                self._busy = True
+                try:
+                    self._route(batch)
+                finally:
+                    self._busy = False
+                    self._last_activity = time.monotonic()
                 for message in batch:
                     consumer.store_offsets(message=message)
         finally:
             consumer.close()
+            self._producer.close()  # every copy was flushed before its offsets were stored
         return self.counts
 
     def _on_assign(self, partitions: Sequence[TopicPartition]) -> None:

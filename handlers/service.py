@@ -1,30 +1,58 @@
-"""Run queue workers (one thread each, one outbox relay) or the router in this process.
+"""Run queue workers (one thread each, one outbox relay) and optionally the router here.
 
 ``SIGTERM``/``SIGINT`` stop them gracefully: the current message finishes,
-stored offsets are committed, the outbox is drained. A worker that fails
-(dead-letter topic unwritable, store gone) stops the others and the error is
+stored offsets are committed, the outbox is drained. A component that fails
+(dead-letter topic unwritable, store gone) stops the others and its error is
 raised: the process exits non-zero rather than skip anything.
+
+``until_idle_seconds`` stops everything once *every* component has been idle
+that long at the same time and the outbox is empty: the whole workflow has
+settled, not just one step of it.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from handlers.config import HandlersConfig
 from handlers.outbox import OutboxRelay
 from handlers.router import EventRouter, RouterCounts
 from handlers.rules import RuleSet
-from handlers.store import open_store
-from handlers.worker import QueueWorker, WorkerCounts, build_worker
+from handlers.store import Store, open_store
+from handlers.worker import WorkerCounts, build_worker
 
-__all__ = ["run_router", "run_workers"]
+__all__ = ["ServiceResult", "build_router", "run_router", "run_workers"]
 
 log = logging.getLogger(__name__)
+_TICK_SECONDS = 0.25
+
+
+class _Component(Protocol):
+    @property
+    def ready(self) -> threading.Event: ...
+
+    @property
+    def idle_seconds(self) -> float: ...
+
+    def stop(self) -> None: ...
+
+    def run(self, until_idle_seconds: float | None = None) -> Any: ...
+
+
+@dataclass
+class ServiceResult:
+    """Counts of every worker, and of the router when it ran here."""
+
+    workers: dict[str, WorkerCounts]
+    router: RouterCounts | None
 
 
 @contextmanager
@@ -48,63 +76,112 @@ def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def build_router(config: HandlersConfig, connection: Mapping[str, str]) -> EventRouter:
+    """The router of ``config``: its rules file, source topics and group."""
+    return EventRouter(
+        RuleSet.load(config.rules), config.source_topics, config.router_group, connection
+    )
+
+
+def _run_all(
+    components: Sequence[_Component],
+    *,
+    until_idle_seconds: float | None,
+    settled: Callable[[], bool],
+    on_ready: Callable[[], None] | None,
+) -> list[Any]:
+    """Run each component in a thread until stopped, failed or all idle; their results."""
+    results: list[Any] = [None] * len(components)
+    failures: list[BaseException] = []
+
+    def stop_all() -> None:
+        for component in components:
+            component.stop()
+
+    def run_one(index: int) -> None:
+        try:
+            results[index] = components[index].run(None)
+        except BaseException as exc:
+            log.exception("%s failed", type(components[index]).__name__)
+            failures.append(exc)
+            stop_all()
+
+    threads = [
+        threading.Thread(target=run_one, args=(i,), name=f"component-{i}", daemon=True)
+        for i in range(len(components))
+    ]
+    announced = False
+    with _stop_on_signals(stop_all):
+        for thread in threads:
+            thread.start()
+        while any(thread.is_alive() for thread in threads):
+            time.sleep(_TICK_SECONDS)
+            everyone_ready = all(c.ready.is_set() for c in components)
+            if everyone_ready and not announced and on_ready is not None:
+                announced = True
+                on_ready()
+            if (
+                until_idle_seconds is not None
+                and everyone_ready
+                and min(c.idle_seconds for c in components) >= until_idle_seconds
+                and settled()
+            ):
+                log.info("every component idle for %.1f s: stopping", until_idle_seconds)
+                stop_all()
+    if failures:
+        raise failures[0]
+    return results
+
+
 def run_workers(
     names: Sequence[str],
     config: HandlersConfig,
     connection: Mapping[str, str],
     store_url: str,
     *,
+    with_router: bool = False,
     until_idle_seconds: float | None = None,
     on_ready: Callable[[], None] | None = None,
-) -> dict[str, WorkerCounts]:
-    """Run the named workers until stopped (or idle); returns their counts.
+) -> ServiceResult:
+    """Run the named workers (and the router) until stopped or settled.
 
     Raises:
         ConfigError: an unknown worker or handler, bad options.
-        StreambatchError: a worker failed; the others were stopped first.
+        StreambatchError: a component failed; the others were stopped first.
     """
     plans = [config.plan(name) for name in names]
-    store = open_store(store_url)
+    store: Store = open_store(store_url)
     relay = OutboxRelay(store, connection)
-    workers: list[QueueWorker] = [build_worker(plan, store, connection, relay) for plan in plans]
-    for worker in workers:
-        worker.prepare()
-    failures: list[BaseException] = []
-
-    def stop_all() -> None:
+    try:
+        workers = [build_worker(plan, store, connection, relay) for plan in plans]
+        router = build_router(config, connection) if with_router else None
+        if router is not None:
+            router.prepare()
         for worker in workers:
-            worker.stop()
-
-    def run_one(worker: QueueWorker) -> None:
+            worker.prepare()
+        relay.publish_pending()  # what a crash left committed but unsent
+        relay.start()
         try:
-            worker.run(until_idle_seconds)
-        except BaseException as exc:
-            log.exception("worker %s failed", worker.plan.name)
-            failures.append(exc)
-            stop_all()
-
-    relay.publish_pending()  # what a crash left committed but unsent
-    relay.start()
-    threads = [
-        threading.Thread(target=run_one, args=(w,), name=f"worker-{w.plan.name}", daemon=True)
-        for w in workers
-    ]
-    with _stop_on_signals(stop_all):
-        for thread in threads:
-            thread.start()
-        if on_ready is not None:
-            for worker in workers:
-                while not worker.ready.wait(0.5) and any(t.is_alive() for t in threads):
-                    pass
-            on_ready()
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.5)
-    relay.stop()
-    store.close()
-    if failures:
-        raise failures[0]
-    return {worker.plan.name: worker.counts for worker in workers}
+            components: list[_Component] = [*workers, *([router] if router else [])]
+            _run_all(
+                components,
+                until_idle_seconds=until_idle_seconds,
+                settled=lambda: not store.pending_outbox(1),
+                on_ready=on_ready,
+            )
+        finally:
+            relay.stop()
+        result = ServiceResult(
+            workers={worker.plan.name: worker.counts for worker in workers},
+            router=router.counts if router is not None else None,
+        )
+    finally:
+        store.close()
+    # Their Kafka clients sit in reference cycles (callbacks bound to their owners):
+    # collect them now, while the broker is still there, not at some later GC.
+    del workers, router, relay
+    gc.collect()
+    return result
 
 
 def run_router(
@@ -115,28 +192,12 @@ def run_router(
     on_ready: Callable[[], None] | None = None,
 ) -> RouterCounts:
     """Route the source topics by the rules until stopped (or idle)."""
-    router = EventRouter(
-        RuleSet.load(config.rules), config.source_topics, config.router_group, connection
-    )
+    router = build_router(config, connection)
     router.prepare()
-    result: list[RouterCounts] = []
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            result.append(router.run(until_idle_seconds))
-        except BaseException as exc:
-            failures.append(exc)
-
-    thread = threading.Thread(target=run, name="router", daemon=True)
-    with _stop_on_signals(router.stop):
-        thread.start()
-        if on_ready is not None:
-            while not router.ready.wait(0.5) and thread.is_alive():
-                pass
-            on_ready()
-        while thread.is_alive():
-            thread.join(0.5)
-    if failures:
-        raise failures[0]
-    return result[0]
+    _run_all(
+        [router], until_idle_seconds=until_idle_seconds, settled=lambda: True, on_ready=on_ready
+    )
+    counts = router.counts
+    del router
+    gc.collect()
+    return counts

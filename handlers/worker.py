@@ -124,11 +124,18 @@ class QueueWorker:
         self._assigned = threading.Event()
         self._deliveries = deliveries()
         self._dead_letters = DeadLetterWriter(self._connection, f"worker:{plan.name}")
+        self._last_activity = time.monotonic()
+        self._busy = False
 
     @property
     def ready(self) -> threading.Event:
         """Set once the group gave this worker its first assignment."""
         return self._assigned
+
+    @property
+    def idle_seconds(self) -> float:
+        """Seconds since the last message was done; 0 while one is being handled."""
+        return 0.0 if self._busy else time.monotonic() - self._last_activity
 
     def stop(self) -> None:
         """Finish the current message (or abandon its retry wait) and return from :meth:`run`."""
@@ -162,18 +169,16 @@ class QueueWorker:
             list(self.plan.topics),
             on_assign=lambda _c, partitions: self._on_assign(partitions),
         )
-        last_activity = time.monotonic()
         try:
             while not self._stop.is_set():
                 if self._relay.failure is not None:
                     raise StreambatchError(f"outbox relay stopped: {self._relay.failure}")
                 message = consumer.poll(_POLL_SECONDS)
                 if message is None:
-                    idle = time.monotonic() - last_activity
                     if (
                         until_idle_seconds is not None
                         and self._assigned.is_set()
-                        and idle >= until_idle_seconds
+                        and self.idle_seconds >= until_idle_seconds
                     ):
                         break
                     continue
@@ -184,15 +189,19 @@ class QueueWorker:
                     if error.code() != KafkaError._PARTITION_EOF:
                         log.warning("worker %s: %s", self.plan.name, error.str())
                     continue
-                last_activity = time.monotonic()
+                self._busy = True
                 try:
                     self._handle(message)
                 except _Stopping:
                     break
+                finally:
+                    self._busy = False
+                    self._last_activity = time.monotonic()
                 failpoint("handler_after_commit")
                 consumer.store_offsets(message=message)
         finally:
             consumer.close()  # commits the stored offsets
+            self._dead_letters.close()
         return self.counts
 
     def _on_assign(self, partitions: Sequence[TopicPartition]) -> None:

@@ -463,6 +463,27 @@ ORDER BY f.total_row, f.failures DESC, f.reason""",
         params=(_SINCE, _UNTIL),
     ),
     Report(
+        name="order_workflow",
+        description=(
+            "events of each workflow step and the orders they concern, in workflow order "
+            "(the handlers' work as the lake recorded it)"
+        ),
+        sql=f"""
+SELECT
+    event_type,
+    count(*) AS events,
+    count(DISTINCT order_id) AS orders
+FROM orders
+WHERE true{_OCCURRED_BETWEEN}
+GROUP BY event_type
+ORDER BY CASE event_type
+    WHEN 'OrderPlaced' THEN 1 WHEN 'StockReserved' THEN 2 WHEN 'PaymentAuthorized' THEN 3
+    WHEN 'PaymentFailed' THEN 4 WHEN 'StockDecreased' THEN 5 WHEN 'StockReleased' THEN 6
+    WHEN 'PurchaseOrderSubmitted' THEN 7 WHEN 'CustomerNotified' THEN 8
+    WHEN 'FinanceAlerted' THEN 9 ELSE 10 END, event_type""",
+        params=(_SINCE, _UNTIL),
+    ),
+    Report(
         name="dead_letters",
         description="records dead-lettered per stream and error class, from the batches table",
         sql=f"""

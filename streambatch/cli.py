@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import duckdb
 import typer
@@ -23,6 +23,9 @@ from config.settings import (
     load_stream_settings,
 )
 from streambatch.errors import StreambatchError
+
+if TYPE_CHECKING:
+    from handlers.router import RouterCounts
 
 __all__ = ["app", "main"]
 
@@ -322,13 +325,7 @@ def route(
     counts = run_router(
         config, load_kafka_settings().librdkafka_config(), until_idle_seconds=until_idle
     )
-    targets = ", ".join(f"{t}={n}" for t, n in sorted(counts.published.items())) or "none"
-    console.print(
-        f"router: {counts.events} events, {counts.unmatched} matched no rule, "
-        f"{counts.unreadable} not JSON objects; published: {targets}",
-        markup=False,
-        highlight=False,
-    )
+    _print_router_counts(counts)
 
 
 @app.command()
@@ -337,11 +334,18 @@ def worker(
         list[str] | None, typer.Argument(metavar="NAME...", help="workers of the handlers file")
     ] = None,
     run_all: Annotated[bool, typer.Option("--all", help="every worker of the file")] = False,
+    with_router: Annotated[
+        bool, typer.Option("--with-router", help="run the router in this process too")
+    ] = False,
     config_file: HandlersFileOption = None,
     until_idle: UntilIdleOption = None,
     metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus metrics")] = None,
 ) -> None:
-    """Run queue workers (one thread each): at least once, retries, dead letters, inbox."""
+    """Run queue workers (one thread each): at least once, retries, dead letters, inbox.
+
+    With --until-idle the process exits 0 once every worker (and the router) has
+    been idle that long at once and the outbox is empty.
+    """
     from handlers.config import handler_store_url, load_handlers_config
     from handlers.service import run_workers
 
@@ -351,20 +355,33 @@ def worker(
         raise StreambatchError("name one or more workers, or pass --all (not both)")
     _start_handler_process(metrics_port)
     store_url = handler_store_url(load_pipeline_settings().data_dir)
-    counts = run_workers(
+    result = run_workers(
         chosen,
         config,
         load_kafka_settings().librdkafka_config(),
         store_url,
+        with_router=with_router,
         until_idle_seconds=until_idle,
     )
-    for name, count in counts.items():
+    if result.router is not None:
+        _print_router_counts(result.router)
+    for name, count in result.workers.items():
         console.print(
             f"worker {name}: {count.processed} processed, {count.duplicates} duplicates, "
             f"{count.retried} retries, {count.dead_lettered} dead-lettered",
             markup=False,
             highlight=False,
         )
+
+
+def _print_router_counts(counts: RouterCounts) -> None:
+    targets = ", ".join(f"{t}={n}" for t, n in sorted(counts.published.items())) or "none"
+    console.print(
+        f"router: {counts.events} events, {counts.unmatched} matched no rule, "
+        f"{counts.unreadable} not JSON objects; published: {targets}",
+        markup=False,
+        highlight=False,
+    )
 
 
 @app.command()
