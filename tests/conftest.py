@@ -11,8 +11,10 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient
+from psycopg import sql
 
 from connectors.embedded_broker import EmbeddedBroker, create_topics
 from tests.support import StreamTopics
@@ -92,3 +94,23 @@ def data_dir(tmp_path: Path) -> Path:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "partitions(n): partitions of the test's topic")
+
+
+def with_search_path(base: str, schema: str) -> str:
+    separator = "&" if "?" in base else "?"
+    return f"{base}{separator}options=-c%20search_path%3D{schema}"
+
+
+@pytest.fixture
+def admin(postgres_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """A connection of the test's own, outside any store."""
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        yield connection
+
+
+@pytest.fixture
+def schema_url(postgres_url: str, admin: psycopg.Connection[tuple[object, ...]]) -> Iterator[str]:
+    schema = f"store_{uuid.uuid4().hex[:12]}"
+    admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    yield with_search_path(postgres_url, schema)
+    admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))

@@ -29,11 +29,11 @@ SHIPPED_HANDLERS = REPO_ROOT / "config" / "handlers.toml"
 class HandlerSetup:
     """Config files, store and environment of one test's handlers."""
 
-    def __init__(self, topics: StreamTopics, directory: Path) -> None:
+    def __init__(self, topics: StreamTopics, directory: Path, store_url: str | None = None) -> None:
         self.topics = topics
         self.prefix = topics.name
         self.directory = directory
-        self.store_url = f"sqlite:///{directory / 'state.db'}"
+        self.store_url = store_url or f"sqlite:///{directory / 'state.db'}"
         self.rules_file = directory / "rules.json"
         self.handlers_file = directory / "handlers.json"
 
@@ -135,13 +135,19 @@ class HandlerSetup:
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a query on the handlers' store (empty if the table does not exist yet)."""
+        table = sql.split(" FROM ", 1)[1].split()[0]
         store = open_store(self.store_url)
         try:
             with store.transaction() as tx:
-                exists = tx.query(
-                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?",
-                    (sql.split(" FROM ", 1)[1].split()[0],),
-                )
+                if store.dialect == "sqlite":
+                    exists = bool(
+                        tx.query(
+                            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                            (table,),
+                        )
+                    )
+                else:
+                    exists = tx.query("SELECT to_regclass(?)", (table,))[0][0] is not None
                 return tx.query(sql, params) if exists else []
         finally:
             store.close()

@@ -61,3 +61,37 @@ def test_two_thousand_orders_run_the_whole_workflow_exactly(
     for name in SHIPPED_WORKERS:
         assert summary_counts(summary, name)["dead-lettered"] == 0, summary_line(summary, name)
         assert read_topic(topics.bootstrap_servers, setup.dead_letter_topic(name)) == []
+
+
+@pytest.mark.partitions(3)
+def test_the_workflow_runs_the_same_on_postgresql(
+    topics: StreamTopics, tmp_path: Path, schema_url: str
+) -> None:
+    """The compose stack's store: the handlers' SQL, inbox and outbox on a real PostgreSQL."""
+    orders_count = 300
+    setup = HandlerSetup(topics, tmp_path, store_url=schema_url)
+    setup.write_shipped_rules()
+    setup.write_shipped_handlers(
+        payments={"failure_rate": 0.1, "transient_failure_rate": 0.05},
+        inventory={"initial_stock": INITIAL_STOCK},
+    )
+    orders = placed_orders(orders_count, seed=67)
+    refused, on_hand = expected_outcome(orders)
+    send(
+        topics,
+        generate_order_records(
+            orders_count, seed=67, duplicate_ratio=0, malformed_ratio=0, checkouts_only=True
+        ),
+    )
+    workers = setup.start("worker", "--all", "--with-router", log_name="workers.log")
+    try:
+        setup.wait_for(
+            lambda: workflow_done(setup, orders_count, len(refused)),
+            timeout=240,
+            what="the workflow of every order on PostgreSQL",
+            logs=("workers.log",),
+        )
+    finally:
+        assert stop(workers) == 0, setup.log("workers.log")[-3000:]
+    check_final_state(setup, orders, refused, on_hand)
+    assert setup.rows("SELECT COUNT(*) FROM inbox")[0][0] > 0

@@ -7,36 +7,14 @@ not see each other's inbox and outbox, also against a shared external server.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from handlers.store import Store, open_store
 from streambatch.errors import TransientError
 from tests.integration.test_store import COUNTER_DDL, StoreContract, counter_value
-
-
-def with_search_path(base: str, schema: str) -> str:
-    separator = "&" if "?" in base else "?"
-    return f"{base}{separator}options=-c%20search_path%3D{schema}"
-
-
-@pytest.fixture
-def admin(postgres_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
-    """A connection of the test's own, outside any store."""
-    with psycopg.connect(postgres_url, autocommit=True) as connection:
-        yield connection
-
-
-@pytest.fixture
-def schema_url(postgres_url: str, admin: psycopg.Connection[tuple[object, ...]]) -> Iterator[str]:
-    schema = f"store_{uuid.uuid4().hex[:12]}"
-    admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    yield with_search_path(postgres_url, schema)
-    admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 class TestPostgresStore(StoreContract):
