@@ -22,15 +22,11 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["FAILPOINTS", "deliveries", "failpoint"]
+__all__ = ["FAILPOINTS", "FLOW_FAILPOINTS", "HANDLER_FAILPOINTS", "deliveries", "failpoint"]
 
-FAILPOINTS = (
-    "after_files_before_commit",
-    "after_commit",
-    "during_dead_letter_write",
-    "handler_after_commit",
-    "outbox_after_publish",
-)
+FLOW_FAILPOINTS = ("after_files_before_commit", "after_commit", "during_dead_letter_write")
+HANDLER_FAILPOINTS = ("handler_after_commit", "outbox_after_publish")
+FAILPOINTS = FLOW_FAILPOINTS + HANDLER_FAILPOINTS
 _ENV = "STREAMBATCH_FAILPOINT"
 
 

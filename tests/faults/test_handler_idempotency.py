@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from streambatch.failpoints import HANDLER_FAILPOINTS
 from streambatch.generator import GeneratedRecord, generate_order_records
 from tests.support import StreamTopics, send
 from tests.support_handlers import HandlerSetup, kill, stop, summary_counts
@@ -55,7 +56,7 @@ def test_double_delivery_and_kill_9_leave_the_same_final_state(
     try:
         # Crashes at the named points: after the handler's commit (offset not stored) and
         # after the outbox was published (not yet marked sent).
-        for point in ("handler_after_commit:40", "outbox_after_publish:3"):
+        for point in (f"{name}:{n}" for name, n in zip(HANDLER_FAILPOINTS, (40, 3), strict=True)):
             workers = setup.start(
                 "worker", "--all", log_name="workers.log", STREAMBATCH_FAILPOINT=point, **twice
             )

@@ -18,7 +18,7 @@ from deltalake import DeltaTable
 
 from config.settings import load_stream_settings
 from events.registry import ORDERS
-from streambatch.failpoints import FAILPOINTS
+from streambatch.failpoints import FLOW_FAILPOINTS
 from streambatch.generator import (
     GenerationSummary,
     generate_order_records,
@@ -106,7 +106,7 @@ def test_kill_nine_at_ten_random_moments(
     assert_exactly_once(topics, data_dir, expected, monkeypatch)
 
 
-@pytest.mark.parametrize("point", FAILPOINTS)
+@pytest.mark.parametrize("point", FLOW_FAILPOINTS)
 def test_kill_nine_at_a_named_point_of_the_commit_path(
     topics: StreamTopics, data_dir: Path, monkeypatch: pytest.MonkeyPatch, point: str
 ) -> None:
