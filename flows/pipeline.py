@@ -21,6 +21,7 @@ from flows.records import ClosedBatch, RecordChunk, ValidatedBatch, partition_ke
 from flows.validation import validate_batch
 from sinks.delta_lake import DeltaLake
 from sinks.lake_sink import LakeSink
+from streambatch.allocators import use_compact_allocators
 from streambatch.clock import Clock, utc_now
 from streambatch.errors import ConfigError, TerminalError
 from streambatch.logs import configure_logging
@@ -80,6 +81,7 @@ def flow_from_environment(stream: StreamSchema) -> Dataflow:
     variable, before anything connects.
     """
     configure_logging()
+    use_compact_allocators()
     try:
         settings = load_stream_settings(stream.name)
         kafka = load_kafka_settings()

