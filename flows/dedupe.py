@@ -30,10 +30,8 @@ __all__ = ["BYTES_PER_ID", "DedupeIndex", "DedupeResult", "digest_ids"]
 _U64 = npt.NDArray[np.uint64]
 _I64 = npt.NDArray[np.int64]
 BYTES_PER_ID = 32
-# Merge the small sorted runs into the big one when they hold this many ids
-# or are this many: lookups cost one binary search per run.
-_MERGE_THRESHOLD = 65_536
-_MAX_RUNS = 16
+# Lookups cost one binary search per run: never more runs than this.
+_MAX_RUNS = 32
 
 
 def digest_ids(event_ids: Sequence[str]) -> npt.NDArray[np.uint64]:
@@ -59,7 +57,7 @@ class DedupeResult:
 class _Run:
     """A sorted run of digests (by high word) with event times and value digests."""
 
-    __slots__ = ("high", "low", "times", "values")
+    __slots__ = ("high", "low", "newest_us", "oldest_us", "times", "values")
 
     def __init__(self, high: _U64, low: _U64, times: _I64, values: _I64) -> None:
         order = np.argsort(high, kind="stable")
@@ -67,6 +65,24 @@ class _Run:
         self.low = low[order]
         self.times = times[order]
         self.values = values[order]
+        self._bounds()
+
+    def _bounds(self) -> None:
+        empty = self.times.size == 0
+        self.newest_us = int(np.iinfo(np.int64).min) if empty else int(self.times.max())
+        self.oldest_us = int(np.iinfo(np.int64).min) if empty else int(self.times.min())
+
+    def drop_expired(self, cutoff_us: int) -> None:
+        """Forget ids older than ``cutoff_us`` if they are at least half of the run."""
+        if self.oldest_us >= cutoff_us:
+            return
+        live = self.times >= cutoff_us
+        if 2 * int(live.sum()) > live.size:
+            return  # not worth a copy yet; lookups ignore them anyway
+        # A filter keeps the order: the run stays sorted.
+        self.high, self.low = self.high[live], self.low[live]
+        self.times, self.values = self.times[live], self.values[live]
+        self._bounds()
 
     def __len__(self) -> int:
         return int(self.high.size)
@@ -102,6 +118,11 @@ class DedupeIndex:
 
     def __len__(self) -> int:
         return sum(len(run) for run in self._runs)
+
+    @property
+    def runs(self) -> int:
+        """How many sorted runs a lookup searches (O(log n) by construction)."""
+        return len(self._runs)
 
     @property
     def nbytes(self) -> int:
@@ -154,18 +175,38 @@ class DedupeIndex:
         self._compact()
 
     def _compact(self) -> None:
-        pending = sum(len(run) for run in self._runs[1:])
-        if pending < _MERGE_THRESHOLD and len(self._runs) <= _MAX_RUNS:
-            return
+        """Drop runs past the horizon; merge runs size-tiered (LSM style).
+
+        The newest run is merged into the one before it while it is at least
+        half that one's size, so run sizes at least double from newest to
+        oldest: O(log n) runs to search, and each id is re-sorted O(log n)
+        times in all (merging everything every few batches made the cost per
+        event grow with the index). A run whose ids are mostly past the
+        horizon is filtered at once, so memory stays within about twice the
+        ids of one horizon.
+        """
         cutoff = self._cutoff_us()
-        high = np.concatenate([run.high for run in self._runs])
-        low = np.concatenate([run.low for run in self._runs])
-        times = np.concatenate([run.times for run in self._runs])
-        values = np.concatenate([run.values for run in self._runs])
-        live = times >= cutoff
-        self._runs = [_Run(high[live], low[live], times[live], values[live])]
+        self._runs = [run for run in self._runs if run.newest_us >= cutoff]
+        for run in self._runs:
+            run.drop_expired(cutoff)
+        while len(self._runs) >= 2 and 2 * len(self._runs[-1]) >= len(self._runs[-2]):
+            newer = self._runs.pop()
+            older = self._runs.pop()
+            self._runs.append(_merge([older, newer], cutoff))
+        if len(self._runs) > _MAX_RUNS:  # only with very uneven batch sizes
+            self._runs = [_merge(self._runs, cutoff)]
 
     def _cutoff_us(self) -> int:
         if self._watermark_us is None:
             return int(np.iinfo(np.int64).min)
         return self._watermark_us - self._horizon_us
+
+
+def _merge(runs: Sequence[_Run], cutoff_us: int) -> _Run:
+    """One run with the live ids of ``runs``."""
+    high = np.concatenate([run.high for run in runs])
+    low = np.concatenate([run.low for run in runs])
+    times = np.concatenate([run.times for run in runs])
+    values = np.concatenate([run.values for run in runs])
+    live = times >= cutoff_us
+    return _Run(high[live], low[live], times[live], values[live])

@@ -82,3 +82,21 @@ def test_keeps_first_of_each_id_across_batches_and_is_idempotent(batches: list[l
     # Replaying everything again keeps nothing.
     for batch in batches:
         assert not any(index.check(batch, same_payload(batch)).keep)
+
+
+def test_many_batches_keep_few_runs_and_forget_past_the_horizon() -> None:
+    """Size-tiered merging: the index stays searchable in O(log n) runs and its
+    memory follows the horizon, however many batches were remembered."""
+    index = DedupeIndex(timedelta(hours=1))
+    batch = 1_000
+    minute_us = 60 * 1_000_000
+    for number in range(300):  # 300 batches, one per minute of event time
+        ids = [f"e{number}-{i}" for i in range(batch)]
+        index.remember(ids, [number * minute_us] * batch, [0] * batch)
+    # Every id of the last hour is still known; one from 2 hours before is not.
+    recent = [f"e{n}-7" for n in range(241, 300)]
+    assert index.check(recent, [0] * len(recent)).keep == [False] * len(recent)
+    assert index.check(["e100-7"], [0]).keep == [True]
+    assert len(index) <= 2 * 61 * batch  # about one horizon of ids, at most twice
+    assert index.nbytes == len(index) * BYTES_PER_ID
+    assert index.runs <= 12
