@@ -15,8 +15,9 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Producer
 
+from handlers.kafka_io import DeliveryFailures, produce_waiting
 from handlers.store import OutboxMessage, Store
 from streambatch.errors import TransientError
 from streambatch.failpoints import failpoint
@@ -81,31 +82,22 @@ class OutboxRelay:
                 published += len(rows)
 
     def _publish_batch(self, rows: Sequence[OutboxMessage]) -> None:
-        failures: list[str] = []
-
-        def on_delivery(error: KafkaError | None, message: Message) -> None:
-            if error is not None:
-                failures.append(f"{message.topic()}: {error.str()}")
-
+        failures = DeliveryFailures()
         for row in rows:
-            while True:
-                try:
-                    self._producer.produce(
-                        row.topic,
-                        value=row.value,
-                        key=row.key,
-                        headers=list(row.headers),
-                        on_delivery=on_delivery,
-                    )
-                    break
-                except BufferError:
-                    self._producer.poll(0.1)
+            produce_waiting(
+                self._producer,
+                row.topic,
+                value=row.value,
+                key=row.key,
+                headers=list(row.headers),
+                on_delivery=failures,
+            )
         remaining = self._producer.flush(_FLUSH_SECONDS)
-        while remaining and not failures and not self._stop.is_set():
+        while remaining and not failures.errors and not self._stop.is_set():
             log.warning("outbox: waiting for the broker to acknowledge %d events", remaining)
             remaining = self._producer.flush(_FLUSH_SECONDS)
-        if remaining or failures:
-            detail = failures[0] if failures else f"{remaining} not acknowledged"
+        if remaining or failures.errors:
+            detail = failures.errors[0] if failures.errors else f"{remaining} not acknowledged"
             raise TransientError(f"outbox: {len(rows)} events not published: {detail}")
 
     def start(self) -> None:

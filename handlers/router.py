@@ -16,14 +16,18 @@ skipped and counted: the stream's flow dead-letters them already.
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from connectors.embedded_broker import create_topics
+from handlers.kafka_io import (
+    Activity,
+    ConsumerLoop,
+    DeliveryFailures,
+    ensure_topics,
+    produce_waiting,
+)
 from handlers.rules import RuleSet, parse_event
 from streambatch.errors import StreambatchError, TerminalError
 from streambatch.failpoints import deliveries
@@ -46,7 +50,7 @@ class RouterCounts:
     published: dict[str, int] = field(default_factory=dict)
 
 
-class EventRouter:
+class EventRouter(ConsumerLoop):
     """Routes events of ``source_topics`` to rule targets (see the module guarantee)."""
 
     def __init__(
@@ -63,11 +67,8 @@ class EventRouter:
         self._group_id = group_id
         self._connection = dict(connection)
         self._target_partitions = target_partitions
-        self._stop = threading.Event()
-        self._assigned = threading.Event()
+        self._activity = Activity()
         self._deliveries = deliveries()
-        self._last_activity = time.monotonic()
-        self._busy = False
         self._producer = Producer(
             {
                 **self._connection,
@@ -79,29 +80,13 @@ class EventRouter:
             }
         )
 
-    @property
-    def ready(self) -> threading.Event:
-        """Set once the group gave the router its first assignment."""
-        return self._assigned
-
-    @property
-    def idle_seconds(self) -> float:
-        """Seconds since the last batch was routed; 0 while one is being routed."""
-        return 0.0 if self._busy else time.monotonic() - self._last_activity
-
-    def stop(self) -> None:
-        """Return from :meth:`run` after the current batch."""
-        self._stop.set()
-
     def targets(self) -> list[str]:
         """Every target topic named by a rule, sorted."""
         return sorted({target for rule in self.rules for target in rule.targets})
 
     def prepare(self) -> None:
         """Create the target topics (existing ones are fine)."""
-        bootstrap = self._connection["bootstrap.servers"]
-        rest = {k: v for k, v in self._connection.items() if k != "bootstrap.servers"}
-        create_topics(bootstrap, self.targets(), self._target_partitions, rest)
+        ensure_topics(self._connection, self.targets(), self._target_partitions)
 
     def run(self, until_idle_seconds: float | None = None) -> RouterCounts:
         """Route until :meth:`stop`, or until idle that long after the first assignment."""
@@ -119,23 +104,15 @@ class EventRouter:
         )
         consumer.subscribe(self._source_topics, on_assign=lambda _c, parts: self._on_assign(parts))
         try:
-            while not self._stop.is_set():
+            while not self._activity.stopping.is_set():
                 messages = consumer.consume(_BATCH, 0.5)
                 batch = [m for m in messages if self._usable(m)]
                 if not batch:
-                    if (
-                        until_idle_seconds is not None
-                        and self._assigned.is_set()
-                        and self.idle_seconds >= until_idle_seconds
-                    ):
+                    if self._activity.idle_for(until_idle_seconds):
                         break
                     continue
-                self._busy = True
-                try:
+                with self._activity.busy():
                     self._route(batch)
-                finally:
-                    self._busy = False
-                    self._last_activity = time.monotonic()
                 for message in batch:
                     consumer.store_offsets(message=message)
         finally:
@@ -145,7 +122,7 @@ class EventRouter:
 
     def _on_assign(self, partitions: Sequence[TopicPartition]) -> None:
         log.info("router assigned %s", ", ".join(f"{p.topic}/{p.partition}" for p in partitions))
-        self._assigned.set()
+        self._activity.assigned.set()
 
     def _usable(self, message: Message) -> bool:
         error = message.error()
@@ -158,11 +135,7 @@ class EventRouter:
         return False
 
     def _route(self, batch: Sequence[Message]) -> None:
-        failures: list[str] = []
-
-        def on_delivery(error: KafkaError | None, message: Message) -> None:
-            if error is not None:
-                failures.append(f"{message.topic()}: {error.str()}")
+        failures = DeliveryFailures()
 
         for message in batch:
             self.counts.events += 1
@@ -191,37 +164,24 @@ class EventRouter:
                     ),
                 ]
                 for _ in range(self._deliveries):
-                    self._produce(target, message, headers, on_delivery)
+                    produce_waiting(
+                        self._producer,
+                        target,
+                        value=message.value(),
+                        key=message.key(),
+                        headers=headers,
+                        on_delivery=failures,
+                    )
                 self.counts.published[target] = self.counts.published.get(target, 0) + 1
                 for name in rule_names:
                     ROUTED_EVENTS.labels(name, target).inc()
         remaining = self._producer.flush(_FLUSH_SECONDS)
-        while remaining and not failures and not self._stop.is_set():
+        while remaining and not failures.errors and not self._activity.stopping.is_set():
             log.warning("router: waiting for the broker to acknowledge %d copies", remaining)
             remaining = self._producer.flush(_FLUSH_SECONDS)
-        if remaining or failures:
-            detail = failures[0] if failures else f"{remaining} not acknowledged"
+        if remaining or failures.errors:
+            detail = failures.errors[0] if failures.errors else f"{remaining} not acknowledged"
             raise StreambatchError(f"router: copies not delivered ({detail}); offsets not stored")
-
-    def _produce(
-        self,
-        target: str,
-        message: Message,
-        headers: list[tuple[str, str | bytes | None]],
-        on_delivery: Callable[[KafkaError | None, Message], None],
-    ) -> None:
-        while True:
-            try:
-                self._producer.produce(
-                    target,
-                    value=message.value(),
-                    key=message.key(),
-                    headers=headers,
-                    on_delivery=on_delivery,
-                )
-                return
-            except BufferError:
-                self._producer.poll(0.1)
 
 
 def _position(message: Message) -> str:

@@ -22,8 +22,6 @@ Retries block the partition they came from (order is kept per key).
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,9 +32,9 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from connectors.dead_letters import DeadLetterWriter
-from connectors.embedded_broker import create_topics
 from flows.records import DeadLetter
 from handlers.config import WorkerPlan
+from handlers.kafka_io import Activity, ConsumerLoop, ensure_topics
 from handlers.outbox import OutboxRelay
 from handlers.runtime import Handler, HandlerContext, InvalidEventError
 from handlers.store import Store
@@ -98,7 +96,7 @@ class _Stopping(Exception):
     """Stop requested while a message was waiting for a retry: leave it uncommitted."""
 
 
-class QueueWorker:
+class QueueWorker(ConsumerLoop):
     """Runs ``handler`` for every message of ``plan.topics`` (see the module guarantees)."""
 
     def __init__(
@@ -120,33 +118,14 @@ class QueueWorker:
         self._relay = relay
         self._now = now
         self._rng = rng or Random()
-        self._stop = threading.Event()
-        self._assigned = threading.Event()
+        self._activity = Activity()
         self._deliveries = deliveries()
         self._dead_letters = DeadLetterWriter(self._connection, f"worker:{plan.name}")
-        self._last_activity = time.monotonic()
-        self._busy = False
-
-    @property
-    def ready(self) -> threading.Event:
-        """Set once the group gave this worker its first assignment."""
-        return self._assigned
-
-    @property
-    def idle_seconds(self) -> float:
-        """Seconds since the last message was done; 0 while one is being handled."""
-        return 0.0 if self._busy else time.monotonic() - self._last_activity
-
-    def stop(self) -> None:
-        """Finish the current message (or abandon its retry wait) and return from :meth:`run`."""
-        self._stop.set()
 
     def prepare(self) -> None:
         """Create the handler's tables and the worker's topics (existing ones are fine)."""
         self._store.migrate(list(self._handler.ddl))
-        bootstrap = self._connection["bootstrap.servers"]
-        rest = {k: v for k, v in self._connection.items() if k != "bootstrap.servers"}
-        create_topics(bootstrap, [*self.plan.topics, self.plan.dead_letter_topic], 3, rest)
+        ensure_topics(self._connection, [*self.plan.topics, self.plan.dead_letter_topic])
 
     def run(self, until_idle_seconds: float | None = None) -> WorkerCounts:
         """Consume until :meth:`stop`, or until idle that long after the first assignment."""
@@ -170,16 +149,12 @@ class QueueWorker:
             on_assign=lambda _c, partitions: self._on_assign(partitions),
         )
         try:
-            while not self._stop.is_set():
+            while not self._activity.stopping.is_set():
                 if self._relay.failure is not None:
                     raise StreambatchError(f"outbox relay stopped: {self._relay.failure}")
                 message = consumer.poll(_POLL_SECONDS)
                 if message is None:
-                    if (
-                        until_idle_seconds is not None
-                        and self._assigned.is_set()
-                        and self.idle_seconds >= until_idle_seconds
-                    ):
+                    if self._activity.idle_for(until_idle_seconds):
                         break
                     continue
                 error = message.error()
@@ -189,14 +164,11 @@ class QueueWorker:
                     if error.code() != KafkaError._PARTITION_EOF:
                         log.warning("worker %s: %s", self.plan.name, error.str())
                     continue
-                self._busy = True
                 try:
-                    self._handle(message)
+                    with self._activity.busy():
+                        self._handle(message)
                 except _Stopping:
                     break
-                finally:
-                    self._busy = False
-                    self._last_activity = time.monotonic()
                 failpoint("handler_after_commit")
                 consumer.store_offsets(message=message)
         finally:
@@ -210,7 +182,7 @@ class QueueWorker:
             self.plan.name,
             ", ".join(f"{p.topic}/{p.partition}" for p in partitions) or "nothing",
         )
-        self._assigned.set()
+        self._activity.assigned.set()
 
     def _max_poll_interval_ms(self) -> int:
         # A message may wait through every backoff: never let the group evict us for that.
@@ -253,7 +225,7 @@ class QueueWorker:
                     self.plan.retry.attempts,
                     delay.total_seconds(),
                 )
-                if self._stop.wait(delay.total_seconds()):
+                if self._activity.stopping.wait(delay.total_seconds()):
                     raise _Stopping from None
                 continue
             outcome = "processed" if first_time else "duplicate"
