@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer
 
 from connectors.embedded_broker import create_topics
+from streambatch.errors import StreambatchError
 
-__all__ = ["Activity", "ConsumerLoop", "DeliveryFailures", "ensure_topics", "produce_waiting"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Activity",
+    "ConsumerLoop",
+    "DeliveryFailures",
+    "ensure_topics",
+    "group_consumer",
+    "is_record",
+    "produce_waiting",
+]
 
 
 class Activity:
@@ -98,3 +110,47 @@ def produce_waiting(
             return
         except BufferError:
             producer.poll(0.1)
+
+
+def group_consumer(
+    connection: Mapping[str, str],
+    group_id: str,
+    client_id: str,
+    *,
+    start_from: str = "earliest",
+    max_poll_interval_ms: int | None = None,
+) -> Consumer:
+    """An at-least-once consumer-group member.
+
+    Offsets are stored by the caller after its work is done, and committed by
+    the client in the background and on close: nothing is committed unfinished.
+    """
+    config = {
+        **connection,
+        "group.id": group_id,
+        "client.id": client_id,
+        "enable.auto.commit": "true",
+        "enable.auto.offset.store": "false",
+        "auto.commit.interval.ms": "1000",
+        "auto.offset.reset": start_from,
+        "session.timeout.ms": "10000",
+    }
+    if max_poll_interval_ms is not None:
+        config["max.poll.interval.ms"] = str(max_poll_interval_ms)
+    return Consumer(config)
+
+
+def is_record(message: Message, owner: str) -> bool:
+    """True for a record; an end-of-partition event is skipped, other errors logged.
+
+    Raises:
+        StreambatchError: on a fatal client error, naming ``owner``.
+    """
+    error = message.error()
+    if error is None:
+        return True
+    if error.fatal():
+        raise StreambatchError(f"{owner}: {error.str()}")
+    if error.code() != KafkaError._PARTITION_EOF:
+        log.warning("%s: %s", owner, error.str())
+    return False

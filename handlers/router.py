@@ -19,13 +19,15 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Message, Producer, TopicPartition
 
 from handlers.kafka_io import (
     Activity,
     ConsumerLoop,
     DeliveryFailures,
     ensure_topics,
+    group_consumer,
+    is_record,
     produce_waiting,
 )
 from handlers.rules import RuleSet, parse_event
@@ -90,23 +92,12 @@ class EventRouter(ConsumerLoop):
 
     def run(self, until_idle_seconds: float | None = None) -> RouterCounts:
         """Route until :meth:`stop`, or until idle that long after the first assignment."""
-        consumer = Consumer(
-            {
-                **self._connection,
-                "group.id": self._group_id,
-                "client.id": "streambatch-router",
-                "enable.auto.commit": "true",
-                "enable.auto.offset.store": "false",
-                "auto.commit.interval.ms": "1000",
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": "10000",
-            }
-        )
+        consumer = group_consumer(self._connection, self._group_id, "streambatch-router")
         consumer.subscribe(self._source_topics, on_assign=lambda _c, parts: self._on_assign(parts))
         try:
             while not self._activity.stopping.is_set():
                 messages = consumer.consume(_BATCH, 0.5)
-                batch = [m for m in messages if self._usable(m)]
+                batch = [m for m in messages if is_record(m, "router")]
                 if not batch:
                     if self._activity.idle_for(until_idle_seconds):
                         break
@@ -123,16 +114,6 @@ class EventRouter(ConsumerLoop):
     def _on_assign(self, partitions: Sequence[TopicPartition]) -> None:
         log.info("router assigned %s", ", ".join(f"{p.topic}/{p.partition}" for p in partitions))
         self._activity.assigned.set()
-
-    def _usable(self, message: Message) -> bool:
-        error = message.error()
-        if error is None:
-            return True
-        if error.fatal():
-            raise StreambatchError(f"router: {error.str()}")
-        if error.code() != KafkaError._PARTITION_EOF:
-            log.warning("router: %s", error.str())
-        return False
 
     def _route(self, batch: Sequence[Message]) -> None:
         failures = DeliveryFailures()

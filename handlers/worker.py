@@ -29,12 +29,12 @@ from random import Random
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Message, TopicPartition
 
 from connectors.dead_letters import DeadLetterWriter
 from flows.records import DeadLetter
 from handlers.config import WorkerPlan
-from handlers.kafka_io import Activity, ConsumerLoop, ensure_topics
+from handlers.kafka_io import Activity, ConsumerLoop, ensure_topics, group_consumer, is_record
 from handlers.outbox import OutboxRelay
 from handlers.runtime import Handler, HandlerContext, InvalidEventError
 from handlers.store import Store
@@ -129,20 +129,12 @@ class QueueWorker(ConsumerLoop):
 
     def run(self, until_idle_seconds: float | None = None) -> WorkerCounts:
         """Consume until :meth:`stop`, or until idle that long after the first assignment."""
-        consumer = Consumer(
-            {
-                **self._connection,
-                "group.id": self.plan.group_id,
-                "client.id": f"streambatch-worker-{self.plan.name}",
-                # Offsets are stored by us after success and committed by the
-                # client in the background and on close: at least once.
-                "enable.auto.commit": "true",
-                "enable.auto.offset.store": "false",
-                "auto.commit.interval.ms": "1000",
-                "auto.offset.reset": self.plan.start_from,
-                "session.timeout.ms": "10000",
-                "max.poll.interval.ms": str(self._max_poll_interval_ms()),
-            }
+        consumer = group_consumer(
+            self._connection,
+            self.plan.group_id,
+            f"streambatch-worker-{self.plan.name}",
+            start_from=self.plan.start_from,
+            max_poll_interval_ms=self._max_poll_interval_ms(),
         )
         consumer.subscribe(
             list(self.plan.topics),
@@ -157,12 +149,7 @@ class QueueWorker(ConsumerLoop):
                     if self._activity.idle_for(until_idle_seconds):
                         break
                     continue
-                error = message.error()
-                if error is not None:
-                    if error.fatal():
-                        raise StreambatchError(f"worker {self.plan.name}: {error.str()}")
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        log.warning("worker %s: %s", self.plan.name, error.str())
+                if not is_record(message, f"worker {self.plan.name}"):
                     continue
                 try:
                     with self._activity.busy():

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from handlers.runtime import HandlerContext, HandlerFactory, parse_order_event
@@ -61,18 +61,17 @@ def stable_fraction(*parts: str) -> float:
     return (int.from_bytes(digest[:8], "big") >> 11) / 2.0**53
 
 
-def _quantities(items: Sequence[Any]) -> dict[str, int]:
-    """Quantity per SKU (an order may list one SKU on several lines)."""
+def _quantities(lines: Iterable[tuple[str, int]]) -> dict[str, int]:
+    """Quantity per SKU of ``(sku, quantity)`` lines (an order may list one SKU twice)."""
     totals: dict[str, int] = {}
-    for item in items:
-        totals[item.sku] = totals.get(item.sku, 0) + item.quantity
+    for sku, quantity in lines:
+        totals[sku] = totals.get(sku, 0) + quantity
     return dict(sorted(totals.items()))  # sorted: every writer locks rows in one order
 
 
-def _items_json(items: Sequence[Any]) -> str:
-    return json.dumps(
-        [{"sku": i.sku, "quantity": i.quantity, "unit_price": str(i.unit_price)} for i in items]
-    )
+def _item_dicts(items: Sequence[Any]) -> list[dict[str, Any]]:
+    """Line items as JSON-ready dicts (money as decimal strings)."""
+    return [{"sku": i.sku, "quantity": i.quantity, "unit_price": str(i.unit_price)} for i in items]
 
 
 def _expect(event: Mapping[str, Any], *types: str) -> Any:
@@ -109,7 +108,7 @@ class ReserveStock:
         tx = context.transaction
         if tx.query("SELECT 1 FROM inventory_reservations WHERE order_id = ?", (order.order_id,)):
             return  # reserved already (the same order under another event id)
-        for sku, quantity in _quantities(order.items).items():
+        for sku, quantity in _quantities((i.sku, i.quantity) for i in order.items).items():
             tx.execute(
                 "INSERT INTO inventory_stock (sku, on_hand, reserved) VALUES (?, ?, 0)"
                 " ON CONFLICT (sku) DO NOTHING",
@@ -123,14 +122,15 @@ class ReserveStock:
             )
             if changed != 1:
                 raise OutOfStockError(f"order {order.order_id}: {quantity} x {sku} not available")
+        items = _item_dicts(order.items)
         tx.execute(
             "INSERT INTO inventory_reservations (order_id, items, state, updated_at)"
             " VALUES (?, ?, 'reserved', ?)",
-            (order.order_id, _items_json(order.items), context.now().isoformat()),
+            (order.order_id, json.dumps(items), context.now().isoformat()),
         )
         context.publish(
             "StockReserved",
-            {"order_id": order.order_id, "items": json.loads(_items_json(order.items))},
+            {"order_id": order.order_id, "items": items},
         )
 
 
@@ -141,7 +141,7 @@ class _SettleReservation:
     trigger: ClassVar[str]
     final_state: ClassVar[str]
     published: ClassVar[str]
-    on_hand_sign: ClassVar[int]
+    takes_from_on_hand: ClassVar[bool]
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         del options  # no options
@@ -165,14 +165,12 @@ class _SettleReservation:
                 f"{self.final_state} ({self.trigger})"
             )
         items = json.loads(items_text)
-        totals: dict[str, int] = {}
-        for item in items:
-            totals[item["sku"]] = totals.get(item["sku"], 0) + int(item["quantity"])
-        for sku, quantity in sorted(totals.items()):
+        lines = ((str(item["sku"]), int(item["quantity"])) for item in items)
+        for sku, quantity in _quantities(lines).items():
             tx.execute(
                 "UPDATE inventory_stock SET on_hand = on_hand - ?, reserved = reserved - ?"
                 " WHERE sku = ?",
-                (quantity if self.on_hand_sign else 0, quantity, sku),
+                (quantity if self.takes_from_on_hand else 0, quantity, sku),
             )
         tx.execute(
             "UPDATE inventory_reservations SET state = ?, updated_at = ? WHERE order_id = ?",
@@ -187,7 +185,7 @@ class DecreaseStock(_SettleReservation):
     trigger = "PaymentAuthorized"
     final_state = "decreased"
     published = "StockDecreased"
-    on_hand_sign = 1
+    takes_from_on_hand = True
 
 
 class ReleaseStock(_SettleReservation):
@@ -196,7 +194,7 @@ class ReleaseStock(_SettleReservation):
     trigger = "PaymentFailed"
     final_state = "released"
     published = "StockReleased"
-    on_hand_sign = 0
+    takes_from_on_hand = False
 
 
 class AuthorizePayment:

@@ -39,7 +39,7 @@ from confluent_kafka.admin import AdminClient
 from deltalake import DeltaTable
 
 from connectors.embedded_broker import create_topics
-from streambatch.generator import generate_order_records, produce_records
+from streambatch.generator import generate_order_records
 from tests.support import (
     REPO_ROOT,
     StreamTopics,
@@ -48,6 +48,7 @@ from tests.support import (
     lake_table,
     read_topic,
     run_flow,
+    send,
 )
 
 pytestmark = pytest.mark.slow
@@ -116,13 +117,7 @@ def produce(topics: StreamTopics, count: int, seed: int, malformed_ratio: float)
             count, seed=seed, duplicate_ratio=0.02, malformed_ratio=malformed_ratio
         )
     )
-    report = produce_records(
-        records,
-        producer_config={"bootstrap.servers": topics.bootstrap_servers},
-        topic=topics.name,
-        progress=False,
-    )
-    assert report.failed == 0, report.failures
+    send(topics, records)
     return {r.value for r in records if r.kind == "malformed"}
 
 

@@ -24,12 +24,19 @@ from streambatch.errors import StreambatchError
 from streambatch.generator import (
     GeneratedRecord,
     generate_order_records,
-    produce_records,
     summarize,
 )
 from streambatch.maintenance import compact_stream, vacuum_lake
 from streambatch.verify import verify_stream
-from tests.support import REPO_ROOT, StreamTopics, flow_command, flow_env, lake_table, run_flow
+from tests.support import (
+    REPO_ROOT,
+    StreamTopics,
+    flow_command,
+    flow_env,
+    lake_table,
+    run_flow,
+    send,
+)
 
 # Small batches: every commit writes a few small files, as a quiet stream does.
 SMALL_WINDOW = {"STREAMBATCH_WINDOW_BYTES": "8192"}
@@ -44,13 +51,7 @@ def produce(topics: StreamTopics, count: int, seed: int, start: datetime) -> lis
             count, seed=seed, duplicate_ratio=0.02, malformed_ratio=0.01, start=start
         )
     )
-    report = produce_records(
-        records,
-        producer_config={"bootstrap.servers": topics.bootstrap_servers},
-        topic=topics.name,
-        progress=False,
-    )
-    assert report.failed == 0, report.failures
+    send(topics, records)
     return records
 
 

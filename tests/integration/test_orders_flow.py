@@ -27,6 +27,7 @@ from tests.support import (
     lake_table,
     read_topic,
     run_flow,
+    send,
 )
 
 ERROR_HEADERS = {
@@ -51,13 +52,7 @@ def produce(
             count, seed=seed, duplicate_ratio=duplicate_ratio, malformed_ratio=malformed_ratio
         )
     )
-    report = produce_records(
-        records,
-        producer_config={"bootstrap.servers": topics.bootstrap_servers},
-        topic=topics.name,
-        progress=False,
-    )
-    assert report.failed == 0, report.failures
+    send(topics, records)
     return records
 
 

@@ -12,22 +12,16 @@ import pytest
 from rich.console import Console
 
 from streambatch.clock import utc_now
-from streambatch.generator import generate_order_records, produce_records
+from streambatch.generator import generate_order_records
 from streambatch.status import PartitionStatus, collect_status, render_status, stalled
-from tests.support import REPO_ROOT, StreamTopics, flow_env, read_topic, run_flow
+from tests.support import REPO_ROOT, StreamTopics, flow_env, read_topic, run_flow, send
 
 WINDOW_SECONDS = 60
 
 
 def produce(topics: StreamTopics, count: int, seed: int) -> None:
     records = generate_order_records(count, seed=seed, duplicate_ratio=0.02, malformed_ratio=0.01)
-    report = produce_records(
-        records,
-        producer_config={"bootstrap.servers": topics.bootstrap_servers},
-        topic=topics.name,
-        progress=False,
-    )
-    assert report.failed == 0, report.failures
+    send(topics, records)
 
 
 def records_per_partition(topics: StreamTopics) -> Counter[int]:
