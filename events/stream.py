@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.json as pj
 from pydantic import TypeAdapter
 
+from events.columnar import ColumnarValidator, build_columnar_validator
 from events.prevalidation import Prevalidator, build_prevalidator
 
 __all__ = ["COMMON_COLUMNS", "LINEAGE_COLUMNS", "PARTITION_COLUMNS", "StreamSchema"]
@@ -56,6 +57,7 @@ class StreamSchema:
     json_parse_options: pj.ParseOptions = field(init=False, repr=False, compare=False)
     arrow_json_readable: bool = field(init=False, repr=False, compare=False)
     prevalidator: Prevalidator | None = field(init=False, repr=False, compare=False)
+    columnar: ColumnarValidator | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier() or not self.name.islower():
@@ -73,6 +75,8 @@ class StreamSchema:
         readable = not any(pa.types.is_map(f.type) for f in event_schema)
         object.__setattr__(self, "arrow_json_readable", readable)
         object.__setattr__(self, "prevalidator", build_prevalidator(self.event_model))
+        columnar = build_columnar_validator(self.event_model, event_schema) if readable else None
+        object.__setattr__(self, "columnar", columnar)
         object.__setattr__(
             self,
             "json_parse_options",

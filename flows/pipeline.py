@@ -24,6 +24,7 @@ from sinks.lake_sink import LakeSink
 from streambatch.allocators import use_compact_allocators
 from streambatch.clock import Clock, utc_now
 from streambatch.errors import ConfigError, TerminalError
+from streambatch.gc_pause import freeze_startup_objects
 from streambatch.logs import configure_logging
 from streambatch.metrics import serve_metrics
 
@@ -93,7 +94,9 @@ def flow_from_environment(stream: StreamSchema) -> Dataflow:
     except TerminalError as exc:
         print(f"streambatch: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    return build_flow(stream, settings, kafka)
+    flow = build_flow(stream, settings, kafka)
+    freeze_startup_objects()
+    return flow
 
 
 def check_source_topic(kafka: KafkaSettings, topic: str, timeout_seconds: float = 30) -> None:

@@ -13,8 +13,9 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -37,6 +38,7 @@ __all__ = [
 VALIDATION_STAGE = "validate"
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
 _SLICE_RECORDS = 8192
+_COLUMNAR_SLICE_RECORDS = 65536
 
 _ERROR_CLASSES: dict[str, str] = {
     "missing": "MissingField",
@@ -101,17 +103,28 @@ def validate_batch(
     records = batch.records
     parts: list[_Slice] = []
     # Slices bound the Python objects alive at once (a 10 MB batch is ~40k
-    # records); each slice becomes Arrow columns and its objects are freed.
+    # records); each slice becomes Arrow columns and its objects are freed. The
+    # columnar path makes few Python objects and Arrow parses large slices faster.
+    columnar = fast_path and stream.columnar is not None
+    size = _COLUMNAR_SLICE_RECORDS if columnar else _SLICE_RECORDS
     with gc_paused():
-        for start in range(0, len(records.values), _SLICE_RECORDS):
-            stop = min(start + _SLICE_RECORDS, len(records.values))
-            part = None
-            if fast_path:
-                part = _validate_slice(stream, batch, start, stop, max_record_bytes, fast=True)
-            if part is None:
-                part = _validate_slice(stream, batch, start, stop, max_record_bytes, fast=False)
-            assert part is not None  # the pydantic path always yields a slice
-            parts.append(part)
+        for start in range(0, len(records.values), size):
+            stop = min(start + size, len(records.values))
+            part = (
+                _columnar_slice(stream, batch, start, stop, max_record_bytes) if columnar else None
+            )
+            if part is not None:
+                parts.append(part)
+                continue
+            for begin in range(start, stop, _SLICE_RECORDS):
+                indices = range(begin, min(begin + _SLICE_RECORDS, stop))
+                found = None
+                if fast_path:
+                    found = _validate_slice(stream, batch, indices, max_record_bytes, fast=True)
+                if found is None:
+                    found = _validate_slice(stream, batch, indices, max_record_bytes, fast=False)
+                assert found is not None  # the pydantic path always yields a slice
+                parts.append(found)
     columns = (
         pa.concat_tables([part.columns for part in parts])
         if parts
@@ -141,16 +154,113 @@ class _Slice:
     dead_letters: list[DeadLetter]
 
 
+def _columnar_slice(
+    stream: StreamSchema, batch: ClosedBatch, start: int, stop: int, max_record_bytes: int
+) -> _Slice | None:
+    """Records ``[start, stop)`` parsed once by Arrow and checked column-wise.
+
+    Rows the columnar checks accept (see ``events.columnar``) keep Arrow's
+    columns; every other record (tombstone, too large, pretty-printed, or
+    refused by a check) goes through pydantic one by one. Returns None when
+    Arrow refuses the slice as a whole (an unknown field, invalid UTF-8, a
+    JSON type Arrow will not convert): the caller then takes the per-record
+    fast path. Rows are aligned by construction: each line handed to Arrow
+    starts with ``{`` and has no line break, so it yields at least one row, and
+    the row count must equal the line count.
+    """
+    assert stream.columnar is not None
+    records = batch.records
+    values = records.values[start:stop]
+    raw = pa.array(values, type=pa.binary())
+    try:
+        text = raw.cast(pa.string())
+    except pa.ArrowInvalid:
+        return None  # invalid UTF-8 somewhere: the per-record path names the record
+    eligible = pc.and_(
+        pc.starts_with(text, "{"),
+        pc.less_equal(pc.binary_length(raw), pa.scalar(max_record_bytes, pa.int64())),
+    )
+    eligible_rows = pc.fill_null(eligible, False).to_numpy(zero_copy_only=False)
+    positions = np.flatnonzero(eligible_rows)
+    # Eligible values are never None (they start with "{").
+    lines = cast(list[bytes], [values[p] for p in positions.tolist()])
+    joined = b"\n".join(lines)
+    if b"\r" in joined or joined.count(b"\n") != len(lines) - 1:
+        # Rare: line breaks inside some records (legal between JSON tokens, but
+        # they would split a line); pydantic takes those records.
+        eligible_rows &= ~pc.fill_null(pc.match_substring_regex(text, "[\r\n]"), False).to_numpy(
+            zero_copy_only=False
+        )
+        positions = np.flatnonzero(eligible_rows)
+        lines = cast(list[bytes], [values[p] for p in positions.tolist()])
+        joined = b"\n".join(lines)
+    if not lines:
+        return None
+    largest = max(map(len, lines))
+    try:
+        table = pj.read_json(
+            io.BytesIO(joined),
+            read_options=pj.ReadOptions(block_size=max(1 << 20, 2 * largest + 2)),
+            parse_options=stream.columnar.parse_options,
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if table.num_rows != len(positions):
+        return None
+    accepted_rows, columns = stream.columnar.check(
+        table,
+        lambda: text.filter(pa.array(eligible_rows)),
+        may_hold_nulls=b"null" in joined,
+    )
+    fast_positions = positions[accepted_rows].tolist()
+    offsets = records.offsets
+    digests = np.fromiter(map(_XXH3_64, lines), dtype=np.uint64, count=len(lines))
+    part = _Slice(
+        columns.filter(pa.array(accepted_rows)),
+        [offsets[start + p] for p in fast_positions],
+        [None] * len(fast_positions),
+        digests[accepted_rows].view(np.int64).tolist(),  # signed, as value_digest
+        [],
+    )
+    if len(fast_positions) == stop - start:
+        return part
+    taken = set(fast_positions)
+    rest = [start + p for p in range(stop - start) if p not in taken]
+    slow = _validate_slice(stream, batch, rest, max_record_bytes, fast=False)
+    assert slow is not None  # the pydantic path always yields a slice
+    return _merged(part, slow)
+
+
+def _merged(first: _Slice, second: _Slice) -> _Slice:
+    """Two slices of one batch as one, rows and dead letters in offset order."""
+    letters = sorted([*first.dead_letters, *second.dead_letters], key=lambda d: d.offset)
+    if not second.offsets:
+        return _Slice(first.columns, first.offsets, first.extras, first.digests, letters)
+    if not first.offsets:
+        return _Slice(second.columns, second.offsets, second.extras, second.digests, letters)
+    offsets = first.offsets + second.offsets
+    order = np.argsort(np.asarray(offsets), kind="stable").tolist()
+    extras = first.extras + second.extras
+    digests = first.digests + second.digests
+    columns = pa.concat_tables([first.columns, second.columns]).take(order).combine_chunks()
+    return _Slice(
+        columns,
+        [offsets[i] for i in order],
+        [extras[i] for i in order],
+        [digests[i] for i in order],
+        letters,
+    )
+
+
 def _validate_slice(
     stream: StreamSchema,
     batch: ClosedBatch,
-    start: int,
-    stop: int,
+    indices: Sequence[int],
     max_record_bytes: int,
     *,
     fast: bool,
 ) -> _Slice | None:
-    """Records ``[start, stop)`` as event columns plus dead letters.
+    """Records at ``indices`` (ascending) as event columns plus dead letters.
 
     ``fast``: records the prevalidator accepts skip pydantic, and columns come
     from Arrow's JSON reader; returns None when Arrow disagrees anywhere in
@@ -166,7 +276,7 @@ def _validate_slice(
     valid_values: list[bytes] = []
     part = _Slice(_event_schema(stream).empty_table(), [], [], [], [])
     extras_shadow_columns = False
-    for index in range(start, stop):
+    for index in indices:
         value = records.values[index]
         if value is None:
             part.dead_letters.append(

@@ -6,7 +6,7 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["gc_paused"]
+__all__ = ["freeze_startup_objects", "gc_paused"]
 
 
 @contextmanager
@@ -25,3 +25,15 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def freeze_startup_objects() -> None:
+    """Move every object alive now out of the collector's sight, for good.
+
+    A flow's modules, models and settings live as long as the process; left
+    in the oldest generation, each full collection walks them all again
+    (about a tenth of a flow's time in the profile). Call once, after the
+    flow is built.
+    """
+    gc.collect()
+    gc.freeze()
