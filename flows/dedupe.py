@@ -18,6 +18,8 @@ duplicate whose value differs from the first one's is also a *conflict*
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -35,11 +37,30 @@ _MAX_RUNS = 32
 
 
 def digest_ids(event_ids: Sequence[str]) -> npt.NDArray[np.uint64]:
-    """128-bit digests of ``event_ids`` as an ``(n, 2)`` uint64 array (this process only)."""
+    """128-bit digests of ``event_ids`` as an ``(n, 2)`` uint64 array (this process only).
+
+    Two independent keyed SipHash values (``hash(id)`` and ``hash(id + "\\0")``),
+    each computed by a C-level ``map``: no Python bytecode per id.
+    """
     count = len(event_ids)
     high = np.fromiter(map(hash, event_ids), dtype=np.int64, count=count)
-    low = np.fromiter((hash(i + "\0") for i in event_ids), dtype=np.int64, count=count)
+    salted = map(operator.add, event_ids, itertools.repeat("\0"))
+    low = np.fromiter(map(hash, salted), dtype=np.int64, count=count)
     return np.stack([high, low], axis=1).view(np.uint64)
+
+
+def _first_occurrences(digests: npt.NDArray[np.uint64]) -> npt.NDArray[np.intp]:
+    """For each row, the row of the first occurrence of its digest (itself if first)."""
+    high, low = digests[:, 0], digests[:, 1]
+    _, first, inverse = np.unique(high, return_index=True, return_inverse=True)
+    owner: npt.NDArray[np.intp] = first[inverse]
+    if bool((low[owner] == low).all()):
+        return owner
+    # Two ids share the high word only (about 1 in 2**64 pairs): compare both words.
+    whole = np.ascontiguousarray(digests).view(np.dtype((np.void, 16))).ravel()
+    _, first, inverse = np.unique(whole, return_index=True, return_inverse=True)
+    exact: npt.NDArray[np.intp] = first[inverse]
+    return exact
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +73,7 @@ class DedupeResult:
     keep: list[bool]
     duplicates: int
     conflicts: int
+    digests: npt.NDArray[np.uint64]  # of every row checked, for :meth:`DedupeIndex.remember`
 
 
 class _Run:
@@ -129,43 +151,45 @@ class DedupeIndex:
         """Memory held by the remembered ids (arrays only)."""
         return sum(run.nbytes for run in self._runs)
 
-    def check(self, event_ids: Sequence[str], value_digests: Sequence[int]) -> DedupeResult:
+    def check(self, event_ids: Sequence[str], value_digests: Sequence[int] | _I64) -> DedupeResult:
         """Mark the rows to keep, without remembering them (see :meth:`remember`)."""
-        if not event_ids:
-            return DedupeResult([], 0, 0)
-        # Within the batch: the first of equal ids (exact, no digest needed).
-        first_value: dict[str, int] = {}
-        keep: list[bool] = []
-        conflicts = 0
-        for event_id, value in zip(event_ids, value_digests, strict=True):
-            first = first_value.get(event_id)
-            if first is None:
-                first_value[event_id] = value
-                keep.append(True)
-            else:
-                keep.append(False)
-                conflicts += first != value
+        count = len(event_ids)
+        digests = digest_ids(event_ids)
+        if not count:
+            return DedupeResult([], 0, 0, digests)
+        values = np.asarray(value_digests, dtype=np.int64)
+        # Within the batch: the first of equal ids.
+        owner = _first_occurrences(digests)
+        mask = owner == np.arange(count)
+        conflicts = int((~mask & (values[owner] != values)).sum())
         if self._runs:
-            digests = digest_ids(event_ids)
             high, low = digests[:, 0], digests[:, 1]
-            values = np.asarray(value_digests, dtype=np.int64)
-            mask = np.asarray(keep, dtype=bool)
             cutoff = self._cutoff_us()
             for run in self._runs:
                 found, position = run.lookup(high, low, cutoff)
                 found &= mask
                 conflicts += int((found & (run.values[position] != values)).sum())
                 mask &= ~found
-            keep = mask.tolist()
-        return DedupeResult(keep, len(keep) - sum(keep), conflicts)
+        kept = int(mask.sum())
+        return DedupeResult(mask.tolist(), count - kept, conflicts, digests)
 
     def remember(
-        self, event_ids: Sequence[str], occurred_at_us: Sequence[int], value_digests: Sequence[int]
+        self,
+        event_ids: Sequence[str],
+        occurred_at_us: Sequence[int] | _I64,
+        value_digests: Sequence[int] | _I64,
+        *,
+        digests: npt.NDArray[np.uint64] | None = None,
     ) -> None:
-        """Add committed ids; forget those older than the horizon."""
-        if not event_ids:
+        """Add committed ids; forget those older than the horizon.
+
+        ``digests``: the ids' digests from :meth:`check` (row for row), to skip
+        hashing them again; ``event_ids`` is then not read.
+        """
+        if digests is None:
+            digests = digest_ids(event_ids)
+        if not len(digests):
             return
-        digests = digest_ids(event_ids)
         times = np.asarray(occurred_at_us, dtype=np.int64)
         values = np.asarray(value_digests, dtype=np.int64)
         self._runs.append(_Run(digests[:, 0].copy(), digests[:, 1].copy(), times, values))

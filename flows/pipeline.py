@@ -1,7 +1,8 @@
 """The one pipeline builder behind every stream's flow.
 
 read Kafka (from the lake fence) -> key by partition -> batch (age or size)
--> validate -> dedupe, dead-letter, commit to the lake exactly once.
+-> validate, dedupe, dead-letter, commit to the lake exactly once (the sink,
+in a thread of its own, so reading goes on meanwhile).
 """
 
 from __future__ import annotations
@@ -62,12 +63,11 @@ def build_flow(
     policy = FlushPolicy(window=settings.window, max_bytes=settings.window_bytes)
     closed = op.stateful_batch("batch", keyed, lambda _resume: policy.build(now))
 
-    def validate(item: tuple[str, ClosedBatch]) -> tuple[str, ValidatedBatch]:
-        key, batch = item
-        return key, validate_batch(stream, batch, settings.max_record_bytes)
+    def validate(batch: ClosedBatch) -> ValidatedBatch:
+        return validate_batch(stream, batch, settings.max_record_bytes)
 
-    validated = op.map("validate", closed, validate)
-    op.output("commit_lake", validated, LakeSink(lake, settings, connection))
+    # The sink validates in its commit thread (see sinks.lake_sink).
+    op.output("validate_commit_lake", closed, LakeSink(lake, settings, connection, validate))
     return flow
 
 

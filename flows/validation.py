@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -133,11 +134,11 @@ def validate_batch(
     table = _with_lineage(
         stream,
         columns,
-        [extra for part in parts for extra in part.extras],
-        [digest for part in parts for digest in part.digests],
+        _joined_extras(parts),
+        np.concatenate([part.digests for part in parts]) if parts else _NO_INTS,
         records.topic,
         records.partition,
-        [offset for part in parts for offset in part.offsets],
+        np.concatenate([part.offsets for part in parts]) if parts else _NO_INTS,
     )
     letters = [letter for part in parts for letter in part.dead_letters]
     return ValidatedBatch(stream=stream.name, batch=batch, table=table, dead_letters=letters)
@@ -148,10 +149,22 @@ class _Slice:
     """What one slice of a batch produced, row for row (``columns`` in offset order)."""
 
     columns: pa.Table
-    offsets: list[int]
-    extras: list[str | None]
-    digests: list[int]
+    offsets: npt.NDArray[np.int64]
+    extras: list[str | None] | None  # None: no row has extra fields
+    digests: npt.NDArray[np.int64]
     dead_letters: list[DeadLetter]
+
+
+_NO_INTS: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+
+
+def _joined_extras(parts: list[_Slice]) -> list[str | None] | None:
+    if all(part.extras is None for part in parts):
+        return None
+    joined: list[str | None] = []
+    for part in parts:
+        joined.extend(part.extras if part.extras is not None else [None] * len(part.offsets))
+    return joined
 
 
 def _columnar_slice(
@@ -171,6 +184,98 @@ def _columnar_slice(
     assert stream.columnar is not None
     records = batch.records
     values = records.values[start:stop]
+    lines = _arrow_lines(values, max_record_bytes)
+    if lines is None:
+        return None
+    if not lines.values:
+        return None
+    largest = max(map(len, lines.values))
+    try:
+        table = pj.read_json(
+            io.BytesIO(lines.joined),
+            read_options=pj.ReadOptions(block_size=max(1 << 20, 2 * largest + 2)),
+            parse_options=stream.columnar.parse_options,
+        )
+        # The reader does not check UTF-8; a string column with invalid bytes
+        # fails here and the per-record path names the record.
+        table.validate(full=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if table.num_rows != len(lines.values):
+        return None
+    accepted_rows, columns = stream.columnar.check(
+        table, lines.text, may_hold_nulls=b"null" in lines.joined
+    )
+    fast_positions = lines.positions[accepted_rows]
+    digests = np.fromiter(map(_XXH3_64, lines.values), dtype=np.uint64, count=len(lines.values))
+    part = _Slice(
+        columns.filter(pa.array(accepted_rows)),
+        np.asarray(records.offsets[start:stop], dtype=np.int64)[fast_positions],
+        None,
+        digests[accepted_rows].view(np.int64),  # signed, as value_digest
+        [],
+    )
+    if len(fast_positions) == stop - start:
+        return part
+    refused = np.ones(stop - start, dtype=bool)
+    refused[fast_positions] = False
+    rest = (np.flatnonzero(refused) + start).tolist()
+    slow = _validate_slice(stream, batch, rest, max_record_bytes, fast=False)
+    assert slow is not None  # the pydantic path always yields a slice
+    return _merged(part, slow)
+
+
+def _merged(first: _Slice, second: _Slice) -> _Slice:
+    """Two slices of one batch as one, rows and dead letters in offset order."""
+    letters = sorted([*first.dead_letters, *second.dead_letters], key=lambda d: d.offset)
+    if not len(second.offsets):
+        return _Slice(first.columns, first.offsets, first.extras, first.digests, letters)
+    if not len(first.offsets):
+        return _Slice(second.columns, second.offsets, second.extras, second.digests, letters)
+    offsets = np.concatenate([first.offsets, second.offsets])
+    order = np.argsort(offsets, kind="stable")
+    extras = _joined_extras([first, second])
+    columns = pa.concat_tables([first.columns, second.columns]).take(order).combine_chunks()
+    return _Slice(
+        columns,
+        offsets[order],
+        None if extras is None else [extras[i] for i in order.tolist()],
+        np.concatenate([first.digests, second.digests])[order],
+        letters,
+    )
+
+
+@dataclass(frozen=True)
+class _ArrowLines:
+    """The records of a slice handed to Arrow: one line each, by position in the slice."""
+
+    positions: npt.NDArray[np.intp]
+    values: list[bytes]
+    joined: bytes
+    _offsets: npt.NDArray[np.int64]
+
+    def text(self) -> pa.Array:
+        """Each line as a string (with its line break), sharing ``joined``'s memory."""
+        buffers = [None, pa.py_buffer(self._offsets), pa.py_buffer(self.joined)]
+        return pa.Array.from_buffers(pa.large_string(), len(self.values), buffers)
+
+
+def _arrow_lines(values: list[bytes | None], max_record_bytes: int) -> _ArrowLines | None:
+    """The records of ``values`` that can be one line each: a value, starting with
+    ``{``, without CR or LF, within the size limit. None when UTF-8 is invalid."""
+    count = len(values)
+    if count and None not in values:
+        clean = cast(list[bytes], values)
+        joined = b"\n".join(clean)
+        # Every line break is a separator; then each line must start with "{".
+        if (
+            joined.count(b"\n") == count - 1
+            and b"\r" not in joined
+            and max(map(len, clean)) <= max_record_bytes
+        ):
+            every = _lines(np.arange(count), clean, joined)
+            if pc.all(pc.starts_with(every.text(), "{")).as_py():
+                return every
     raw = pa.array(values, type=pa.binary())
     try:
         text = raw.cast(pa.string())
@@ -180,76 +285,18 @@ def _columnar_slice(
         pc.starts_with(text, "{"),
         pc.less_equal(pc.binary_length(raw), pa.scalar(max_record_bytes, pa.int64())),
     )
-    eligible_rows = pc.fill_null(eligible, False).to_numpy(zero_copy_only=False)
-    positions = np.flatnonzero(eligible_rows)
+    eligible = pc.and_(eligible, pc.invert(pc.match_substring_regex(text, "[\r\n]")))
+    positions = np.flatnonzero(pc.fill_null(eligible, False).to_numpy(zero_copy_only=False))
     # Eligible values are never None (they start with "{").
     lines = cast(list[bytes], [values[p] for p in positions.tolist()])
-    joined = b"\n".join(lines)
-    if b"\r" in joined or joined.count(b"\n") != len(lines) - 1:
-        # Rare: line breaks inside some records (legal between JSON tokens, but
-        # they would split a line); pydantic takes those records.
-        eligible_rows &= ~pc.fill_null(pc.match_substring_regex(text, "[\r\n]"), False).to_numpy(
-            zero_copy_only=False
-        )
-        positions = np.flatnonzero(eligible_rows)
-        lines = cast(list[bytes], [values[p] for p in positions.tolist()])
-        joined = b"\n".join(lines)
-    if not lines:
-        return None
-    largest = max(map(len, lines))
-    try:
-        table = pj.read_json(
-            io.BytesIO(joined),
-            read_options=pj.ReadOptions(block_size=max(1 << 20, 2 * largest + 2)),
-            parse_options=stream.columnar.parse_options,
-        )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    if table.num_rows != len(positions):
-        return None
-    accepted_rows, columns = stream.columnar.check(
-        table,
-        lambda: text.filter(pa.array(eligible_rows)),
-        may_hold_nulls=b"null" in joined,
-    )
-    fast_positions = positions[accepted_rows].tolist()
-    offsets = records.offsets
-    digests = np.fromiter(map(_XXH3_64, lines), dtype=np.uint64, count=len(lines))
-    part = _Slice(
-        columns.filter(pa.array(accepted_rows)),
-        [offsets[start + p] for p in fast_positions],
-        [None] * len(fast_positions),
-        digests[accepted_rows].view(np.int64).tolist(),  # signed, as value_digest
-        [],
-    )
-    if len(fast_positions) == stop - start:
-        return part
-    taken = set(fast_positions)
-    rest = [start + p for p in range(stop - start) if p not in taken]
-    slow = _validate_slice(stream, batch, rest, max_record_bytes, fast=False)
-    assert slow is not None  # the pydantic path always yields a slice
-    return _merged(part, slow)
+    return _lines(positions, lines, b"\n".join(lines))
 
 
-def _merged(first: _Slice, second: _Slice) -> _Slice:
-    """Two slices of one batch as one, rows and dead letters in offset order."""
-    letters = sorted([*first.dead_letters, *second.dead_letters], key=lambda d: d.offset)
-    if not second.offsets:
-        return _Slice(first.columns, first.offsets, first.extras, first.digests, letters)
-    if not first.offsets:
-        return _Slice(second.columns, second.offsets, second.extras, second.digests, letters)
-    offsets = first.offsets + second.offsets
-    order = np.argsort(np.asarray(offsets), kind="stable").tolist()
-    extras = first.extras + second.extras
-    digests = first.digests + second.digests
-    columns = pa.concat_tables([first.columns, second.columns]).take(order).combine_chunks()
-    return _Slice(
-        columns,
-        [offsets[i] for i in order],
-        [extras[i] for i in order],
-        [digests[i] for i in order],
-        letters,
-    )
+def _lines(positions: npt.NDArray[np.intp], values: list[bytes], joined: bytes) -> _ArrowLines:
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=len(values)) + 1, out=offsets[1:])
+    offsets[-1] = len(joined)  # the last line has no line break
+    return _ArrowLines(positions, values, joined, offsets)
 
 
 def _validate_slice(
@@ -274,18 +321,21 @@ def _validate_slice(
     events: list[BaseModel] = []
     event_ids: list[str] = []
     valid_values: list[bytes] = []
-    part = _Slice(_event_schema(stream).empty_table(), [], [], [], [])
+    offsets: list[int] = []
+    extras: list[str | None] = []
+    digests: list[int] = []
+    dead_letters: list[DeadLetter] = []
     extras_shadow_columns = False
     for index in indices:
         value = records.values[index]
         if value is None:
-            part.dead_letters.append(
+            dead_letters.append(
                 _dead_letter(batch, index, "EmptyValue", "record has no value (tombstone)")
             )
             continue
         if len(value) > max_record_bytes:
             message = f"value is {len(value)} bytes, over the limit of {max_record_bytes}"
-            part.dead_letters.append(_dead_letter(batch, index, "RecordTooLarge", message))
+            dead_letters.append(_dead_letter(batch, index, "RecordTooLarge", message))
             continue
         event_id = prevalidator.event_id(value) if prevalidator is not None else None
         extra = None
@@ -294,20 +344,20 @@ def _validate_slice(
                 event = validate_json(value)
             except ValidationError as exc:
                 error_class, message = classify_error(exc, value)
-                part.dead_letters.append(_dead_letter(batch, index, error_class, message))
+                dead_letters.append(_dead_letter(batch, index, error_class, message))
                 continue
             events.append(event)
             event_id = event.__dict__["event_id"]
             extra = event.__pydantic_extra__
         valid_values.append(value)
         event_ids.append(event_id)
-        part.offsets.append(records.offsets[index])
-        part.digests.append(value_digest(value))
+        offsets.append(records.offsets[index])
+        digests.append(value_digest(value))
         if extra:
-            part.extras.append(orjson.dumps(extra).decode())
+            extras.append(orjson.dumps(extra).decode())
             extras_shadow_columns = extras_shadow_columns or not column_names.isdisjoint(extra)
         else:
-            part.extras.append(None)
+            extras.append(None)
     columns = None
     if stream.arrow_json_readable and not extras_shadow_columns:
         columns = _columns_from_json(stream, valid_values, event_ids)
@@ -315,8 +365,13 @@ def _validate_slice(
         if len(events) != len(valid_values):
             return None  # some records skipped pydantic: redo the slice without the fast path
         columns = _columns_from_models(stream, events)
-    part.columns = columns
-    return part
+    return _Slice(
+        columns,
+        np.array(offsets, dtype=np.int64),
+        extras,
+        np.array(digests, dtype=np.int64),
+        dead_letters,
+    )
 
 
 _XXH3_64 = xxhash.xxh3_64_intdigest
@@ -478,19 +533,20 @@ def _column(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
 def _with_lineage(
     stream: StreamSchema,
     columns: pa.Table,
-    extras: list[str | None],
-    digests: list[int],
+    extras: list[str | None] | None,
+    digests: npt.NDArray[np.int64],
     topic: str,
     partition: int,
-    offsets: list[int],
+    offsets: npt.NDArray[np.int64],
 ) -> pa.Table:
     """Event columns plus ``_extra``, lineage and hive partition columns."""
     rows = len(offsets)
     arrays = {name: columns.column(name) for name in columns.column_names}
-    arrays["_extra"] = pa.array(extras, type=pa.string())
+    no_extras = extras is None
+    arrays["_extra"] = pa.nulls(rows, pa.string()) if no_extras else pa.array(extras, pa.string())
     arrays["_value_digest"] = pa.array(digests, type=pa.int64())
-    arrays["_topic"] = pa.array([topic] * rows, type=pa.string())
-    arrays["_partition"] = pa.array([partition] * rows, type=pa.int32())
+    arrays["_topic"] = pa.repeat(pa.scalar(topic, type=pa.string()), rows)
+    arrays["_partition"] = pa.repeat(pa.scalar(partition, type=pa.int32()), rows)
     arrays["_offset"] = pa.array(offsets, type=pa.int64())
     # Partition values come from the validated timestamp only, never from event
     # strings, so no event can steer where a file is written.

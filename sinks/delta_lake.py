@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, replace
@@ -26,7 +27,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, WriterPropertie
 from deltalake.transaction import AddAction, RemoveAction
 
 from events.stream import PARTITION_COLUMNS, StreamSchema
-from sinks.delta_log import recent_commits
+from sinks.delta_log import commit_info, recent_commits
 from streambatch.errors import LakeError, TransientError
 from streambatch.failpoints import failpoint
 
@@ -132,6 +133,9 @@ class DeltaLake:
         self.table_path = lake_dir / stream.name
         self.batches_path = lake_dir / BATCHES_TABLE
         self._writer_properties = WriterProperties(compression="ZSTD")
+        # Per thread, one handle per table, updated incrementally: loading a
+        # table afresh replays its log and cost more than writing a batch.
+        self._handles = threading.local()
 
     def app_id(self, topic: str, partition: int) -> str:
         """The Delta application-transaction id of one source partition."""
@@ -170,12 +174,37 @@ class DeltaLake:
         """Fence as recorded in ``batches`` (lags :meth:`fence` only after a crash)."""
         return self._transaction_version(self.batches_path, self.app_id(topic, partition))
 
-    @staticmethod
-    def _transaction_version(path: Path, app_id: str) -> int | None:
+    def _transaction_version(self, path: Path, app_id: str) -> int | None:
+        table = self._table(path)
+        if table is None:
+            return None
+        version = table.transaction_version(app_id)
+        return None if version is None else int(version)
+
+    def _table(self, path: Path) -> DeltaTable | None:
+        """This thread's handle on the table at ``path``, at its newest version.
+
+        None if there is no table there. A handle that cannot catch up (its
+        log files cleaned up meanwhile) is replaced by a fresh load.
+        """
+        handles: dict[Path, DeltaTable] = self._handles.__dict__.setdefault("tables", {})
+        table = handles.get(path)
+        if table is not None:
+            try:
+                table.update_incremental()
+                return table
+            except Exception:
+                del handles[path]
         if not DeltaTable.is_deltatable(str(path)):
             return None
-        version = DeltaTable(str(path)).transaction_version(app_id)
-        return None if version is None else int(version)
+        handles[path] = table = DeltaTable(str(path))
+        return table
+
+    def _existing_table(self, path: Path) -> DeltaTable:
+        table = self._table(path)
+        if table is None:
+            raise LakeError(f"{path} is not a Delta table (was it deleted while running?)")
+        return table
 
     def commit(self, table: pa.Table, record: BatchRecord) -> BatchRecord:
         """Append ``table`` and move the fence to ``record.next_offset``, atomically.
@@ -205,7 +234,8 @@ class DeltaLake:
             app_transactions=[Transaction(app_id, record.next_offset)],
             max_commit_retries=_COMMIT_ATTEMPTS,
         )
-        DeltaTable(str(self.table_path)).create_write_transaction(
+        handle = self._existing_table(self.table_path)
+        handle.create_write_transaction(
             actions,
             mode="append",
             schema=self._stream.table_schema,
@@ -213,7 +243,7 @@ class DeltaLake:
             commit_properties=properties,
         )
         failpoint("after_commit")
-        final = replace(provisional, lake_version=self._version_of(provisional))
+        final = replace(provisional, lake_version=self._version_of(provisional, handle.version()))
         self._append_batch_record(final)
         return final
 
@@ -227,9 +257,8 @@ class DeltaLake:
         )
         data_columns = [n for n in table.column_names if n not in PARTITION_COLUMNS.names]
         actions: list[AddAction | RemoveAction] = []
-        for key in pc.unique(keys).to_pylist():
+        for key, part in _partitions(table, keys):
             event_date, event_hour = key.split("/")
-            part = table.filter(pc.equal(keys, key))
             # Partition values come from validated timestamps; checked anyway.
             if not (_DATE.fullmatch(event_date) and _HOUR.fullmatch(event_hour)):
                 raise LakeError(f"refusing partition value {key!r}")
@@ -257,9 +286,16 @@ class DeltaLake:
             )
         return actions
 
-    def _version_of(self, record: BatchRecord) -> int:
-        """The log version of our commit (other partitions may have committed since)."""
+    def _version_of(self, record: BatchRecord, likely: int) -> int:
+        """The log version of our commit (other partitions may have committed since).
+
+        ``likely``: the handle's version right after the commit, which is ours
+        unless delta-rs retried past other writers; checked, never trusted.
+        """
         text = record.to_json()
+        info = commit_info(self.table_path, likely)
+        if info is not None and info.get(_BATCH_METADATA_KEY) == text:
+            return likely
         for version, commit in recent_commits(self.table_path, 64):
             if commit.get(_BATCH_METADATA_KEY) == text:
                 return version
@@ -269,7 +305,7 @@ class DeltaLake:
         for attempt in range(_COMMIT_ATTEMPTS):
             try:
                 write_deltalake(
-                    str(path),
+                    self._existing_table(path),
                     table,
                     mode="append",
                     commit_properties=properties,
@@ -343,6 +379,27 @@ class DeltaLake:
             & (pc.field("occurred_at") >= pa.scalar(since_us, pa.timestamp("us", tz="UTC")))
         )
         return dataset.to_table(columns=columns, filter=expression)
+
+
+def _partitions(table: pa.Table, keys: pa.ChunkedArray) -> list[tuple[str, pa.Table]]:
+    """``table`` split by partition key, rows in their order within each part.
+
+    One stable sort, then zero-copy slices (a filter per key read the whole
+    table once per partition).
+    """
+    if pc.count_distinct(keys).as_py() == 1:
+        return [(keys[0].as_py(), table)]
+    order = pc.sort_indices(keys)  # stable: offsets stay ascending within a key
+    table, keys = table.take(order), keys.take(order)
+    counts = pc.value_counts(keys)  # in order of appearance: the sorted order
+    parts = []
+    start = 0
+    for key, count in zip(
+        counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True
+    ):
+        parts.append((key, table.slice(start, count)))
+        start += count
+    return parts
 
 
 def _file_stats(part: pa.Table) -> str:

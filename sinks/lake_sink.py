@@ -1,4 +1,4 @@
-"""Bytewax sink: dedupe, dead-letter and commit each validated batch to the lake.
+"""Bytewax sink: validate, dedupe, dead-letter and commit each closed batch to the lake.
 
 Delivery guarantee: exactly once per Kafka offset range. Per batch, in this
 order: drop what is below the lake fence (replay), drop duplicates (within the
@@ -15,10 +15,13 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -27,7 +30,7 @@ from config.settings import StreamSettings
 from connectors.dead_letters import DeadLetterWriter
 from flows.dedupe import DedupeIndex
 from flows.progress import COMMITTED
-from flows.records import ValidatedBatch
+from flows.records import ClosedBatch, ValidatedBatch
 from sinks.delta_lake import BatchRecord, DeltaLake
 from streambatch.clock import Clock, utc_now
 from streambatch.metrics import (
@@ -42,8 +45,9 @@ from streambatch.metrics import (
 __all__ = ["CommitOutcome", "LakeSink", "PartitionCommitter"]
 
 log = logging.getLogger(__name__)
-# Validated batches waiting for the commit thread (the one being committed not counted).
+# Closed batches waiting for the commit thread (the one in hand not counted).
 _PENDING_BATCHES = 1
+Validator = Callable[[ClosedBatch], ValidatedBatch]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +109,13 @@ class PartitionCommitter:
             letters = [letter for letter in letters if letter.offset >= self.fence]
             first_offset = self.fence
         result = self.index.check(
-            table.column("event_id").to_pylist(), table.column("_value_digest").to_pylist()
+            table.column("event_id").to_pylist(), _int64s(table.column("_value_digest"))
         )
+        kept_digests = result.digests
         if result.duplicates:
-            table = table.filter(pa.array(result.keep, type=pa.bool_()))
+            keep = np.asarray(result.keep, dtype=bool)
+            table = table.filter(pa.array(keep))
+            kept_digests = kept_digests[keep]
         started = time.monotonic()
         self.dead_letters.write(letters, self.topic, self.partition)
         occurred = pc.min_max(table.column("occurred_at")).as_py() if table.num_rows else None
@@ -136,7 +143,8 @@ class PartitionCommitter:
             lake_version=-1,
         )
         committed = self.lake.commit(table, record)
-        self.index.remember(*_dedupe_keys(table))
+        _, occurred_us, values = _dedupe_keys(table, with_ids=False)
+        self.index.remember([], occurred_us, values, digests=kept_digests)
         self.fence = batch.next_offset
         COMMITTED.publish(self.topic, self.partition, self.fence)
         _observe(committed, time.monotonic() - started)
@@ -144,13 +152,20 @@ class PartitionCommitter:
         return CommitOutcome(committed, skipped)
 
 
-def _dedupe_keys(table: pa.Table) -> tuple[list[str], list[int], list[int]]:
-    """Event ids, event times (us) and value digests of ``table``, row for row."""
+def _dedupe_keys(
+    table: pa.Table, *, with_ids: bool = True
+) -> tuple[list[str], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Event ids (unless ``with_ids`` is False), event times (us) and value digests."""
     return (
-        table.column("event_id").to_pylist(),
-        table.column("occurred_at").cast(pa.int64()).to_pylist(),
-        table.column("_value_digest").to_pylist(),
+        table.column("event_id").to_pylist() if with_ids else [],
+        _int64s(table.column("occurred_at").cast(pa.int64())),
+        _int64s(table.column("_value_digest")),
     )
+
+
+def _int64s(column: pa.ChunkedArray) -> npt.NDArray[np.int64]:
+    values: npt.NDArray[np.int64] = column.to_numpy().astype(np.int64, copy=False)
+    return values
 
 
 def _observe(record: BatchRecord, seconds: float) -> None:
@@ -185,63 +200,85 @@ def _log_fields(record: BatchRecord) -> dict[str, Any]:
     return fields
 
 
-class LakeSink(DynamicSink[tuple[str, ValidatedBatch]]):
-    """Commits validated batches to the lake; holds settings only.
+class LakeSink(DynamicSink[tuple[str, ClosedBatch]]):
+    """Validates closed batches and commits them to the lake; holds settings only.
 
     Delivery guarantee: exactly once per Kafka offset range.
     """
 
     def __init__(
-        self, lake: DeltaLake, settings: StreamSettings, producer_config: dict[str, str]
+        self,
+        lake: DeltaLake,
+        settings: StreamSettings,
+        producer_config: dict[str, str],
+        validate: Validator,
     ) -> None:
         self._lake = lake
         self._settings = settings
         self._producer_config = producer_config
+        self._validate = validate
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _LakeSinkPartition:
-        return _LakeSinkPartition(self._lake, self._settings, self._producer_config)
+        return _LakeSinkPartition(self._lake, self._settings, self._producer_config, self._validate)
 
 
-class _LakeSinkPartition(StatelessSinkPartition[tuple[str, ValidatedBatch]]):
-    """Commits in a thread of its own, so the next batch is read and validated meanwhile.
+class _LakeSinkPartition(StatelessSinkPartition[tuple[str, ClosedBatch]]):
+    """Validates, then commits, each in a thread of its own: a three-stage pipeline.
 
-    Batches are committed one at a time in arrival order (so per Kafka
-    partition in offset order). At most ``_PENDING_BATCHES`` wait: then
-    ``write_batch`` blocks, on top of the sources' own backpressure. A failed
-    commit stops the thread, and the next ``write_batch`` or ``close`` raises
-    it: nothing after it is committed, the flow stops, a restart re-reads from
-    the fence. Parquet encoding and the Delta commit release the GIL.
+    While the source reads batch n+2, batch n+1 is validated and batch n
+    committed. That pays because the biggest parts of both stages (Arrow's JSON
+    reader, Parquet encoding, the Delta commit) release the GIL. Batches are
+    committed one at a time in arrival order (so per Kafka partition in offset
+    order). At most ``_PENDING_BATCHES`` wait before each stage: then
+    ``write_batch`` blocks, on top of the sources' own backpressure. A failure
+    in either thread stops both, and the next ``write_batch`` or ``close``
+    raises it: nothing after it is committed, the flow stops, a restart
+    re-reads from the fence.
     """
 
     def __init__(
-        self, lake: DeltaLake, settings: StreamSettings, producer_config: dict[str, str]
+        self,
+        lake: DeltaLake,
+        settings: StreamSettings,
+        producer_config: dict[str, str],
+        validate: Validator,
     ) -> None:
         self._lake = lake
         self._horizon = settings.dedupe_horizon
+        self._validate = validate
         self._dead_letters = DeadLetterWriter(producer_config, settings.stream)
         self._committers: dict[str, PartitionCommitter] = {}
-        self._pending: queue.Queue[tuple[str, ValidatedBatch] | None] = queue.Queue(
+        self._to_validate: queue.Queue[tuple[str, ClosedBatch] | None] = queue.Queue(
+            maxsize=_PENDING_BATCHES
+        )
+        self._to_commit: queue.Queue[tuple[str, ValidatedBatch] | None] = queue.Queue(
             maxsize=_PENDING_BATCHES
         )
         self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._commit_all, name="lake-commit", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._validate_all, name="lake-validate", daemon=True),
+            threading.Thread(target=self._commit_all, name="lake-commit", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def write_batch(self, items: list[tuple[str, ValidatedBatch]]) -> None:
+    def write_batch(self, items: list[tuple[str, ClosedBatch]]) -> None:
         for item in items:
-            self._enqueue(item)
+            self._put(self._to_validate, item)
+            self._raise_failure()
 
     def close(self) -> None:
         """Wait for every queued batch to be committed (at the end of finite input)."""
-        self._enqueue(None)
-        self._thread.join()
+        self._put(self._to_validate, None)
+        for thread in self._threads:
+            thread.join()
         self._raise_failure()
 
-    def _enqueue(self, item: tuple[str, ValidatedBatch] | None) -> None:
-        while True:
-            self._raise_failure()
+    def _put(self, stage: queue.Queue[Any], item: Any) -> None:
+        """Hand ``item`` to a stage; gives up (silently) once a stage has failed."""
+        while self._failure is None:
             try:
-                self._pending.put(item, timeout=0.5)
+                stage.put(item, timeout=0.5)
                 return
             except queue.Full:
                 continue
@@ -250,20 +287,35 @@ class _LakeSinkPartition(StatelessSinkPartition[tuple[str, ValidatedBatch]]):
         if self._failure is not None:
             raise self._failure
 
+    def _validate_all(self) -> None:
+        while (item := self._to_validate.get()) is not None:
+            key, batch = item
+            try:
+                validated = self._validate(batch)
+            except BaseException as exc:
+                self._fail(exc, "validation")
+                break
+            self._put(self._to_commit, (key, validated))
+        self._put(self._to_commit, None)
+
     def _commit_all(self) -> None:
-        while (item := self._pending.get()) is not None:
+        while (item := self._to_commit.get()) is not None:
             key, validated = item
             try:
-                self._committer(key, validated).commit(validated)
+                self._committer(key, validated.batch).commit(validated)
             except BaseException as exc:
-                log.exception("commit failed; the flow stops, a restart resumes at the fence")
-                self._failure = exc
+                self._fail(exc, "commit")
                 return
 
-    def _committer(self, key: str, validated: ValidatedBatch) -> PartitionCommitter:
+    def _fail(self, exc: BaseException, stage: str) -> None:
+        log.exception("%s failed; the flow stops, a restart resumes at the fence", stage)
+        if self._failure is None:
+            self._failure = exc
+
+    def _committer(self, key: str, batch: ClosedBatch) -> PartitionCommitter:
         committer = self._committers.get(key)
         if committer is None:
-            records = validated.batch.records
+            records = batch.records
             committer = PartitionCommitter(
                 self._lake, self._dead_letters, records.topic, records.partition, self._horizon
             )
