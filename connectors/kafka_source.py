@@ -59,6 +59,9 @@ class LakeFencedKafkaSource(FixedPartitionedSource[RecordChunk, None]):
         batch_size: most records per ``consume()`` call.
         max_in_flight_bytes: stop reading a partition while this many bytes
             are read but not committed (bounds memory; see flows.progress).
+        prefetch_bytes: the client's prefetch queues of all partitions of the
+            topic together (each partition gets its share, 4 to 32 MiB of
+            payload).
     """
 
     stream: str
@@ -68,6 +71,7 @@ class LakeFencedKafkaSource(FixedPartitionedSource[RecordChunk, None]):
     stop_at_end: bool = False
     batch_size: int = 5000
     max_in_flight_bytes: int = 64 * 1024 * 1024
+    prefetch_bytes: int = 16 * 1024 * 1024
 
     def list_parts(self) -> list[str]:
         admin = AdminClient(dict(self.consumer_config))
@@ -80,14 +84,23 @@ class LakeFencedKafkaSource(FixedPartitionedSource[RecordChunk, None]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _FencedPartition:
         topic, _, partition = for_part.rpartition("/")
-        return _FencedPartition(self, topic, int(partition))
+        return _FencedPartition(self, topic, int(partition), len(self.list_parts()))
+
+
+def _prefetch_kbytes(total_bytes: int, partitions: int) -> int:
+    """One partition's share of the prefetch budget, in KiB, within 4 to 32 MiB."""
+    share = total_bytes // max(partitions, 1) // 1024
+    return max(4 * 1024, min(32 * 1024, share))
 
 
 class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
     """The I/O half: a consumer assigned at the fence of one partition."""
 
-    def __init__(self, source: LakeFencedKafkaSource, topic: str, partition: int) -> None:
+    def __init__(
+        self, source: LakeFencedKafkaSource, topic: str, partition: int, partitions: int
+    ) -> None:
         fence = source.read_fence(topic, partition)
+        queue_kbytes = _prefetch_kbytes(source.prefetch_bytes, partitions)
         start = OFFSET_BEGINNING if fence is None else fence
         config = {
             "group.id": "streambatch-unused",  # required by librdkafka; no group is joined
@@ -99,10 +112,18 @@ class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
             "auto.offset.reset": "error",
             # A large prefetch nearly doubles throughput; bounded so that the
             # client's queue stays a fraction of the flow's memory.
-            "fetch.max.bytes": str(16 * 1024 * 1024),
-            "max.partition.fetch.bytes": str(8 * 1024 * 1024),
-            "queued.max.messages.kbytes": str(16 * 1024),
-            "queued.min.messages": "10000",
+            # Prefetch: small fetches, fetched again as soon as the queue has
+            # room. librdkafka's defaults (a count of 100,000 queued messages,
+            # then a pause of up to a second once the queue is full) made the
+            # flow wait for the broker; a deep queue hid that, at about twice
+            # its size in memory (each queued message carries ~400 bytes of
+            # bookkeeping). The queue is bounded by bytes (the count is set
+            # out of reach), a share of ``prefetch_bytes`` per partition.
+            "fetch.max.bytes": str(2 * 1024 * 1024),
+            "max.partition.fetch.bytes": str(1024 * 1024),
+            "queued.max.messages.kbytes": str(queue_kbytes),
+            "queued.min.messages": "1000000",
+            "fetch.queue.backoff.ms": "2",
             **source.consumer_config,
             "error_cb": self._on_error,
             "stats_cb": self._on_stats,

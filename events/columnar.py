@@ -135,7 +135,7 @@ class ColumnarValidator:
         accepted = self._rules_hold(table)
         columns = []
         for name in self.event_schema.names:
-            column = table.column(name).combine_chunks()
+            column = table.column(name)  # chunked as read: no copy of the table
             if name in self.timestamp_columns:
                 good, column = _parse_timestamps(column)
                 accepted &= good.to_numpy(zero_copy_only=False)
@@ -159,7 +159,7 @@ class ColumnarValidator:
             (present & ~self.allowed_bits[model]) == 0
         )
         for check in self.checks:
-            holds = check.check(table.column(check.column).combine_chunks())
+            holds = check.check(table.column(check.column))
             accepted &= holds.to_numpy(zero_copy_only=False) | ~check.models[model]
         return accepted
 

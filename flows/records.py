@@ -13,6 +13,7 @@ from typing import Literal
 import pyarrow as pa
 
 __all__ = [
+    "BatchRange",
     "CloseReason",
     "ClosedBatch",
     "DeadLetter",
@@ -94,6 +95,42 @@ class ClosedBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchRange:
+    """What committing needs of a closed batch once validated: its offsets, not its bytes.
+
+    Validation turns the records into Arrow rows and dead letters; keeping
+    only this lets the raw values be freed before the commit (a window's worth
+    of memory per batch waiting or being committed).
+    """
+
+    topic: str
+    partition: int
+    offsets: list[int]
+    reason: CloseReason
+    opened_at: datetime
+    closed_at: datetime
+    input_bytes: int
+
+    @classmethod
+    def of(cls, batch: ClosedBatch) -> BatchRange:
+        records = batch.records
+        return cls(
+            records.topic,
+            records.partition,
+            records.offsets,
+            batch.reason,
+            batch.opened_at,
+            batch.closed_at,
+            batch.input_bytes,
+        )
+
+    @property
+    def next_offset(self) -> int:
+        """The fence this batch moves to: one past its last offset."""
+        return self.offsets[-1] + 1
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetter:
     """An invalid record with the original bytes and why it was refused."""
 
@@ -115,6 +152,6 @@ class ValidatedBatch:
     """
 
     stream: str
-    batch: ClosedBatch
+    batch: BatchRange
     table: pa.Table
     dead_letters: list[DeadLetter]

@@ -25,7 +25,7 @@ import xxhash
 from pydantic import BaseModel, ValidationError
 
 from events.stream import StreamSchema
-from flows.records import ClosedBatch, DeadLetter, ValidatedBatch
+from flows.records import BatchRange, ClosedBatch, DeadLetter, ValidatedBatch
 from streambatch.gc_pause import gc_paused
 
 __all__ = [
@@ -141,7 +141,9 @@ def validate_batch(
         np.concatenate([part.offsets for part in parts]) if parts else _NO_INTS,
     )
     letters = [letter for part in parts for letter in part.dead_letters]
-    return ValidatedBatch(stream=stream.name, batch=batch, table=table, dead_letters=letters)
+    return ValidatedBatch(
+        stream=stream.name, batch=BatchRange.of(batch), table=table, dead_letters=letters
+    )
 
 
 @dataclass(slots=True)
@@ -156,6 +158,7 @@ class _Slice:
 
 
 _NO_INTS: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+_NO_TEXT = pa.array([], type=pa.large_string())
 
 
 def _joined_extras(parts: list[_Slice]) -> list[str | None] | None:
@@ -203,8 +206,11 @@ def _columnar_slice(
         return None
     if table.num_rows != len(lines.values):
         return None
+    may_hold_nulls = b"null" in lines.joined
+    text = lines.text() if may_hold_nulls else _NO_TEXT
+    lines.joined = b""  # parsed: free the copy now (a window's worth) unless text holds it
     accepted_rows, columns = stream.columnar.check(
-        table, lines.text, may_hold_nulls=b"null" in lines.joined
+        table, lambda: text, may_hold_nulls=may_hold_nulls
     )
     fast_positions = lines.positions[accepted_rows]
     digests = np.fromiter(map(_XXH3_64, lines.values), dtype=np.uint64, count=len(lines.values))
@@ -245,7 +251,7 @@ def _merged(first: _Slice, second: _Slice) -> _Slice:
     )
 
 
-@dataclass(frozen=True)
+@dataclass
 class _ArrowLines:
     """The records of a slice handed to Arrow: one line each, by position in the slice."""
 

@@ -30,7 +30,7 @@ from config.settings import StreamSettings
 from connectors.dead_letters import DeadLetterWriter
 from flows.dedupe import DedupeIndex
 from flows.progress import COMMITTED
-from flows.records import ClosedBatch, ValidatedBatch
+from flows.records import BatchRange, ClosedBatch, ValidatedBatch
 from sinks.delta_lake import BatchRecord, DeltaLake
 from streambatch.clock import Clock, utc_now
 from streambatch.metrics import (
@@ -95,7 +95,7 @@ class PartitionCommitter:
     def commit(self, validated: ValidatedBatch) -> CommitOutcome:
         """Dedupe, dead-letter and commit one batch (see module docstring)."""
         batch = validated.batch
-        offsets = batch.records.offsets
+        offsets = batch.offsets
         table, letters = validated.table, validated.dead_letters
         first_offset = offsets[0]
         skipped = 0
@@ -295,7 +295,9 @@ class _LakeSinkPartition(StatelessSinkPartition[tuple[str, ClosedBatch]]):
             except BaseException as exc:
                 self._fail(exc, "validation")
                 break
+            del item, batch  # the raw records: freed before waiting for the committer
             self._put(self._to_commit, (key, validated))
+            del validated
         self._put(self._to_commit, None)
 
     def _commit_all(self) -> None:
@@ -312,12 +314,11 @@ class _LakeSinkPartition(StatelessSinkPartition[tuple[str, ClosedBatch]]):
         if self._failure is None:
             self._failure = exc
 
-    def _committer(self, key: str, batch: ClosedBatch) -> PartitionCommitter:
+    def _committer(self, key: str, batch: BatchRange) -> PartitionCommitter:
         committer = self._committers.get(key)
         if committer is None:
-            records = batch.records
             committer = PartitionCommitter(
-                self._lake, self._dead_letters, records.topic, records.partition, self._horizon
+                self._lake, self._dead_letters, batch.topic, batch.partition, self._horizon
             )
             self._committers[key] = committer
         return committer

@@ -7,8 +7,9 @@ benchmark from about 590 to about 460 MiB:
 
 * Arrow's buffers come from the system allocator instead of its own jemalloc
   pool, which keeps freed memory for reuse by Arrow only.
-* glibc keeps at most two malloc arenas (``M_ARENA_MAX``) instead of eight per
-  core: each arena holds on to its own freed memory.
+* glibc keeps one malloc arena (``M_ARENA_MAX``) instead of eight per core:
+  each arena holds on to its own freed memory (one instead of two: -50 MiB,
+  no measurable cost in speed).
 
 ``ARROW_DEFAULT_MEMORY_POOL`` and ``MALLOC_ARENA_MAX``, when set, win.
 """
