@@ -28,7 +28,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from config.settings import StreamSettings
 from connectors.dead_letters import DeadLetterWriter
-from flows.dedupe import DedupeIndex
+from flows.dedupe import DedupeIndex, digest_ids
 from flows.progress import COMMITTED
 from flows.records import BatchRange, ClosedBatch, ValidatedBatch
 from sinks.delta_lake import BatchRecord, DeltaLake
@@ -92,11 +92,20 @@ class PartitionCommitter:
                 recent.num_rows,
             )
 
-    def commit(self, validated: ValidatedBatch) -> CommitOutcome:
-        """Dedupe, dead-letter and commit one batch (see module docstring)."""
+    def commit(
+        self, validated: ValidatedBatch, id_digests: npt.NDArray[np.uint64] | None = None
+    ) -> CommitOutcome:
+        """Dedupe, dead-letter and commit one batch (see module docstring).
+
+        ``id_digests``: ``digest_ids`` of the table's event ids, row for row,
+        when the caller computed them already (the sink does, in its
+        validation thread).
+        """
         batch = validated.batch
         offsets = batch.offsets
         table, letters = validated.table, validated.dead_letters
+        if id_digests is None:
+            id_digests = digest_ids(table.column("event_id").to_pylist())
         first_offset = offsets[0]
         skipped = 0
         if self.fence is not None and first_offset < self.fence:
@@ -105,12 +114,12 @@ class PartitionCommitter:
                 return CommitOutcome(None, len(offsets))
             # Only after a takeover mid-range: keep what is at or past the fence.
             skipped = sum(1 for offset in offsets if offset < self.fence)
-            table = table.filter(pc.greater_equal(table.column("_offset"), self.fence))
+            at_or_past = _int64s(table.column("_offset")) >= self.fence
+            table = table.filter(pa.array(at_or_past))
+            id_digests = id_digests[at_or_past]
             letters = [letter for letter in letters if letter.offset >= self.fence]
             first_offset = self.fence
-        result = self.index.check(
-            table.column("event_id").to_pylist(), _int64s(table.column("_value_digest"))
-        )
+        result = self.index.check_digests(id_digests, _int64s(table.column("_value_digest")))
         kept_digests = result.digests
         if result.duplicates:
             keep = np.asarray(result.keep, dtype=bool)
@@ -251,8 +260,8 @@ class _LakeSinkPartition(StatelessSinkPartition[tuple[str, ClosedBatch]]):
         self._to_validate: queue.Queue[tuple[str, ClosedBatch] | None] = queue.Queue(
             maxsize=_PENDING_BATCHES
         )
-        self._to_commit: queue.Queue[tuple[str, ValidatedBatch] | None] = queue.Queue(
-            maxsize=_PENDING_BATCHES
+        self._to_commit: queue.Queue[tuple[str, ValidatedBatch, npt.NDArray[np.uint64]] | None] = (
+            queue.Queue(maxsize=_PENDING_BATCHES)
         )
         self._failure: BaseException | None = None
         self._threads = [
@@ -296,15 +305,17 @@ class _LakeSinkPartition(StatelessSinkPartition[tuple[str, ClosedBatch]]):
                 self._fail(exc, "validation")
                 break
             del item, batch  # the raw records: freed before waiting for the committer
-            self._put(self._to_commit, (key, validated))
-            del validated
+            # Hashing the ids for dedupe here balances the two threads.
+            id_digests = digest_ids(validated.table.column("event_id").to_pylist())
+            self._put(self._to_commit, (key, validated, id_digests))
+            del validated, id_digests
         self._put(self._to_commit, None)
 
     def _commit_all(self) -> None:
         while (item := self._to_commit.get()) is not None:
-            key, validated = item
+            key, validated, id_digests = item
             try:
-                self._committer(key, validated.batch).commit(validated)
+                self._committer(key, validated.batch).commit(validated, id_digests)
             except BaseException as exc:
                 self._fail(exc, "commit")
                 return

@@ -100,3 +100,43 @@ def test_many_batches_keep_few_runs_and_forget_past_the_horizon() -> None:
     assert len(index) <= 2 * 61 * batch  # about one horizon of ids, at most twice
     assert index.nbytes == len(index) * BYTES_PER_ID
     assert index.runs <= 12
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    batches=st.lists(
+        st.lists(st.tuples(st.sampled_from("abcdefgh"), st.integers(0, 2)), max_size=12),
+        max_size=5,
+    )
+)
+def test_matches_a_plain_dictionary(batches: list[list[tuple[str, int]]]) -> None:
+    """Keep, duplicates and conflicts equal those of a dict of first values."""
+    index = DedupeIndex(timedelta(hours=1))
+    first_value: dict[str, int] = {}
+    for batch in batches:
+        ids = [event_id for event_id, _ in batch]
+        values = [value for _, value in batch]
+        result = index.check(ids, values)
+        expected_keep, conflicts, seen = [], 0, dict(first_value)
+        for event_id, value in batch:
+            if event_id in seen:
+                expected_keep.append(False)
+                conflicts += seen[event_id] != value
+            else:
+                expected_keep.append(True)
+                seen[event_id] = value
+        assert result.keep == expected_keep
+        assert result.duplicates == expected_keep.count(False)
+        assert result.conflicts == conflicts
+        kept = [i for i, keep in enumerate(result.keep) if keep]
+        index.remember([ids[i] for i in kept], [0] * len(kept), [values[i] for i in kept])
+        first_value = seen
+
+
+def test_ids_sharing_only_the_high_word_stay_apart() -> None:
+    """A 64-bit collision of the high words must not merge two different ids."""
+    index = DedupeIndex(timedelta(hours=1))
+    digests = digest_ids(["x", "y", "x"])
+    digests[1, 0] = digests[0, 0]  # same high word as "x", other low word
+    result = index.check_digests(digests, [1, 2, 1])
+    assert result.keep == [True, True, False]
