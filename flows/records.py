@@ -6,9 +6,10 @@ record: it is cheaper to build, to route between workers and to pickle.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, cast
 
 import pyarrow as pa
 
@@ -52,9 +53,15 @@ class RecordChunk:
     def record_sizes(self) -> list[int]:
         """Bytes each record adds to a buffer (key plus value); computed once per chunk."""
         if self._sizes is None or len(self._sizes) != len(self.offsets):
-            self._sizes = [
-                len(k or b"") + len(v or b"") for k, v in zip(self.keys, self.values, strict=True)
-            ]
+            try:
+                # C-level maps: this runs for every record read.
+                keys, values = cast(list[bytes], self.keys), cast(list[bytes], self.values)
+                self._sizes = list(map(operator.add, map(len, keys), map(len, values)))
+            except TypeError:  # a missing key or value (tombstone) somewhere
+                self._sizes = [
+                    len(k or b"") + len(v or b"")
+                    for k, v in zip(self.keys, self.values, strict=True)
+                ]
         return self._sizes
 
     def slice(self, start: int, stop: int) -> RecordChunk:
