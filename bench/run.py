@@ -16,9 +16,11 @@ Scenarios (one embedded broker, events produced once per topic):
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,12 @@ __all__ = ["run_benchmarks"]
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def _children_cpu_seconds() -> float:
+    """User + system CPU of every child process waited for so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _flow_rate(data_dir: Path) -> tuple[int, float]:
     """Input records and seconds from first read to last commit, from ``batches``."""
     batches = DeltaTable(str(data_dir / "lake" / "batches")).to_pyarrow_dataset().to_table()
@@ -55,7 +63,10 @@ class _Bench:
         self.console = console
         self.broker = broker
         self.scratch = scratch
-        self.rows: list[tuple[str, int, float, float]] = []
+        self.rows: list[tuple[str, int, float, float, float, float]] = []
+        self._wall_start = time.monotonic()
+        self._children_start = 0.0
+        self._broker_start = 0.0
         self.results: dict[str, Any] = {}
 
     def topic(self, name: str, partitions: int, events: int) -> str:
@@ -77,6 +88,7 @@ class _Bench:
         out_dir = self.scratch / key
         command = [sys.executable, "-m", "bench.baseline", mode]
         command += [self.broker.bootstrap_servers, topic, str(partitions), str(out_dir)]
+        self._cpu_start()
         with subprocess.Popen(command, cwd=_REPO_ROOT, stdout=subprocess.PIPE) as process:
             monitor = PeakRssMonitor(process.pid)
             monitor.start()
@@ -97,6 +109,7 @@ class _Bench:
             "STREAMBATCH_DATA_DIR": str(data_dir),
             "STREAMBATCH_LOG_LEVEL": "WARNING",
         }
+        self._cpu_start()
         with self.console.status(f"{key} running"):
             run = run_flow_to_end("orders", env, cwd=_REPO_ROOT, processes=processes)
         if run.returncode != 0:
@@ -104,15 +117,35 @@ class _Bench:
         records, seconds = _flow_rate(data_dir)
         return self._record(key, records, seconds, run.peak_rss_bytes)
 
+    def _cpu_start(self) -> None:
+        """Mark the CPU counters before a run (see :meth:`_record`)."""
+        self._wall_start = time.monotonic()
+        self._children_start = _children_cpu_seconds()
+        self._broker_start = self.broker.cpu_seconds()
+
     def _record(self, key: str, events: int, seconds: float, peak: int) -> dict[str, Any]:
+        # Cores busy over the whole run (start-up included): the consumer's
+        # process tree and the broker, which share this machine's cores.
+        wall = time.monotonic() - self._wall_start
         result = {
             "events": events,
             "seconds": round(seconds, 2),
             "events_per_second": round(events / seconds),
             "peak_rss_mib": round(peak / 2**20),
+            "consumer_cores": round((_children_cpu_seconds() - self._children_start) / wall, 2),
+            "broker_cores": round((self.broker.cpu_seconds() - self._broker_start) / wall, 2),
         }
         self.results[key] = result
-        self.rows.append((key, events, events / seconds, peak / 2**20))
+        self.rows.append(
+            (
+                key,
+                events,
+                events / seconds,
+                peak / 2**20,
+                result["consumer_cores"],
+                result["broker_cores"],
+            )
+        )
         self.console.print(f"  {key}: {result}")
         return result
 
@@ -149,10 +182,17 @@ def run_benchmarks(console: Console, *, events: int, scale: int = 1) -> dict[str
         results["dedupe_bytes_per_remembered_id"] = BYTES_PER_ID
     table = Table(title=f"{events:,} order events per run (embedded broker, this machine)")
     table.add_column("run")
-    for column in ("events", "events/s", "peak RSS (MiB)"):
+    for column in ("events", "events/s", "peak RSS (MiB)", "cores: consumer", "broker"):
         table.add_column(column, justify="right")
-    for key, count, rate, peak in bench.rows:
-        table.add_row(key, f"{count:,}", f"{rate:,.0f}", f"{peak:.0f}")
+    for key, count, rate, peak, consumer_cores, broker_cores in bench.rows:
+        table.add_row(
+            key,
+            f"{count:,}",
+            f"{rate:,.0f}",
+            f"{peak:.0f}",
+            f"{consumer_cores:.2f}",
+            f"{broker_cores:.2f}",
+        )
     console.print(table)
     for name, ratio in results["ratios"].items():
         console.print(f"{name} = {ratio}")

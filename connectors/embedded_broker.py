@@ -7,6 +7,7 @@ streambatch depends on it; point ``KAFKA_BOOTSTRAP_SERVERS`` at any Kafka.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -115,6 +116,17 @@ class EmbeddedBroker:
                 time.sleep(0.1)
         self.stop()
         raise TransientError(f"embedded broker did not answer on {url} in {timeout_seconds}s")
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the broker process has used so far (Linux; else 0)."""
+        if self._process is None:
+            return 0.0
+        try:
+            fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        # utime and stime are fields 14 and 15 of stat(5), in clock ticks.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         """Terminate the broker (all its data is lost)."""
