@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field
 
+import flows.columnar_validation as columnar_validation
 import flows.validation as validation
 from events.columnar import build_columnar_validator
 from events.common import EventBase
@@ -35,8 +36,8 @@ def columnar_rows(stream: StreamSchema, values: list[bytes]) -> int:
     """How many of ``values`` the columnar checks accepted; -1: Arrow refused the slice."""
     refused_slices: list[bool] = []
     to_pydantic: list[int] = []
-    columnar_slice = validation._columnar_slice
-    per_record = validation._validate_slice
+    columnar_slice = validation.validate_columnar
+    per_record = columnar_validation.validate_records
 
     def spy_slice(*args: Any, **kwargs: Any) -> Any:
         part = columnar_slice(*args, **kwargs)
@@ -47,13 +48,13 @@ def columnar_rows(stream: StreamSchema, values: list[bytes]) -> int:
         to_pydantic.append(len(args[2]))
         return per_record(*args, **kwargs)
 
-    validation._columnar_slice = spy_slice
-    validation._validate_slice = spy_records
+    setattr(validation, "validate_columnar", spy_slice)  # noqa: B010 - a spy, put back below
+    setattr(columnar_validation, "validate_records", spy_records)  # noqa: B010
     try:
         validate_batch(stream, batch_of(values))
     finally:
-        validation._columnar_slice = columnar_slice
-        validation._validate_slice = per_record
+        setattr(validation, "validate_columnar", columnar_slice)  # noqa: B010
+        setattr(columnar_validation, "validate_records", per_record)  # noqa: B010
     return -1 if any(refused_slices) else len(values) - sum(to_pydantic)
 
 
