@@ -1,8 +1,8 @@
 """The one pipeline builder behind every stream's flow.
 
-read Kafka (from the lake fence) -> key by partition -> batch (age or size)
--> validate, dedupe, dead-letter, commit to the lake exactly once (the sink,
-in a thread of its own, so reading goes on meanwhile).
+read Kafka (from the lake fence) and batch (age or size) in each source
+partition -> validate, dedupe, dead-letter, commit to the lake exactly once
+(the sink, in threads of its own, so reading goes on meanwhile).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from config.settings import KafkaSettings, StreamSettings, load_kafka_settings, 
 from connectors.kafka_source import LakeFencedKafkaSource
 from events.stream import StreamSchema
 from flows.batching import FlushPolicy
-from flows.records import ClosedBatch, RecordChunk, ValidatedBatch, partition_key
+from flows.batching_source import BatchingSource
+from flows.records import ClosedBatch, ValidatedBatch
 from flows.validation import validate_batch
 from sinks.delta_lake import DeltaLake
 from sinks.lake_sink import LakeSink
@@ -46,35 +47,28 @@ def build_flow(
         serve_metrics(settings.metrics_port)
     connection = kafka.librdkafka_config()
     flow = Dataflow(f"streambatch_{stream.name}")
-    chunks = op.input(
-        "read_kafka",
-        flow,
-        LakeFencedKafkaSource(
-            stream=stream.name,
-            consumer_config=connection,
-            topic=settings.topic,
-            read_fence=lake.fence,
-            stop_at_end=settings.stop_at_end,
-            # Per partition: a window being validated or committed while half
-            # of the next is read. More read-ahead measured barely faster and
-            # cost a window of memory per partition.
-            max_in_flight_bytes=3 * settings.window_bytes // 2,
-        ),
+    reader = LakeFencedKafkaSource(
+        stream=stream.name,
+        consumer_config=connection,
+        topic=settings.topic,
+        read_fence=lake.fence,
+        stop_at_end=settings.stop_at_end,
+        # Per partition: a window being validated or committed while half of
+        # the next is read. More read-ahead measured barely faster and cost a
+        # window of memory per partition.
+        max_in_flight_bytes=3 * settings.window_bytes // 2,
     )
-    keyed = op.key_on("key_by_partition", chunks, _chunk_key)
     policy = FlushPolicy(window=settings.window, max_bytes=settings.window_bytes)
-    closed = op.stateful_batch("batch", keyed, lambda _resume: policy.build(now))
+    # Each source partition closes its own batches (see flows.batching_source):
+    # a batch is validated and committed on the worker that read it.
+    closed = op.input("read_and_batch_kafka", flow, BatchingSource(reader, policy, now))
 
     def validate(batch: ClosedBatch) -> ValidatedBatch:
         return validate_batch(stream, batch, settings.max_record_bytes)
 
-    # The sink validates in its commit thread (see sinks.lake_sink).
+    # The sink validates and commits in threads of its own (see sinks.lake_sink).
     op.output("validate_commit_lake", closed, LakeSink(lake, settings, connection, validate))
     return flow
-
-
-def _chunk_key(chunk: RecordChunk) -> str:
-    return partition_key(chunk.topic, chunk.partition)
 
 
 def flow_from_environment(stream: StreamSchema) -> Dataflow:

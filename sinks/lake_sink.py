@@ -30,7 +30,7 @@ from config.settings import StreamSettings
 from connectors.dead_letters import DeadLetterWriter
 from flows.dedupe import DedupeIndex, digest_ids
 from flows.progress import COMMITTED
-from flows.records import BatchRange, ClosedBatch, ValidatedBatch
+from flows.records import BatchRange, ClosedBatch, ValidatedBatch, partition_key
 from sinks.delta_lake import BatchRecord, DeltaLake
 from streambatch.clock import Clock, utc_now
 from streambatch.metrics import (
@@ -209,7 +209,7 @@ def _log_fields(record: BatchRecord) -> dict[str, Any]:
     return fields
 
 
-class LakeSink(DynamicSink[tuple[str, ClosedBatch]]):
+class LakeSink(DynamicSink[ClosedBatch]):
     """Validates closed batches and commits them to the lake; holds settings only.
 
     Delivery guarantee: exactly once per Kafka offset range.
@@ -231,7 +231,7 @@ class LakeSink(DynamicSink[tuple[str, ClosedBatch]]):
         return _LakeSinkPartition(self._lake, self._settings, self._producer_config, self._validate)
 
 
-class _LakeSinkPartition(StatelessSinkPartition[tuple[str, ClosedBatch]]):
+class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
     """Validates, then commits, each in a thread of its own: a three-stage pipeline.
 
     While the source reads batch n+2, batch n+1 is validated and batch n
@@ -257,9 +257,7 @@ class _LakeSinkPartition(StatelessSinkPartition[tuple[str, ClosedBatch]]):
         self._validate = validate
         self._dead_letters = DeadLetterWriter(producer_config, settings.stream)
         self._committers: dict[str, PartitionCommitter] = {}
-        self._to_validate: queue.Queue[tuple[str, ClosedBatch] | None] = queue.Queue(
-            maxsize=_PENDING_BATCHES
-        )
+        self._to_validate: queue.Queue[ClosedBatch | None] = queue.Queue(maxsize=_PENDING_BATCHES)
         self._to_commit: queue.Queue[tuple[str, ValidatedBatch, npt.NDArray[np.uint64]] | None] = (
             queue.Queue(maxsize=_PENDING_BATCHES)
         )
@@ -271,7 +269,7 @@ class _LakeSinkPartition(StatelessSinkPartition[tuple[str, ClosedBatch]]):
         for thread in self._threads:
             thread.start()
 
-    def write_batch(self, items: list[tuple[str, ClosedBatch]]) -> None:
+    def write_batch(self, items: list[ClosedBatch]) -> None:
         for item in items:
             self._put(self._to_validate, item)
             self._raise_failure()
@@ -297,14 +295,14 @@ class _LakeSinkPartition(StatelessSinkPartition[tuple[str, ClosedBatch]]):
             raise self._failure
 
     def _validate_all(self) -> None:
-        while (item := self._to_validate.get()) is not None:
-            key, batch = item
+        while (batch := self._to_validate.get()) is not None:
+            key = partition_key(batch.records.topic, batch.records.partition)
             try:
                 validated = self._validate(batch)
             except BaseException as exc:
                 self._fail(exc, "validation")
                 break
-            del item, batch  # the raw records: freed before waiting for the committer
+            del batch  # the raw records: freed before waiting for the committer
             # Hashing the ids for dedupe here balances the two threads.
             id_digests = digest_ids(validated.table.column("event_id").to_pylist())
             self._put(self._to_commit, (key, validated, id_digests))
