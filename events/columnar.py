@@ -45,6 +45,8 @@ from pydantic import AwareDatetime, BaseModel, StringConstraints
 from pydantic.fields import FieldInfo
 
 from events.common import MONEY_PRECISION, MONEY_SCALE
+from events.model_shapes import UnsupportedModel as _Unsupported
+from events.model_shapes import length_bounds, require_money, union_members, unwrap
 
 __all__ = ["ColumnarValidator", "build_columnar_validator"]
 
@@ -66,12 +68,21 @@ def _int(value: int) -> pa.Scalar:
     return pa.scalar(value, type=pa.int64())
 
 
+def _bounds_check(minimum: int | None, maximum: int | None) -> RowCheck:
+    """Lengths within ``[minimum, maximum]`` (inclusive); a null length passes."""
+    lowest, highest = _int(minimum or 0), None if maximum is None else _int(maximum)
+
+    def check(lengths: pa.Array) -> pa.Array:
+        ok = pc.fill_null(pc.greater_equal(lengths, lowest), True)
+        if highest is not None:
+            ok = pc.and_(ok, pc.fill_null(pc.less_equal(lengths, highest), True))
+        return ok
+
+    return check
+
+
 RowCheck = Callable[[pa.Array], pa.Array]
 """Values of one column -> booleans without nulls (a null value passes)."""
-
-
-class _Unsupported(Exception):
-    """An annotation or setting this module does not translate."""
 
 
 @dataclass(frozen=True)
@@ -217,7 +228,7 @@ def _build(event_model: Any, event_schema: pa.Schema) -> ColumnarValidator:
     if EVENT_TYPE not in event_schema.names:
         raise _Unsupported("the schema needs an event_type column")
     timestamps: set[str] = set()
-    rules = [_model_rule(m, event_schema, timestamps) for m in _union_members(event_model)]
+    rules = [_model_rule(m, event_schema, timestamps) for m in union_members(event_model)]
     tags = [tag for rule in rules for tag in rule.tags]
     if len(set(tags)) != len(tags):
         raise _Unsupported("an event_type value owned by two models")
@@ -312,19 +323,6 @@ def _presence_masks(
     return model_of_tag, required_bits, allowed_bits
 
 
-def _union_members(event_model: Any) -> list[type[BaseModel]]:
-    if isinstance(event_model, type) and issubclass(event_model, BaseModel):
-        return [event_model]
-    if get_origin(event_model) is Annotated:
-        inner, *metadata = get_args(event_model)
-        if not any(getattr(m, "discriminator", None) == EVENT_TYPE for m in metadata):
-            raise _Unsupported("a union must be discriminated by event_type")
-        members = get_args(inner)
-        if all(isinstance(m, type) and issubclass(m, BaseModel) for m in members):
-            return list(members)
-    raise _Unsupported(f"event model {event_model!r}")
-
-
 def _require_plain_config(model: type[BaseModel]) -> None:
     """No setting that makes pydantic stricter or transforms values (Arrow would differ)."""
     config = model.model_config
@@ -362,16 +360,8 @@ def _allows_none(annotation: Any) -> bool:
 
 def _unwrap(annotation: Any, metadata: list[Any]) -> tuple[Any, list[Any]]:
     """The annotation without Annotated layers and ``| None``, with all its metadata."""
-    origin = get_origin(annotation)
-    if origin is Annotated:
-        inner, *extra = get_args(annotation)
-        return _unwrap(inner, [*extra, *metadata])
-    if origin in (Union, types.UnionType):
-        options = [a for a in get_args(annotation) if a is not type(None)]
-        if len(options) != 1:
-            raise _Unsupported(f"union {annotation!r}")
-        return _unwrap(options[0], metadata)
-    return annotation, metadata
+    inner, gathered, _ = unwrap(annotation, metadata)
+    return inner, gathered
 
 
 def _require_strict_timestamp(metadata: list[Any], arrow_type: pa.DataType) -> None:
@@ -421,32 +411,24 @@ def _literal_check(annotation: Any, metadata: list[Any], arrow_type: pa.DataType
 
 
 def _string_check(metadata: list[Any]) -> RowCheck | None:
-    minimum = maximum = pattern = None
-    for item in metadata:
-        if isinstance(item, StringConstraints):
-            if item.strip_whitespace or item.to_upper or item.to_lower or item.strict:
-                raise _Unsupported("string transformations or strictness")
-            minimum = item.min_length if item.min_length is not None else minimum
-            maximum = item.max_length if item.max_length is not None else maximum
-            pattern = item.pattern if item.pattern is not None else pattern
-        elif isinstance(item, annotated_types.MinLen):
-            minimum = item.min_length
-        elif isinstance(item, annotated_types.MaxLen):
-            maximum = item.max_length
-        else:
-            raise _Unsupported(f"string metadata {item!r}")
+    constraints = [item for item in metadata if isinstance(item, StringConstraints)]
+    minimum, maximum = length_bounds([i for i in metadata if not isinstance(i, StringConstraints)])
+    pattern = None
+    for item in constraints:
+        if item.strip_whitespace or item.to_upper or item.to_lower or item.strict:
+            raise _Unsupported("string transformations or strictness")
+        minimum = item.min_length if item.min_length is not None else minimum
+        maximum = item.max_length if item.max_length is not None else maximum
+        pattern = item.pattern if item.pattern is not None else pattern
     if minimum is None and maximum is None and pattern is None:
         return None
     if pattern is not None and not isinstance(pattern, str):
         raise _Unsupported("compiled patterns")
-    lowest, highest = _int(minimum or 0), None if maximum is None else _int(maximum)
+    lengths_hold = _bounds_check(minimum, maximum)
 
     def check(values: pa.Array) -> pa.Array:
         # pydantic counts characters (code points), as utf8_length does.
-        length = pc.utf8_length(values)
-        ok = pc.fill_null(pc.greater_equal(length, lowest), True)
-        if maximum is not None:
-            ok = pc.and_(ok, pc.fill_null(pc.less_equal(length, highest), True))
+        ok = lengths_hold(pc.utf8_length(values))
         if pattern is not None:
             # RE2 (Arrow) is at least as strict as pydantic's Rust regex here:
             # \d, \w and \s are ASCII-only in RE2, Unicode in Rust.
@@ -490,21 +472,7 @@ def _money_check(metadata: list[Any], arrow_type: pa.DataType) -> RowCheck:
     """
     if arrow_type != pa.decimal128(MONEY_PRECISION, MONEY_SCALE):
         raise _Unsupported("decimals must be stored as decimal128(18, 4)")
-    seen = {"ge": False, "digits": False}
-    for item in metadata:
-        if isinstance(item, annotated_types.Ge) and item.ge == 0:
-            seen["ge"] = True
-        elif getattr(item, "allow_inf_nan", None) is False:
-            continue
-        elif (
-            getattr(item, "max_digits", None) == MONEY_PRECISION
-            and getattr(item, "decimal_places", None) == MONEY_SCALE
-        ):
-            seen["digits"] = True
-        else:
-            raise _Unsupported(f"decimal metadata {item!r}")
-    if not all(seen.values()):
-        raise _Unsupported("decimals must be Money: ge=0, decimal(18, 4)")
+    require_money(metadata)
     zero = pa.scalar(Decimal(0), type=arrow_type)
     largest = Decimal(10) ** (MONEY_PRECISION - MONEY_SCALE) - Decimal(10) ** -MONEY_SCALE
     limit = pa.scalar(largest, type=arrow_type)  # 99999999999999.9999
@@ -524,21 +492,10 @@ def _list_check(annotation: Any, metadata: list[Any], arrow_type: pa.DataType) -
     if _allows_none(item_annotation):
         raise _Unsupported("list items that may be null")
     item_check = _check_for(item, item_metadata, arrow_type.value_type)
-    minimum, maximum = 0, None
-    for entry in metadata:
-        if isinstance(entry, annotated_types.MinLen):
-            minimum = entry.min_length
-        elif isinstance(entry, annotated_types.MaxLen):
-            maximum = entry.max_length
-        else:
-            raise _Unsupported(f"list metadata {entry!r}")
-    lowest, highest = _int(minimum), None if maximum is None else _int(maximum)
+    lengths_hold = _bounds_check(*length_bounds(metadata))
 
     def check(values: pa.Array) -> pa.Array:
-        length = pc.list_value_length(values)
-        ok = pc.fill_null(pc.greater_equal(length, lowest), True)
-        if maximum is not None:
-            ok = pc.and_(ok, pc.fill_null(pc.less_equal(length, highest), True))
+        ok = lengths_hold(pc.list_value_length(values))
         flat = pc.list_flatten(values)
         item_ok = pc.is_valid(flat)  # a null item is never a model
         if item_check is not None:

@@ -19,7 +19,6 @@ alone.
 
 from __future__ import annotations
 
-import types
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -30,17 +29,14 @@ import msgspec
 from pydantic import AwareDatetime, BaseModel, StringConstraints
 from pydantic.fields import FieldInfo
 
-from events.common import MONEY_PRECISION, MONEY_SCALE
+from events.model_shapes import UnsupportedModel as _Unsupported
+from events.model_shapes import length_bounds, require_money, union_members, unwrap
 
 __all__ = ["Prevalidator", "build_prevalidator"]
 
 
 # Built from metadata at run time: the stubs' overloads cannot follow, hence Any.
 _Meta: Any = msgspec.Meta
-
-
-class _Unsupported(Exception):
-    """An annotation this module does not translate (the fast path is skipped)."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +57,7 @@ class Prevalidator:
 def build_prevalidator(event_model: Any) -> Prevalidator | None:
     """A :class:`Prevalidator` for a model or a union discriminated by ``event_type``."""
     try:
-        members = _union_members(event_model)
+        members = union_members(event_model)
         if len(members) == 1:
             return Prevalidator(msgspec.json.Decoder(_struct_for(members[0], tag=None)))
         structs = tuple(
@@ -71,19 +67,6 @@ def build_prevalidator(event_model: Any) -> Prevalidator | None:
         return Prevalidator(msgspec.json.Decoder(Union[structs]))  # noqa: UP007 - runtime union
     except _Unsupported:
         return None
-
-
-def _union_members(event_model: Any) -> list[type[BaseModel]]:
-    if isinstance(event_model, type) and issubclass(event_model, BaseModel):
-        return [event_model]
-    if get_origin(event_model) is Annotated:
-        inner, *metadata = get_args(event_model)
-        if not any(getattr(m, "discriminator", None) == "event_type" for m in metadata):
-            raise _Unsupported("a union must be discriminated by event_type")
-        members = get_args(inner)
-        if all(isinstance(m, type) and issubclass(m, BaseModel) for m in members):
-            return list(members)
-    raise _Unsupported(f"event model {event_model!r}")
 
 
 def _single_literal(info: FieldInfo) -> str:
@@ -118,15 +101,10 @@ def _struct_for(model: type[BaseModel], tag: str | None) -> Any:
 
 def _translate(annotation: Any, metadata: list[Any]) -> Any:
     """The msgspec type for one pydantic annotation plus its metadata."""
+    annotation, metadata, nullable = unwrap(annotation, metadata)
+    if nullable:
+        return _translate(annotation, metadata) | None
     origin = get_origin(annotation)
-    if origin is Annotated:
-        inner, *extra = get_args(annotation)
-        return _translate(inner, [*extra, *metadata])
-    if origin in (Union, types.UnionType):
-        options = [a for a in get_args(annotation) if a is not type(None)]
-        if len(options) != 1 or len(get_args(annotation)) != 2:
-            raise _Unsupported(f"union {annotation!r}")
-        return _translate(options[0], metadata) | None
     if origin is Literal:
         return annotation
     if annotation is str:
@@ -134,7 +112,7 @@ def _translate(annotation: Any, metadata: list[Any]) -> Any:
     if annotation is int:
         return Annotated[int, _Meta(**_bounds(metadata))]
     if annotation is Decimal:
-        _require_money(metadata)
+        require_money(metadata)
         return Decimal
     if annotation is AwareDatetime:
         # Strict, plus the UTC-range check that the fast path does on the Arrow column.
@@ -192,35 +170,6 @@ def _bounds(metadata: list[Any]) -> dict[str, Any]:
 
 
 def _lengths(metadata: list[Any]) -> dict[str, int]:
-    lengths: dict[str, int] = {}
-    for item in metadata:
-        if isinstance(item, annotated_types.MinLen):
-            lengths["min_length"] = item.min_length
-        elif isinstance(item, annotated_types.MaxLen):
-            lengths["max_length"] = item.max_length
-        else:
-            raise _Unsupported(f"length metadata {item!r}")
-    return lengths
-
-
-def _require_money(metadata: list[Any]) -> None:
-    """Only the project's Money type: ``ge=0`` and ``decimal(18, 4)`` limits.
-
-    The Arrow column then has exactly that type, and the fast path checks
-    ``0 <= value < 10**14`` on it (Arrow refuses extra places by itself).
-    """
-    seen = {"ge": False, "digits": False}
-    for item in metadata:
-        if isinstance(item, annotated_types.Ge) and item.ge == 0:
-            seen["ge"] = True
-        elif getattr(item, "allow_inf_nan", None) is False:
-            continue
-        elif (
-            getattr(item, "max_digits", None) == MONEY_PRECISION
-            and getattr(item, "decimal_places", None) == MONEY_SCALE
-        ):
-            seen["digits"] = True
-        else:
-            raise _Unsupported(f"decimal metadata {item!r}")
-    if not all(seen.values()):
-        raise _Unsupported("decimals must be Money: ge=0, decimal(18, 4)")
+    minimum, maximum = length_bounds(metadata)
+    lengths = {"min_length": minimum, "max_length": maximum}
+    return {key: value for key, value in lengths.items() if value is not None}
