@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import cast
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -84,7 +85,12 @@ class LakeFencedKafkaSource(FixedPartitionedSource[RecordChunk, None]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _FencedPartition:
         topic, _, partition = for_part.rpartition("/")
-        return _FencedPartition(self, topic, int(partition), len(self.list_parts()))
+        return _FencedPartition(self, topic, int(partition), self._partition_count)
+
+    @cached_property
+    def _partition_count(self) -> int:
+        """Partitions of the topic (each gets its share of ``prefetch_bytes``); asked once."""
+        return len(self.list_parts())
 
 
 def _prefetch_kbytes(total_bytes: int, partitions: int) -> int:

@@ -45,12 +45,11 @@ from pydantic import AwareDatetime, BaseModel, StringConstraints
 from pydantic.fields import FieldInfo
 
 from events.common import MONEY_PRECISION, MONEY_SCALE
+from events.model_shapes import EVENT_TYPE, length_bounds, require_money, union_members, unwrap
 from events.model_shapes import UnsupportedModel as _Unsupported
-from events.model_shapes import length_bounds, require_money, union_members, unwrap
 
 __all__ = ["ColumnarValidator", "build_columnar_validator"]
 
-EVENT_TYPE = "event_type"
 
 # One RFC 3339 form, a subset of what pydantic's strict datetime accepts: upper-case
 # T and Z, at most microseconds, an offset with a colon under 24 hours.

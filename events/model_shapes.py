@@ -16,7 +16,14 @@ from pydantic import BaseModel
 
 from events.common import MONEY_PRECISION, MONEY_SCALE
 
-__all__ = ["UnsupportedModel", "length_bounds", "require_money", "union_members", "unwrap"]
+__all__ = [
+    "EVENT_TYPE",
+    "UnsupportedModel",
+    "length_bounds",
+    "require_money",
+    "union_members",
+    "unwrap",
+]
 
 EVENT_TYPE = "event_type"
 

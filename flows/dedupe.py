@@ -207,16 +207,17 @@ class DedupeIndex:
         event_ids: Sequence[str],
         occurred_at_us: Sequence[int] | _I64,
         value_digests: Sequence[int] | _I64,
-        *,
-        digests: npt.NDArray[np.uint64] | None = None,
     ) -> None:
-        """Add committed ids; forget those older than the horizon.
+        """Add committed ids; forget those older than the horizon."""
+        self.remember_digests(digest_ids(event_ids), occurred_at_us, value_digests)
 
-        ``digests``: the ids' digests from :meth:`check` (row for row), to skip
-        hashing them again; ``event_ids`` is then not read.
-        """
-        if digests is None:
-            digests = digest_ids(event_ids)
+    def remember_digests(
+        self,
+        digests: npt.NDArray[np.uint64],
+        occurred_at_us: Sequence[int] | _I64,
+        value_digests: Sequence[int] | _I64,
+    ) -> None:
+        """:meth:`remember` for ids already hashed by :func:`digest_ids` (row for row)."""
         if not len(digests):
             return
         times = np.asarray(occurred_at_us, dtype=np.int64)

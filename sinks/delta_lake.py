@@ -258,7 +258,7 @@ class DeltaLake:
         """One zstd Parquet file per hive partition of ``table``, not yet committed.
 
         One after the other: encoding two at a time measured slower, the
-        validation thread and the broker already use the second core.
+        validation thread already uses the second core.
         """
         if table.num_rows == 0:
             return []
@@ -267,41 +267,11 @@ class DeltaLake:
         )
         data_columns = [n for n in table.column_names if n not in PARTITION_COLUMNS.names]
         dictionary = _dictionary_columns(table.select(data_columns))
+        root = ensure_inside(self._lake_dir, self.table_path)
         return [
-            self._write_file(key, part, data_columns, dictionary)
+            _write_file(root, key, part.select(data_columns), part, dictionary)
             for key, part in _partitions(table, keys)
         ]
-
-    def _write_file(
-        self, key: str, part: pa.Table, data_columns: list[str], dictionary: list[str]
-    ) -> AddAction:
-        event_date, event_hour = key.split("/")
-        # Partition values come from validated timestamps; checked anyway.
-        if not (_DATE.fullmatch(event_date) and _HOUR.fullmatch(event_hour)):
-            raise LakeError(f"refusing partition value {key!r}")
-        root = ensure_inside(self._lake_dir, self.table_path)
-        relative = (
-            f"event_date={event_date}/event_hour={event_hour}/part-{uuid.uuid4()}.zstd.parquet"
-        )
-        path = ensure_inside(root, root / relative)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        written: list[pq.FileMetaData] = []
-        pq.write_table(
-            part.select(data_columns),
-            path,
-            compression="zstd",
-            use_dictionary=dictionary,
-            write_statistics=True,
-            metadata_collector=written,
-        )
-        return AddAction(
-            path=relative,
-            size=path.stat().st_size,
-            partition_values={"event_date": event_date, "event_hour": event_hour},
-            modification_time=int(time.time() * 1000),
-            data_change=True,
-            stats=_file_stats(part, written[0]),
-        )
 
     def _version_of(self, record: BatchRecord, likely: int) -> int:
         """The log version of our commit (other partitions may have committed since).
@@ -397,6 +367,39 @@ class DeltaLake:
             & (pc.field("occurred_at") >= pa.scalar(since_us, pa.timestamp("us", tz="UTC")))
         )
         return dataset.to_table(columns=columns, filter=expression)
+
+
+def _write_file(
+    root: Path, key: str, data: pa.Table, part: pa.Table, dictionary: list[str]
+) -> AddAction:
+    """One partition's Parquet file (``data``: its columns in the file) and its add action.
+
+    ``part`` still has the partition columns, for the file statistics.
+    """
+    event_date, event_hour = key.split("/")
+    # Partition values come from validated timestamps; checked anyway.
+    if not (_DATE.fullmatch(event_date) and _HOUR.fullmatch(event_hour)):
+        raise LakeError(f"refusing partition value {key!r}")
+    relative = f"event_date={event_date}/event_hour={event_hour}/part-{uuid.uuid4()}.zstd.parquet"
+    path = ensure_inside(root, root / relative)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written: list[pq.FileMetaData] = []
+    pq.write_table(
+        data,
+        path,
+        compression="zstd",
+        use_dictionary=dictionary,
+        write_statistics=True,
+        metadata_collector=written,
+    )
+    return AddAction(
+        path=relative,
+        size=path.stat().st_size,
+        partition_values={"event_date": event_date, "event_hour": event_hour},
+        modification_time=int(time.time() * 1000),
+        data_change=True,
+        stats=_file_stats(part, written[0]),
+    )
 
 
 def _parquet_bounds(written: pq.FileMetaData) -> dict[str, tuple[Any, Any] | None]:

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 # Closed batches waiting for the commit thread (the one in hand not counted).
 _PENDING_BATCHES = 1
 Validator = Callable[[ClosedBatch], ValidatedBatch]
+_Int64s = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +153,7 @@ class PartitionCommitter:
             lake_version=-1,
         )
         committed = self.lake.commit(table, record)
-        _, occurred_us, values = _dedupe_keys(table, with_ids=False)
-        self.index.remember([], occurred_us, values, digests=kept_digests)
+        self.index.remember_digests(kept_digests, *_times_and_values(table))
         self.fence = batch.next_offset
         COMMITTED.publish(self.topic, self.partition, self.fence)
         _observe(committed, time.monotonic() - started)
@@ -161,19 +161,21 @@ class PartitionCommitter:
         return CommitOutcome(committed, skipped)
 
 
-def _dedupe_keys(
-    table: pa.Table, *, with_ids: bool = True
-) -> tuple[list[str], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Event ids (unless ``with_ids`` is False), event times (us) and value digests."""
+def _dedupe_keys(table: pa.Table) -> tuple[list[str], _Int64s, _Int64s]:
+    """Event ids, event times (us) and value digests of ``table``, row for row."""
+    return (table.column("event_id").to_pylist(), *_times_and_values(table))
+
+
+def _times_and_values(table: pa.Table) -> tuple[_Int64s, _Int64s]:
+    """Event times (us) and value digests of ``table``, row for row."""
     return (
-        table.column("event_id").to_pylist() if with_ids else [],
         _int64s(table.column("occurred_at").cast(pa.int64())),
         _int64s(table.column("_value_digest")),
     )
 
 
-def _int64s(column: pa.ChunkedArray) -> npt.NDArray[np.int64]:
-    values: npt.NDArray[np.int64] = column.to_numpy().astype(np.int64, copy=False)
+def _int64s(column: pa.ChunkedArray) -> _Int64s:
+    values: _Int64s = column.to_numpy().astype(np.int64, copy=False)
     return values
 
 
@@ -258,7 +260,7 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
         self._dead_letters = DeadLetterWriter(producer_config, settings.stream)
         self._committers: dict[str, PartitionCommitter] = {}
         self._to_validate: queue.Queue[ClosedBatch | None] = queue.Queue(maxsize=_PENDING_BATCHES)
-        self._to_commit: queue.Queue[tuple[str, ValidatedBatch, npt.NDArray[np.uint64]] | None] = (
+        self._to_commit: queue.Queue[tuple[ValidatedBatch, npt.NDArray[np.uint64]] | None] = (
             queue.Queue(maxsize=_PENDING_BATCHES)
         )
         self._failure: BaseException | None = None
@@ -296,7 +298,6 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
 
     def _validate_all(self) -> None:
         while (batch := self._to_validate.get()) is not None:
-            key = partition_key(batch.records.topic, batch.records.partition)
             try:
                 validated = self._validate(batch)
             except BaseException as exc:
@@ -305,15 +306,15 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
             del batch  # the raw records: freed before waiting for the committer
             # Hashing the ids for dedupe here balances the two threads.
             id_digests = digest_ids(validated.table.column("event_id").to_pylist())
-            self._put(self._to_commit, (key, validated, id_digests))
+            self._put(self._to_commit, (validated, id_digests))
             del validated, id_digests
         self._put(self._to_commit, None)
 
     def _commit_all(self) -> None:
         while (item := self._to_commit.get()) is not None:
-            key, validated, id_digests = item
+            validated, id_digests = item
             try:
-                self._committer(key, validated.batch).commit(validated, id_digests)
+                self._committer(validated.batch).commit(validated, id_digests)
             except BaseException as exc:
                 self._fail(exc, "commit")
                 return
@@ -323,7 +324,8 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
         if self._failure is None:
             self._failure = exc
 
-    def _committer(self, key: str, batch: BatchRange) -> PartitionCommitter:
+    def _committer(self, batch: BatchRange) -> PartitionCommitter:
+        key = partition_key(batch.topic, batch.partition)
         committer = self._committers.get(key)
         if committer is None:
             committer = PartitionCommitter(
