@@ -18,11 +18,13 @@ duplicate whose value differs from the first one's is also a *conflict*
 
 from __future__ import annotations
 
+import functools
 import itertools
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +36,7 @@ _I64 = npt.NDArray[np.int64]
 BYTES_PER_ID = 32
 # Lookups cost one binary search per run: never more runs than this.
 _MAX_RUNS = 32
+_EMPTY = np.empty(0, dtype=np.uint64)  # what a merged-away run keeps
 
 
 def digest_ids(event_ids: Sequence[str]) -> npt.NDArray[np.uint64]:
@@ -90,14 +93,18 @@ class _Run:
     """A sorted run of digests (by high word) with event times and value digests."""
 
     __slots__ = ("high", "low", "newest_us", "oldest_us", "times", "values")
+    COLUMNS = ("high", "low", "times", "values")
 
     def __init__(self, high: _U64, low: _U64, times: _I64, values: _I64) -> None:
-        order = np.argsort(high, kind="stable")
-        self.high = high[order]
-        self.low = low[order]
-        self.times = times[order]
-        self.values = values[order]
+        """A run of arrays already sorted by ``high`` (see :meth:`sorting`)."""
+        self.high, self.low, self.times, self.values = high, low, times, values
         self._bounds()
+
+    @classmethod
+    def sorting(cls, high: _U64, low: _U64, times: _I64, values: _I64) -> _Run:
+        """A run of unsorted arrays, sorted by ``high`` (stable: equal words keep their order)."""
+        order = np.argsort(high, kind="stable")
+        return cls(high[order], low[order], times[order], values[order])
 
     def _bounds(self) -> None:
         empty = self.times.size == 0
@@ -222,7 +229,7 @@ class DedupeIndex:
             return
         times = np.asarray(occurred_at_us, dtype=np.int64)
         values = np.asarray(value_digests, dtype=np.int64)
-        self._runs.append(_Run(digests[:, 0].copy(), digests[:, 1].copy(), times, values))
+        self._runs.append(_Run.sorting(digests[:, 0], digests[:, 1], times, values))
         newest = int(times.max())
         if self._watermark_us is None or newest > self._watermark_us:
             self._watermark_us = newest
@@ -246,9 +253,10 @@ class DedupeIndex:
         while len(self._runs) >= 2 and 2 * len(self._runs[-1]) >= len(self._runs[-2]):
             newer = self._runs.pop()
             older = self._runs.pop()
-            self._runs.append(_merge([older, newer], cutoff))
+            self._runs.append(_merge(older, newer, cutoff))
         if len(self._runs) > _MAX_RUNS:  # only with very uneven batch sizes
-            self._runs = [_merge(self._runs, cutoff)]
+            runs, self._runs = self._runs, []
+            self._runs = [functools.reduce(lambda a, b: _merge(a, b, cutoff), runs)]
 
     def _cutoff_us(self) -> int:
         if self._watermark_us is None:
@@ -256,11 +264,37 @@ class DedupeIndex:
         return self._watermark_us - self._horizon_us
 
 
-def _merge(runs: Sequence[_Run], cutoff_us: int) -> _Run:
-    """One run with the live ids of ``runs``."""
-    high = np.concatenate([run.high for run in runs])
-    low = np.concatenate([run.low for run in runs])
-    times = np.concatenate([run.times for run in runs])
-    values = np.concatenate([run.values for run in runs])
-    live = times >= cutoff_us
-    return _Run(high[live], low[live], times[live], values[live])
+def _merge(older: _Run, newer: _Run, cutoff_us: int) -> _Run:
+    """One run with the live ids of two sorted runs, in linear time; consumes both.
+
+    Equal high words keep ``older``'s entries first, as a stable sort of the
+    two runs end to end would. Each input array is released as soon as its
+    merged column is built, so a merge holds about 1.3 times the ids of the
+    two runs (a concatenation and a sort held 3.5 times: 80 MiB over the index
+    of a million ids, at the flow's memory peak).
+    """
+    older, newer = _live(older, cutoff_us), _live(newer, cutoff_us)
+    total = len(older) + len(newer)
+    # Where each of newer's ids lands: after every older id with a high word
+    # at most its own.
+    into = np.searchsorted(older.high, newer.high, side="right")
+    into += np.arange(len(newer), dtype=into.dtype)
+    from_older = np.ones(total, dtype=bool)
+    from_older[into] = False
+    merged: list[npt.NDArray[Any]] = []
+    for name in _Run.COLUMNS:
+        column = np.empty(total, dtype=getattr(older, name).dtype)
+        column[into] = getattr(newer, name)
+        column[from_older] = getattr(older, name)
+        setattr(older, name, _EMPTY)
+        setattr(newer, name, _EMPTY)
+        merged.append(column)
+    return _Run(*merged)
+
+
+def _live(run: _Run, cutoff_us: int) -> _Run:
+    """``run`` without its ids older than ``cutoff_us`` (itself when all are live)."""
+    if run.oldest_us >= cutoff_us:
+        return run
+    live = run.times >= cutoff_us
+    return _Run(run.high[live], run.low[live], run.times[live], run.values[live])

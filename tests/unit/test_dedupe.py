@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from datetime import timedelta
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.dedupe import BYTES_PER_ID, DedupeIndex, digest_ids
+from flows.dedupe import BYTES_PER_ID, DedupeIndex, _merge, _Run, digest_ids
 
 HOUR_US = 3600 * 1_000_000
 
@@ -140,3 +142,56 @@ def test_ids_sharing_only_the_high_word_stay_apart() -> None:
     digests[1, 0] = digests[0, 0]  # same high word as "x", other low word
     result = index.check_digests(digests, [1, 2, 1])
     assert result.keep == [True, True, False]
+
+
+def _run_of(rows: list[tuple[int, int, int]]) -> _Run:
+    """A run of (high word, time, value) rows; low words number the rows (to tell them apart)."""
+    high = np.array([row[0] for row in rows], dtype=np.uint64)
+    low = np.arange(len(rows), dtype=np.uint64) + np.uint64(1000 * len(rows))
+    times = np.array([row[1] for row in rows], dtype=np.int64)
+    values = np.array([row[2] for row in rows], dtype=np.int64)
+    return _Run.sorting(high, low, times, values)
+
+
+_rows = st.lists(st.tuples(st.integers(0, 5), st.integers(0, 9), st.integers(-3, 3)), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(older=_rows, newer=_rows, cutoff=st.integers(-1, 10))
+def test_merge_equals_a_stable_sort_of_the_live_rows(
+    older: list[tuple[int, int, int]], newer: list[tuple[int, int, int]], cutoff: int
+) -> None:
+    """The linear merge gives what sorting both runs end to end gives, older first
+    among equal high words, without the ids older than the cutoff."""
+    a, b = _run_of(older), _run_of(newer)
+    columns = {name: np.concatenate([getattr(a, name), getattr(b, name)]) for name in _Run.COLUMNS}
+    live = columns["times"] >= cutoff
+    expected = _Run.sorting(*(columns[name][live] for name in _Run.COLUMNS))
+    merged = _merge(a, b, cutoff)
+    for name in _Run.COLUMNS:
+        assert getattr(merged, name).tolist() == getattr(expected, name).tolist(), name
+    assert len(merged) == int(live.sum())
+
+
+def test_merging_holds_little_more_than_the_merged_ids() -> None:
+    """Merging two runs of 500,000 ids allocates about the merged run plus a
+    position per newer id: not a copy of everything plus a sort order."""
+    size = 500_000
+    rng = np.random.default_rng(7)
+
+    def random_run() -> _Run:
+        words = rng.integers(0, 2**63, size=(size, 2), dtype=np.int64).view(np.uint64)
+        times = np.zeros(size, dtype=np.int64)
+        return _Run.sorting(words[:, 0], words[:, 1], times, times.copy())
+
+    older, newer = random_run(), random_run()
+    tracemalloc.start()
+    try:
+        merged = _merge(older, newer, cutoff_us=0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert merged.nbytes == 2 * size * BYTES_PER_ID
+    assert bool((np.diff(merged.high.astype(np.float64)) >= 0).all())
+    # The merged run (32 MB) plus one bool per id and one position per newer id.
+    assert peak <= merged.nbytes + 2 * size + 8 * size + 1_000_000
