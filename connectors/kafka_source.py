@@ -184,20 +184,21 @@ class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
         # the pause, thousands per call set off full collections of the heap.
         with gc_paused():
             messages = self._consumer.consume(self._batch_size, 0.01)
-            records = [message for message in messages if message.error() is None]
-            if len(records) != len(messages):
+            if any(map(Message.error, messages)):
                 self._handle_errors(messages)
-            # Offsets and headers of a fetched record are always set; the stubs
-            # also describe produced messages, hence the casts.
+                messages = [message for message in messages if message.error() is None]
+            # C-level maps over the methods: no bytecode per record. Offsets and
+            # headers of a fetched record are always set; the stubs also
+            # describe produced messages, hence the casts.
             chunk = RecordChunk(
                 self._topic,
                 self._partition,
-                cast(list[int], [message.offset() for message in records]),
-                [message.key() for message in records],
-                [message.value() for message in records],
-                cast(list[Headers], [message.headers() for message in records]),
+                cast(list[int], list(map(Message.offset, messages))),
+                list(map(Message.key, messages)),
+                list(map(Message.value, messages)),
+                cast(list[Headers], list(map(Message.headers, messages))),
             )
-            del messages, records
+            del messages
         self._idle = not chunk.offsets
         if not chunk.offsets:
             return []

@@ -6,7 +6,10 @@ pydantic one by one (``flows.record_validation``).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -37,30 +40,25 @@ def validate_columnar(
     Arrow refuses the slice as a whole (an unknown field, invalid UTF-8, a
     JSON type Arrow will not convert): the caller then takes the per-record
     fast path. Rows are aligned by construction: each line handed to Arrow
-    starts with ``{`` and has no line break, so it yields at least one row, and
-    the row count must equal the line count.
+    starts with ``{``, so it yields at least one row (or an error), and the row
+    count must equal the line count.
     """
     assert stream.columnar is not None
     records = batch.records
     values = records.values[start:stop]
-    lines = _arrow_lines(values, max_record_bytes)
-    if lines is None or not lines.values:
-        return None
-    largest = max(map(len, lines.values))
-    try:
-        table = pj.read_json(
-            io.BytesIO(lines.joined),
-            read_options=pj.ReadOptions(block_size=max(1 << 20, 2 * largest + 2)),
-            parse_options=stream.columnar.parse_options,
-        )
-        # The reader does not check UTF-8; a string column with invalid bytes
-        # fails here and the per-record path names the record.
-        table.validate(full=True)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    if table.num_rows != len(lines.values):
-        return None
-    may_hold_nulls = b"null" in lines.joined
+    # Every record as one line first; when Arrow disagrees about the lines (a
+    # record with a line break inside), only the records that can be lines.
+    lines = _all_lines(values, max_record_bytes)
+    table = _parse(stream, lines) if lines is not None else None
+    if table is None:
+        lines = _eligible_lines(values, max_record_bytes)
+        if lines is None or not lines.values:
+            return None
+        table = _parse(stream, lines)
+        if table is None:
+            return None
+    assert lines is not None
+    may_hold_nulls = _contains(lines.joined, b"null")
     text = lines.text() if may_hold_nulls else _NO_TEXT
     lines.joined = b""  # parsed: free the copy now (a window's worth) unless text holds it
     accepted_rows, columns = stream.columnar.check(
@@ -95,28 +93,63 @@ class _ArrowLines:
     joined: bytes
     _offsets: npt.NDArray[np.int64]
 
+    def largest(self) -> int:
+        """Bytes of the longest line (its line break included)."""
+        return int(np.diff(self._offsets).max()) if len(self.values) else 0
+
     def text(self) -> pa.Array:
         """Each line as a string (with its line break), sharing ``joined``'s memory."""
         buffers = [None, pa.py_buffer(self._offsets), pa.py_buffer(self.joined)]
         return pa.Array.from_buffers(pa.large_string(), len(self.values), buffers)
 
 
-def _arrow_lines(values: list[bytes | None], max_record_bytes: int) -> _ArrowLines | None:
-    """The records of ``values`` that can be one line each: a value, starting with
-    ``{``, without CR or LF, within the size limit. None when UTF-8 is invalid."""
+def _parse(stream: StreamSchema, lines: _ArrowLines) -> pa.Table | None:
+    """Arrow's table of ``lines``: None if Arrow refuses them or finds another row count.
+
+    Each line starts with ``{``, so it yields at least one row or an error;
+    as many rows as lines means one row per line.
+    """
+    assert stream.columnar is not None
+    try:
+        table = pj.read_json(
+            io.BytesIO(lines.joined),
+            read_options=pj.ReadOptions(block_size=max(1 << 20, 2 * lines.largest() + 2)),
+            parse_options=stream.columnar.parse_options,
+        )
+        # The reader does not check UTF-8; a string column with invalid bytes
+        # fails here and the per-record path names the record.
+        table.validate(full=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    return table if table.num_rows == len(lines.values) else None
+
+
+def _all_lines(values: list[bytes | None], max_record_bytes: int) -> _ArrowLines | None:
+    """Every record as one line, if each is a value starting with ``{``, without
+    CR and within the size limit; else None.
+
+    A record with a line break inside is not looked for (a scan of the whole
+    window under the GIL): Arrow then reads more lines than records, or fails,
+    and :func:`_parse` says so. A record that is an object followed by blank
+    lines reads as one row, as pydantic reads it.
+    """
     count = len(values)
-    if count and None not in values:
-        clean = cast(list[bytes], values)
-        joined = b"\n".join(clean)
-        # Every line break is a separator; then each line must start with "{".
-        if (
-            joined.count(b"\n") == count - 1
-            and b"\r" not in joined
-            and max(map(len, clean)) <= max_record_bytes
-        ):
-            every = _lines(np.arange(count), clean, joined)
-            if pc.all(pc.starts_with(every.text(), "{")).as_py():
-                return every
+    if not count or None in values:
+        return None
+    clean = cast(list[bytes], values)
+    sizes = np.fromiter(map(len, clean), dtype=np.int64, count=count)
+    if int(sizes.max()) > max_record_bytes:
+        return None
+    joined = b"\n".join(clean)
+    if b"\r" in joined:
+        return None
+    every = _lines(np.arange(count), clean, joined, sizes)
+    return every if pc.all(pc.starts_with(every.text(), "{")).as_py() else None
+
+
+def _eligible_lines(values: list[bytes | None], max_record_bytes: int) -> _ArrowLines | None:
+    """The records that can be one line each: a value, starting with ``{``,
+    without CR or LF, within the size limit. None when UTF-8 is invalid."""
     raw = pa.array(values, type=pa.binary())
     try:
         text = raw.cast(pa.string())
@@ -130,11 +163,42 @@ def _arrow_lines(values: list[bytes | None], max_record_bytes: int) -> _ArrowLin
     positions = np.flatnonzero(pc.fill_null(eligible, False).to_numpy(zero_copy_only=False))
     # Eligible values are never None (they start with "{").
     lines = cast(list[bytes], [values[p] for p in positions.tolist()])
-    return _lines(positions, lines, b"\n".join(lines))
+    sizes = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
+    return _lines(positions, lines, b"\n".join(lines), sizes)
 
 
-def _lines(positions: npt.NDArray[np.intp], values: list[bytes], joined: bytes) -> _ArrowLines:
+def _lines(
+    positions: npt.NDArray[np.intp],
+    values: list[bytes],
+    joined: bytes,
+    sizes: npt.NDArray[np.int64],
+) -> _ArrowLines:
     offsets = np.zeros(len(values) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=len(values)) + 1, out=offsets[1:])
+    np.cumsum(sizes + 1, out=offsets[1:])
     offsets[-1] = len(joined)  # the last line has no line break
     return _ArrowLines(positions, values, joined, offsets)
+
+
+def _find_in_memory() -> Callable[[bytes, int, bytes, int], int | None] | None:
+    """libc's ``memmem``, called without the GIL (ctypes releases it); None without it."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        memmem = ctypes.CDLL(name).memmem
+    except (OSError, AttributeError):
+        return None
+    memmem.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]
+    memmem.restype = ctypes.c_void_p
+    return cast(Callable[[bytes, int, bytes, int], int | None], memmem)
+
+
+_MEMMEM = _find_in_memory()
+
+
+def _contains(haystack: bytes, needle: bytes) -> bool:
+    """``needle in haystack``, for a window of text: 2.5 times faster and without
+    holding the GIL (the other stages' threads run meanwhile)."""
+    if _MEMMEM is None or not needle:
+        return needle in haystack
+    return _MEMMEM(haystack, len(haystack), needle, len(needle)) is not None

@@ -15,7 +15,9 @@ import time
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
-from itertools import accumulate
+
+import numpy as np
+import numpy.typing as npt
 
 __all__ = ["COMMITTED", "CommitBoard", "InFlightLimiter"]
 
@@ -68,8 +70,9 @@ class InFlightLimiter:
         self._read_lake_fence = read_lake_fence
         self._board = board
         self._lake_poll_seconds = lake_poll_seconds
-        # Per chunk read: its offsets and the running byte total after each record.
-        self._chunks: deque[tuple[list[int], list[int]]] = deque()
+        # Per chunk read: its offsets and the running byte total after each record
+        # (an array: no Python int per record in flight).
+        self._chunks: deque[tuple[list[int], npt.NDArray[np.int64]]] = deque()
         self._uncommitted_bytes = 0
         self._lake_fence: int | None = None
         self._lake_polled_at = 0.0
@@ -77,8 +80,9 @@ class InFlightLimiter:
     def record_read(self, offsets: list[int], sizes: list[int]) -> None:
         """A chunk of records (ascending offsets, their byte sizes) was read."""
         if offsets:
-            self._chunks.append((offsets, list(accumulate(sizes))))
-            self._uncommitted_bytes += sum(sizes)
+            running = np.cumsum(sizes, dtype=np.int64)
+            self._chunks.append((offsets, running))
+            self._uncommitted_bytes += int(running[-1])
 
     def in_flight_bytes(self) -> int:
         """Bytes read past the committed fence."""
@@ -90,11 +94,11 @@ class InFlightLimiter:
             committed = bisect_left(offsets, fence)  # records below the fence
             if committed == len(offsets):
                 self._chunks.popleft()
-                self._uncommitted_bytes -= running[-1]
+                self._uncommitted_bytes -= int(running[-1])
                 continue
             # The fence is inside this chunk: drop the committed head.
-            head = running[committed - 1]
-            self._chunks[0] = (offsets[committed:], [r - head for r in running[committed:]])
+            head = int(running[committed - 1])
+            self._chunks[0] = (offsets[committed:], running[committed:] - head)
             self._uncommitted_bytes -= head
             break
         return self._uncommitted_bytes

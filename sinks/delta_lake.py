@@ -29,7 +29,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction
 from deltalake.transaction import AddAction, RemoveAction
 
 from events.stream import PARTITION_COLUMNS, StreamSchema
-from sinks.delta_log import commit_info, recent_commits
+from sinks.delta_log import commits_from, recent_commits
 from streambatch.errors import LakeError, TransientError
 from streambatch.failpoints import failpoint
 
@@ -44,6 +44,7 @@ __all__ = [
 BATCHES_TABLE = "batches"
 _BATCH_METADATA_KEY = "streambatch.batch"
 _COMMIT_ATTEMPTS = 8
+_VERSION_SEARCH = 64  # versions read to find our commit after delta-rs retried
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _HOUR = re.compile(r"\d{2}")
 
@@ -278,15 +279,17 @@ class DeltaLake:
 
         ``likely``: the version after the one our commit started from, which is
         ours unless delta-rs retried past other writers; checked, never trusted.
+        Our commit is at or after it, so the search reads forwards from there
+        (with other processes committing, a search from the newest version
+        down loaded the table, which replays the log, on most commits).
         """
         text = record.to_json()
-        info = commit_info(self.table_path, likely)
-        if info is not None and info.get(_BATCH_METADATA_KEY) == text:
-            return likely
-        for version, commit in recent_commits(self.table_path, 64):
+        for version, commit in commits_from(self.table_path, likely, _VERSION_SEARCH):
             if commit.get(_BATCH_METADATA_KEY) == text:
                 return version
-        raise LakeError(f"{self.table_path}: our commit is not in the last 64 versions")
+        raise LakeError(
+            f"{self.table_path}: our commit is not in the {_VERSION_SEARCH} versions from {likely}"
+        )
 
     def _append(self, path: Path, table: pa.Table, properties: CommitProperties) -> None:
         """Append ``table`` (unpartitioned) to the Delta table at ``path`` in one commit.

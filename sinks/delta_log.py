@@ -17,7 +17,7 @@ from typing import Any
 
 from deltalake import DeltaTable
 
-__all__ = ["commit_info", "recent_commits"]
+__all__ = ["commit_info", "commits_from", "recent_commits"]
 
 
 def commit_info(table_path: Path | str, version: int) -> dict[str, Any] | None:
@@ -58,3 +58,19 @@ def recent_commits(
                 return
             continue
         yield version, info
+
+
+def commits_from(
+    table_path: Path | str, version: int, limit: int
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(version, commitInfo)`` from ``version`` up, at most ``limit`` versions.
+
+    Stops at the first version without a log file (not committed yet). Reads
+    only those log files: no table load, which replays the whole log.
+    """
+    for current in range(version, version + limit):
+        if not (Path(table_path) / "_delta_log" / f"{current:020d}.json").exists():
+            return
+        info = commit_info(table_path, current)
+        if info is not None:
+            yield current, info

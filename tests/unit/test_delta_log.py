@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 from deltalake import CommitProperties, write_deltalake
 
-from sinks.delta_log import commit_info, recent_commits
+from sinks.delta_log import commit_info, commits_from, recent_commits
 
 
 def _append(path: Path, tag: str) -> None:
@@ -44,3 +44,15 @@ def test_recent_commits_honours_the_limit(tmp_path: Path) -> None:
     for tag in ("zero", "one", "two", "three"):
         _append(tmp_path, tag)
     assert [version for version, _ in recent_commits(tmp_path, 2)] == [3, 2]
+
+
+def test_commits_from_reads_forwards_to_the_newest_or_the_limit(tmp_path: Path) -> None:
+    for tag in ("zero", "one", "two", "three"):
+        _append(tmp_path, tag)
+    assert [(v, info["tag"]) for v, info in commits_from(tmp_path, 1, 64)] == [
+        (1, "one"),
+        (2, "two"),
+        (3, "three"),
+    ]
+    assert [v for v, _ in commits_from(tmp_path, 0, 2)] == [0, 1]
+    assert list(commits_from(tmp_path, 4, 64)) == []  # not committed yet
