@@ -32,6 +32,7 @@ from flows.dedupe import DedupeIndex, digest_ids
 from flows.progress import COMMITTED
 from flows.records import BatchRange, ClosedBatch, ValidatedBatch, partition_key
 from sinks.delta_lake import BatchRecord, DeltaLake
+from streambatch.allocators import release_free_memory
 from streambatch.clock import Clock, utc_now
 from streambatch.metrics import (
     BATCH_BYTES,
@@ -318,6 +319,10 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
             except BaseException as exc:
                 self._fail(exc, "commit")
                 return
+            # The batch's table and its encoding are freed now: give their
+            # pages back before the next window is parsed (see allocators).
+            del item, validated, id_digests
+            release_free_memory()
 
     def _fail(self, exc: BaseException, stage: str) -> None:
         log.exception("%s failed; the flow stops, a restart resumes at the fence", stage)

@@ -18,18 +18,25 @@ at the peak a third of the heap was free memory nobody used. Three settings
 
 ``ARROW_DEFAULT_MEMORY_POOL``, ``MALLOC_ARENA_MAX`` and
 ``MALLOC_MMAP_THRESHOLD_``, when set, win.
+
+And after each committed batch, :func:`release_free_memory` hands the free
+pages inside glibc's heaps back (``malloc_trim``): what a window's parsing and
+encoding freed is otherwise kept resident between batches (-10 to -14 MiB
+at the peak, about 5 ms per batch, no measured cost in speed).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
+from collections.abc import Callable
 
 import pyarrow as pa
 
-__all__ = ["use_compact_allocators"]
+__all__ = ["release_free_memory", "use_compact_allocators"]
 
 log = logging.getLogger(__name__)
 # From glibc's malloc.h.
@@ -49,13 +56,32 @@ def use_compact_allocators() -> None:
         _mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
 
 
+def release_free_memory() -> None:
+    """Return the free pages of glibc's heaps to the system (no-op elsewhere).
+
+    Call when a burst of allocations has just been freed; it does not block
+    other threads for long (the walk holds one arena's lock at a time) and
+    releases the GIL (a ctypes call).
+    """
+    trim = _libc_function("malloc_trim")
+    if trim is not None:
+        trim(0)
+
+
 def _mallopt(option: int, value: int) -> None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return  # not glibc (musl, macOS): nothing to tune
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):
-        return
-    if mallopt(option, value) != 1:
+    mallopt = _libc_function("mallopt")
+    if mallopt is not None and mallopt(option, value) != 1:
         log.debug("mallopt(%d, %d) refused; the default kept", option, value)
+
+
+@functools.cache
+def _libc_function(name: str) -> Callable[..., int] | None:
+    """A glibc function by name, or None (not glibc: musl, macOS)."""
+    library = ctypes.util.find_library("c")
+    if library is None:
+        return None
+    try:
+        function: Callable[..., int] = getattr(ctypes.CDLL(library), name)
+    except (OSError, AttributeError):
+        return None
+    return function
