@@ -255,8 +255,7 @@ class DedupeIndex:
             older = self._runs.pop()
             self._runs.append(_merge(older, newer, cutoff))
         if len(self._runs) > _MAX_RUNS:  # only with very uneven batch sizes
-            runs, self._runs = self._runs, []
-            self._runs = [functools.reduce(lambda a, b: _merge(a, b, cutoff), runs)]
+            self._runs = [functools.reduce(lambda a, b: _merge(a, b, cutoff), self._runs)]
 
     def _cutoff_us(self) -> int:
         if self._watermark_us is None:

@@ -291,23 +291,29 @@ class DeltaLake:
             f"{self.table_path}: our commit is not in the {_VERSION_SEARCH} versions from {likely}"
         )
 
-    def _append(self, path: Path, table: pa.Table, properties: CommitProperties) -> None:
-        """Append ``table`` (unpartitioned) to the Delta table at ``path`` in one commit.
+    def _append_batch_record(self, record: BatchRecord) -> None:
+        """Append ``record`` to ``batches`` once (its fence is the transaction version).
 
         One Parquet file, then ``create_write_transaction``, as for the
         stream's table: ``write_deltalake`` would plan the write with
-        DataFusion, about 20 MiB more of the flow's peak memory for a row.
+        DataFusion, 20 to 25 MiB more of the flow's peak memory for a row.
         """
-        root = ensure_inside(self._lake_dir, path)
-        action = _add_file(root, f"part-{uuid.uuid4()}.zstd.parquet", table, table, {}, [])
+        app_id = self.app_id(record.topic, record.partition)
+        row = pa.Table.from_pylist([asdict(record)], schema=BATCHES_SCHEMA)
+        properties = CommitProperties(app_transactions=[Transaction(app_id, record.next_offset)])
+        root = ensure_inside(self._lake_dir, self.batches_path)
+        action: AddAction | None = None
         for attempt in range(_COMMIT_ATTEMPTS):
+            # Also after a failed attempt: the commit may have landed all the same.
+            done = self._transaction_version(self.batches_path, app_id)
+            if done is not None and done >= record.next_offset:
+                return
+            if action is None:
+                action = _add_file(root, f"part-{uuid.uuid4()}.zstd.parquet", row, row, {}, [])
             try:
-                # The caller has just refreshed the handle; after a conflict, catch up.
-                self._existing_table(path, refresh=attempt > 0).create_write_transaction(
-                    [action],
-                    mode="append",
-                    schema=table.schema,
-                    commit_properties=properties,
+                # _transaction_version has just refreshed this thread's handle.
+                self._existing_table(self.batches_path, refresh=False).create_write_transaction(
+                    [action], mode="append", schema=row.schema, commit_properties=properties
                 )
                 return
             except Exception as exc:
@@ -316,17 +322,10 @@ class DeltaLake:
                 if "conflict" not in str(exc).lower() and "exists" not in str(exc).lower():
                     raise
                 if attempt == _COMMIT_ATTEMPTS - 1:
-                    raise TransientError(f"{path}: commit kept conflicting: {exc}") from exc
+                    raise TransientError(
+                        f"{self.batches_path}: commit kept conflicting: {exc}"
+                    ) from exc
                 time.sleep(0.05 * (attempt + 1))
-
-    def _append_batch_record(self, record: BatchRecord) -> None:
-        app_id = self.app_id(record.topic, record.partition)
-        done = self._transaction_version(self.batches_path, app_id)
-        if done is not None and done >= record.next_offset:
-            return
-        row = pa.Table.from_pylist([asdict(record)], schema=BATCHES_SCHEMA)
-        properties = CommitProperties(app_transactions=[Transaction(app_id, record.next_offset)])
-        self._append(self.batches_path, row, properties)
 
     def repair_batch_log(self, topic: str, partition: int) -> bool:
         """Write the ``batches`` row of the last commit if a crash lost it.
