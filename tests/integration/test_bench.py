@@ -1,0 +1,44 @@
+"""`streambatch bench` runs every scenario end to end and reports consistent numbers.
+
+A smoke run with few events: the numbers themselves are the benchmark's to
+print, not a test's to judge; what is checked is that every run processed
+every event and that the ratios are computed from the runs they name.
+"""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from bench.run import run_benchmarks
+
+
+def test_every_scenario_processes_every_event_and_reports_its_ratio() -> None:
+    results = run_benchmarks(Console(file=io.StringIO()), events=3000, scale=2)
+    runs = {key: value for key, value in results.items() if isinstance(value, dict)}
+    ratios = runs.pop("ratios")
+    assert {key: run["events"] for key, run in runs.items()} == {
+        "baseline read_json (1 process)": 3000,
+        "baseline orjson per event (1 process)": 3000,
+        "orders flow, 2 partitions, 1 process": 3000,
+        "orders flow, 4 partitions, 1 process": 3000,
+        "orders flow, 4 partitions, 2 processes": 3000,
+        "orders flow, 2x events, 1 process": 6000,
+        "baseline read_json, 2x events (1 process)": 6000,
+    }
+    for run in runs.values():
+        assert run["events_per_second"] > 0 and run["peak_rss_mib"] > 0
+    flow, baseline = (
+        runs["orders flow, 2 partitions, 1 process"],
+        runs["baseline read_json (1 process)"],
+    )
+    expected = round(flow["events_per_second"] / baseline["events_per_second"], 2)
+    assert ratios["flow / read_json baseline"] == expected
+    assert set(ratios) == {
+        "flow / read_json baseline",
+        "2 processes / 1 process (4 partitions)",
+        "2x events/s / 1x events/s",
+        "flow / read_json baseline at 2x events",
+    }
+    assert results["dedupe_bytes_per_remembered_id"] == 32
