@@ -107,7 +107,7 @@ class PartitionBatcher(StatefulBatchLogic[RecordChunk, ClosedBatch, None]):
 
     def _add(self, chunk: RecordChunk, closed: list[ClosedBatch]) -> None:
         sizes = chunk.record_sizes()
-        total = sum(sizes)
+        total = int(sizes.sum())
         if self._buffered_bytes + total < self._policy.max_bytes:
             self._append(chunk, total)
             return
@@ -115,7 +115,7 @@ class PartitionBatcher(StatefulBatchLogic[RecordChunk, ClosedBatch, None]):
         start = 0
         pending = 0
         buffered = len(self._buffer) if self._buffer is not None else 0
-        for index, size in enumerate(sizes):
+        for index, size in enumerate(sizes.tolist()):
             if not self._policy.fits(
                 buffered + index - start, self._buffered_bytes + pending, size
             ):

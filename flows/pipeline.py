@@ -26,7 +26,7 @@ from sinks.lake_sink import LakeSink
 from streambatch.allocators import use_compact_allocators
 from streambatch.clock import Clock, utc_now
 from streambatch.errors import ConfigError, TerminalError
-from streambatch.gc_pause import freeze_startup_objects
+from streambatch.gc_pause import collect_less_often, freeze_startup_objects
 from streambatch.logs import configure_logging
 from streambatch.metrics import serve_metrics
 
@@ -92,6 +92,7 @@ def flow_from_environment(stream: StreamSchema) -> Dataflow:
         raise SystemExit(2) from None
     flow = build_flow(stream, settings, kafka)
     freeze_startup_objects()
+    collect_less_often()
     return flow
 
 

@@ -14,7 +14,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -77,7 +77,7 @@ class InFlightLimiter:
         self._lake_fence: int | None = None
         self._lake_polled_at = 0.0
 
-    def record_read(self, offsets: list[int], sizes: list[int]) -> None:
+    def record_read(self, offsets: list[int], sizes: Sequence[int] | npt.NDArray[np.int64]) -> None:
         """A chunk of records (ascending offsets, their byte sizes) was read."""
         if offsets:
             running = np.cumsum(sizes, dtype=np.int64)

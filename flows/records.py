@@ -6,11 +6,12 @@ record: it is cheaper to build, to route between workers and to pickle.
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, cast
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 __all__ = [
@@ -45,23 +46,19 @@ class RecordChunk:
     headers: list[Headers] = field(default_factory=list)
     # record_sizes() of these records, once asked for: the source and the batcher
     # both need them. Dropped whenever the records change.
-    _sizes: list[int] | None = field(default=None, repr=False, compare=False)
+    _sizes: npt.NDArray[np.int64] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.offsets)
 
-    def record_sizes(self) -> list[int]:
-        """Bytes each record adds to a buffer (key plus value); computed once per chunk."""
+    def record_sizes(self) -> npt.NDArray[np.int64]:
+        """Bytes each record adds to a buffer (key plus value); computed once per chunk.
+
+        An array: no Python int per record (this runs for every record read,
+        on the thread that reads).
+        """
         if self._sizes is None or len(self._sizes) != len(self.offsets):
-            try:
-                # C-level maps: this runs for every record read.
-                keys, values = cast(list[bytes], self.keys), cast(list[bytes], self.values)
-                self._sizes = list(map(operator.add, map(len, keys), map(len, values)))
-            except TypeError:  # a missing key or value (tombstone) somewhere
-                self._sizes = [
-                    len(k or b"") + len(v or b"")
-                    for k, v in zip(self.keys, self.values, strict=True)
-                ]
+            self._sizes = _lengths(self.keys) + _lengths(self.values)
         return self._sizes
 
     def slice(self, start: int, stop: int) -> RecordChunk:
@@ -83,6 +80,18 @@ class RecordChunk:
         self.values.extend(other.values)
         self.headers.extend(other.headers)
         self._sizes = None
+
+
+def _lengths(items: list[bytes | None]) -> npt.NDArray[np.int64]:
+    """``len`` of each item, 0 for None, by a C-level ``map`` when none is None."""
+    count = len(items)
+    try:
+        return np.fromiter(map(len, cast(list[bytes], items)), dtype=np.int64, count=count)
+    except TypeError:  # a missing key or value (tombstone) somewhere
+        if items.count(None) == count:
+            return np.zeros(count, dtype=np.int64)
+        lengths = (0 if item is None else len(item) for item in items)
+        return np.fromiter(lengths, dtype=np.int64, count=count)
 
 
 @dataclass(slots=True)

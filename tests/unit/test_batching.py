@@ -161,3 +161,13 @@ def test_batcher_in_a_dataflow_keyed_by_partition() -> None:
         by_key.setdefault(key, []).append((batch.reason, batch.records.offsets))
     assert by_key["orders/0"] == [("size", [0, 1]), ("end", [2, 3])]
     assert by_key["orders/1"] == [("end", [0])]
+
+
+def test_record_sizes_count_key_and_value_and_take_missing_ones_as_empty() -> None:
+    chunk = RecordChunk("t", 0, [0, 1, 2], [None, b"k", None], [b"abc", None, b"de"], [None] * 3)
+    assert chunk.record_sizes().tolist() == [3, 1, 2]
+    no_keys = RecordChunk("t", 0, [0, 1], [None, None], [b"abc", b"de"], [None, None])
+    assert no_keys.record_sizes().tolist() == [3, 2]
+    both = RecordChunk("t", 0, [0, 1], [b"key", b"k"], [b"abc", b"de"], [None, None])
+    assert both.record_sizes().tolist() == [6, 3]
+    assert both.slice(1, 2).record_sizes().tolist() == [3]
