@@ -7,9 +7,7 @@ pydantic one by one (``flows.record_validation``).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import io
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -21,8 +19,9 @@ import pyarrow.json as pj
 
 from events.stream import StreamSchema
 from flows.record_validation import validate_records, value_digests
-from flows.records import ClosedBatch
+from flows.records import ClosedBatch, byte_lengths
 from flows.slices import Slice, merged
+from streambatch.libc import libc_function
 
 __all__ = ["validate_columnar"]
 
@@ -137,7 +136,7 @@ def _all_lines(values: list[bytes | None], max_record_bytes: int) -> _ArrowLines
     if not count or None in values:
         return None
     clean = cast(list[bytes], values)
-    sizes = np.fromiter(map(len, clean), dtype=np.int64, count=count)
+    sizes = byte_lengths(values)
     if int(sizes.max()) > max_record_bytes:
         return None
     joined = b"\n".join(clean)
@@ -163,8 +162,7 @@ def _eligible_lines(values: list[bytes | None], max_record_bytes: int) -> _Arrow
     positions = np.flatnonzero(pc.fill_null(eligible, False).to_numpy(zero_copy_only=False))
     # Eligible values are never None (they start with "{").
     lines = cast(list[bytes], [values[p] for p in positions.tolist()])
-    sizes = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
-    return _lines(positions, lines, b"\n".join(lines), sizes)
+    return _lines(positions, lines, b"\n".join(lines), byte_lengths(lines))
 
 
 def _lines(
@@ -179,21 +177,9 @@ def _lines(
     return _ArrowLines(positions, values, joined, offsets)
 
 
-def _find_in_memory() -> Callable[[bytes, int, bytes, int], int | None] | None:
-    """libc's ``memmem``, called without the GIL (ctypes releases it); None without it."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        memmem = ctypes.CDLL(name).memmem
-    except (OSError, AttributeError):
-        return None
-    memmem.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]
-    memmem.restype = ctypes.c_void_p
-    return cast(Callable[[bytes, int, bytes, int], int | None], memmem)
-
-
-_MEMMEM = _find_in_memory()
+_MEMMEM = libc_function(
+    "memmem", (ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t), ctypes.c_void_p
+)
 
 
 def _contains(haystack: bytes, needle: bytes) -> bool:

@@ -6,6 +6,7 @@ record: it is cheaper to build, to route between workers and to pickle.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, cast
@@ -22,6 +23,7 @@ __all__ = [
     "Headers",
     "RecordChunk",
     "ValidatedBatch",
+    "byte_lengths",
     "partition_key",
 ]
 
@@ -58,7 +60,7 @@ class RecordChunk:
         on the thread that reads).
         """
         if self._sizes is None or len(self._sizes) != len(self.offsets):
-            self._sizes = _lengths(self.keys) + _lengths(self.values)
+            self._sizes = byte_lengths(self.keys) + byte_lengths(self.values)
         return self._sizes
 
     def slice(self, start: int, stop: int) -> RecordChunk:
@@ -82,11 +84,11 @@ class RecordChunk:
         self._sizes = None
 
 
-def _lengths(items: list[bytes | None]) -> npt.NDArray[np.int64]:
+def byte_lengths(items: Sequence[bytes | None]) -> npt.NDArray[np.int64]:
     """``len`` of each item, 0 for None, by a C-level ``map`` when none is None."""
     count = len(items)
     try:
-        return np.fromiter(map(len, cast(list[bytes], items)), dtype=np.int64, count=count)
+        return np.fromiter(map(len, cast(Sequence[bytes], items)), dtype=np.int64, count=count)
     except TypeError:  # a missing key or value (tombstone) somewhere
         if items.count(None) == count:
             return np.zeros(count, dtype=np.int64)

@@ -28,13 +28,12 @@ at the peak, about 5 ms per batch, no measured cost in speed).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import functools
 import logging
 import os
-from collections.abc import Callable
 
 import pyarrow as pa
+
+from streambatch.libc import libc_function
 
 __all__ = ["release_free_memory", "use_compact_allocators"]
 
@@ -63,25 +62,12 @@ def release_free_memory() -> None:
     other threads for long (the walk holds one arena's lock at a time) and
     releases the GIL (a ctypes call).
     """
-    trim = _libc_function("malloc_trim")
+    trim = libc_function("malloc_trim", (ctypes.c_size_t,))
     if trim is not None:
         trim(0)
 
 
 def _mallopt(option: int, value: int) -> None:
-    mallopt = _libc_function("mallopt")
+    mallopt = libc_function("mallopt", (ctypes.c_int, ctypes.c_int))
     if mallopt is not None and mallopt(option, value) != 1:
         log.debug("mallopt(%d, %d) refused; the default kept", option, value)
-
-
-@functools.cache
-def _libc_function(name: str) -> Callable[..., int] | None:
-    """A glibc function by name, or None (not glibc: musl, macOS)."""
-    library = ctypes.util.find_library("c")
-    if library is None:
-        return None
-    try:
-        function: Callable[..., int] = getattr(ctypes.CDLL(library), name)
-    except (OSError, AttributeError):
-        return None
-    return function
