@@ -3,14 +3,21 @@
 Numbers, not assertions. For the flow, events/s is measured from the first
 record read (the first batch's ``opened_at``) to the last batch committed;
 for the baselines, from the first record read to the last file written. Peak
-RSS is the kernel's high-water mark (``VmHWM``) of the measured process tree.
+RSS is the kernel's high-water mark (``VmHWM``) of the measured processes;
+late RSS the median resident size over the second half of the run (steady
+state: if memory grew with the events read, it would show here).
 
 Scenarios (one embedded broker, events produced once per topic):
 1. ``events`` order events (~300 B, 1 % duplicates) on 2 partitions: both
    baselines and the flow in one process; ratio flow / read_json baseline.
-2. The same on 4 partitions: the flow in 1 process and in 2 processes.
+2. The same on 4 partitions: the flow in 1 process and in 2 processes; and
+   again with each process pinned to a core of its own (1 process on 1 core,
+   2 processes on 1 core each): one process's threads keep more than one core
+   busy, so on a 2-core machine the unpinned pair can only add what the
+   single process left idle; the pinned pair shows how processes scale when
+   each gets a free core.
 3. With ``scale`` > 1: the flow at ``scale`` x the events, to show the cost
-   per event stays flat (events/s and peak RSS compared with scenario 1), and
+   per event stays flat (events/s, peak and late RSS compared with scenario 1), and
    the read_json baseline on the same topic (the broker serves a larger topic
    more slowly: flow / baseline at both scales tells the flow's own cost).
 """
@@ -18,6 +25,7 @@ Scenarios (one embedded broker, events produced once per topic):
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -65,7 +73,7 @@ class _Bench:
         self.console = console
         self.broker = broker
         self.scratch = scratch
-        self.rows: list[tuple[str, int, float, float, float, float]] = []
+        self.rows: list[tuple[str, int, float, float, float, float, float]] = []
         self._wall_start = time.monotonic()
         self._children_start = 0.0
         self._broker_start = 0.0
@@ -92,7 +100,7 @@ class _Bench:
         command += [self.broker.bootstrap_servers, topic, str(partitions), str(out_dir)]
         self._cpu_start()
         with subprocess.Popen(command, cwd=_REPO_ROOT, stdout=subprocess.PIPE) as process:
-            monitor = PeakRssMonitor(process.pid)
+            monitor = PeakRssMonitor([process.pid])
             monitor.start()
             assert process.stdout is not None
             output = process.stdout.read()
@@ -101,9 +109,17 @@ class _Bench:
         if process.returncode != 0:
             raise StreambatchError(f"baseline {mode} failed with exit code {process.returncode}")
         measured: dict[str, Any] = json.loads(output)
-        return self._record(key, int(measured["events"]), measured["seconds"], monitor.peak_bytes)
+        return self._record(
+            key,
+            int(measured["events"]),
+            measured["seconds"],
+            monitor.peak_bytes,
+            monitor.late_bytes(),
+        )
 
-    def flow(self, key: str, topic: str, processes: int = 1) -> dict[str, Any]:
+    def flow(
+        self, key: str, topic: str, processes: int = 1, *, one_core_each: bool = False
+    ) -> dict[str, Any]:
         data_dir = self.scratch / key
         env = {
             "KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap_servers,
@@ -113,11 +129,13 @@ class _Bench:
         }
         self._cpu_start()
         with self.console.status(f"{key} running"):
-            run = run_flow_to_end("orders", env, cwd=_REPO_ROOT, processes=processes)
+            run = run_flow_to_end(
+                "orders", env, cwd=_REPO_ROOT, processes=processes, one_core_each=one_core_each
+            )
         if run.returncode != 0:
             raise StreambatchError(f"{key} failed:\n{run.stderr_tail}")
         records, seconds = _flow_rate(data_dir)
-        return self._record(key, records, seconds, run.peak_rss_bytes)
+        return self._record(key, records, seconds, run.peak_rss_bytes, run.late_rss_bytes)
 
     def _cpu_start(self) -> None:
         """Mark the CPU counters before a run (see :meth:`_record`)."""
@@ -125,7 +143,9 @@ class _Bench:
         self._children_start = _children_cpu_seconds()
         self._broker_start = self.broker.cpu_seconds()
 
-    def _record(self, key: str, events: int, seconds: float, peak: int) -> dict[str, Any]:
+    def _record(
+        self, key: str, events: int, seconds: float, peak: int, late: int
+    ) -> dict[str, Any]:
         # Cores busy over the whole run (start-up included): the consumer's
         # process tree and the broker, which share this machine's cores.
         wall = time.monotonic() - self._wall_start
@@ -134,6 +154,7 @@ class _Bench:
             "seconds": round(seconds, 2),
             "events_per_second": round(events / seconds),
             "peak_rss_mib": round(peak / 2**20),
+            "late_rss_mib": round(late / 2**20),
             "consumer_cores": round((_children_cpu_seconds() - self._children_start) / wall, 2),
             "broker_cores": round((self.broker.cpu_seconds() - self._broker_start) / wall, 2),
         }
@@ -144,12 +165,18 @@ class _Bench:
                 events,
                 events / seconds,
                 peak / 2**20,
+                late / 2**20,
                 result["consumer_cores"],
                 result["broker_cores"],
             )
         )
         self.console.print(f"  {key}: {result}")
         return result
+
+
+def _ratio(run: dict[str, Any], other: dict[str, Any], measure: str = "events_per_second") -> float:
+    """``run``'s measure over ``other``'s, to two decimals."""
+    return round(run[measure] / other[measure], 2)
 
 
 def run_benchmarks(console: Console, *, events: int, scale: int = 1) -> dict[str, Any]:
@@ -168,13 +195,24 @@ def run_benchmarks(console: Console, *, events: int, scale: int = 1) -> dict[str
         on_four_two = bench.flow("orders flow, 4 partitions, 2 processes", four, processes=2)
         results = bench.results
         results["ratios"] = {
-            "flow / read_json baseline": round(
-                one_process["events_per_second"] / read_json["events_per_second"], 2
-            ),
-            "2 processes / 1 process (4 partitions)": round(
-                on_four_two["events_per_second"] / on_four["events_per_second"], 2
-            ),
+            "flow / read_json baseline": _ratio(one_process, read_json),
+            "2 processes / 1 process (4 partitions)": _ratio(on_four_two, on_four),
         }
+        if len(os.sched_getaffinity(0)) >= 2:
+            pinned_one = bench.flow(
+                "orders flow, 4 partitions, 1 process on 1 core", four, one_core_each=True
+            )
+            pinned_two = bench.flow(
+                "orders flow, 4 partitions, 2 processes on 1 core each",
+                four,
+                processes=2,
+                one_core_each=True,
+            )
+            results["ratios"]["2 processes / 1 process, 1 core each (4 partitions)"] = _ratio(
+                pinned_two, pinned_one
+            )
+        else:
+            console.print("one core only: the pinned scaling runs need two")
         if scale > 1:
             big = bench.topic("bench-scaled", 2, events * scale)
             scaled = bench.flow(f"orders flow, {scale}x events, 1 process", big)
@@ -184,23 +222,29 @@ def run_benchmarks(console: Console, *, events: int, scale: int = 1) -> dict[str
             scaled_baseline = bench.baseline(
                 f"baseline read_json, {scale}x events (1 process)", "read_json", big, 2
             )
-            results["ratios"][f"{scale}x events/s / 1x events/s"] = round(
-                scaled["events_per_second"] / one_process["events_per_second"], 2
+            results["ratios"][f"{scale}x events/s / 1x events/s"] = _ratio(scaled, one_process)
+            results["ratios"][f"flow / read_json baseline at {scale}x events"] = _ratio(
+                scaled, scaled_baseline
             )
-            results["ratios"][f"flow / read_json baseline at {scale}x events"] = round(
-                scaled["events_per_second"] / scaled_baseline["events_per_second"], 2
+            results["ratios"][f"{scale}x peak RSS / 1x peak RSS"] = _ratio(
+                scaled, one_process, "peak_rss_mib"
+            )
+            results["ratios"][f"{scale}x late RSS / 1x late RSS"] = _ratio(
+                scaled, one_process, "late_rss_mib"
             )
         results["dedupe_bytes_per_remembered_id"] = BYTES_PER_ID
     table = Table(title=f"{events:,} order events per run (embedded broker, this machine)")
     table.add_column("run")
-    for column in ("events", "events/s", "peak RSS (MiB)", "cores: consumer", "broker"):
+    columns = ("events", "events/s", "peak RSS (MiB)", "late RSS", "cores: consumer", "broker")
+    for column in columns:
         table.add_column(column, justify="right")
-    for key, count, rate, peak, consumer_cores, broker_cores in bench.rows:
+    for key, count, rate, peak, late, consumer_cores, broker_cores in bench.rows:
         table.add_row(
             key,
             f"{count:,}",
             f"{rate:,.0f}",
             f"{peak:.0f}",
+            f"{late:.0f}",
             f"{consumer_cores:.2f}",
             f"{broker_cores:.2f}",
         )

@@ -8,6 +8,7 @@ every event and that the ratios are computed from the runs they name.
 from __future__ import annotations
 
 import io
+import os
 
 from rich.console import Console
 
@@ -18,27 +19,43 @@ def test_every_scenario_processes_every_event_and_reports_its_ratio() -> None:
     results = run_benchmarks(Console(file=io.StringIO()), events=3000, scale=2)
     runs = {key: value for key, value in results.items() if isinstance(value, dict)}
     ratios = runs.pop("ratios")
+    pinned = len(os.sched_getaffinity(0)) >= 2
     assert {key: run["events"] for key, run in runs.items()} == {
         "baseline read_json (1 process)": 3000,
         "baseline orjson per event (1 process)": 3000,
         "orders flow, 2 partitions, 1 process": 3000,
         "orders flow, 4 partitions, 1 process": 3000,
         "orders flow, 4 partitions, 2 processes": 3000,
+        **(
+            {
+                "orders flow, 4 partitions, 1 process on 1 core": 3000,
+                "orders flow, 4 partitions, 2 processes on 1 core each": 3000,
+            }
+            if pinned
+            else {}
+        ),
         "orders flow, 2x events, 1 process": 6000,
         "baseline read_json, 2x events (1 process)": 6000,
     }
     for run in runs.values():
-        assert run["events_per_second"] > 0 and run["peak_rss_mib"] > 0
+        assert run["events_per_second"] > 0
+        assert run["peak_rss_mib"] >= run["late_rss_mib"] > 0
     flow, baseline = (
         runs["orders flow, 2 partitions, 1 process"],
         runs["baseline read_json (1 process)"],
     )
     expected = round(flow["events_per_second"] / baseline["events_per_second"], 2)
     assert ratios["flow / read_json baseline"] == expected
+    scaled = runs["orders flow, 2x events, 1 process"]
+    expected = round(scaled["late_rss_mib"] / flow["late_rss_mib"], 2)
+    assert ratios["2x late RSS / 1x late RSS"] == expected
     assert set(ratios) == {
         "flow / read_json baseline",
         "2 processes / 1 process (4 partitions)",
+        *(["2 processes / 1 process, 1 core each (4 partitions)"] if pinned else []),
         "2x events/s / 1x events/s",
         "flow / read_json baseline at 2x events",
+        "2x peak RSS / 1x peak RSS",
+        "2x late RSS / 1x late RSS",
     }
     assert results["dedupe_bytes_per_remembered_id"] == 32
