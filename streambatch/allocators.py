@@ -23,6 +23,15 @@ And after each committed batch, :func:`release_free_memory` hands the free
 pages inside glibc's heaps back (``malloc_trim``): what a window's parsing and
 encoding freed is otherwise kept resident between batches (-10 to -14 MiB
 at the peak, about 5 ms per batch, no measured cost in speed).
+
+deltalake's Rust library brings its own jemalloc (symbols prefixed
+``_rjem_``, configured by ``_RJEM_MALLOC_CONF`` once, when the library
+loads), which glibc's settings do not reach. By default it keeps freed
+pages for ten seconds and then some more: in a long run the commits, log
+replays and checkpoints left tens of MiB resident that no one used (peak
+RSS of 10,000,000 events 417 -> 378 MiB, the 1,000,000-event run's 356
+unchanged, same speed). :func:`configure_deltalake_allocator` makes it
+return them at once; a ``_RJEM_MALLOC_CONF`` already set wins.
 """
 
 from __future__ import annotations
@@ -30,12 +39,18 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import sys
 
 import pyarrow as pa
 
 from streambatch.libc import libc_function
 
-__all__ = ["release_free_memory", "use_compact_allocators"]
+__all__ = [
+    "DELTALAKE_JEMALLOC_CONF",
+    "configure_deltalake_allocator",
+    "release_free_memory",
+    "use_compact_allocators",
+]
 
 log = logging.getLogger(__name__)
 # From glibc's malloc.h.
@@ -43,6 +58,21 @@ _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 _ARENAS = 2
 _MMAP_THRESHOLD_BYTES = 1024 * 1024
+_DELTALAKE_JEMALLOC_VARIABLE = "_RJEM_MALLOC_CONF"
+DELTALAKE_JEMALLOC_CONF = "dirty_decay_ms:0,muzzy_decay_ms:0"
+"""Freed pages go back to the system at once instead of after a decay time."""
+
+
+def configure_deltalake_allocator() -> None:
+    """Set deltalake's jemalloc options (module docstring) unless the user set them.
+
+    Only effective before ``deltalake`` is imported, which is why the ``flows``
+    and ``sinks`` packages call it first thing.
+    """
+    if "deltalake" in sys.modules:
+        log.debug("deltalake already loaded; its allocator keeps its settings")
+        return
+    os.environ.setdefault(_DELTALAKE_JEMALLOC_VARIABLE, DELTALAKE_JEMALLOC_CONF)
 
 
 def use_compact_allocators() -> None:
