@@ -45,6 +45,17 @@ BATCHES_TABLE = "batches"
 _BATCH_METADATA_KEY = "streambatch.batch"
 _COMMIT_ATTEMPTS = 8
 _VERSION_SEARCH = 64  # versions read to find our commit after delta-rs retried
+CHECKPOINT_INTERVAL = 10
+"""Commits between Delta checkpoints of the tables this lake creates.
+
+Spark's default; delta-rs's is 100. delta-rs rebuilds a handle's state from
+the last checkpoint on every update and commit, so each commit costs more
+the further the last checkpoint lies behind: with 100, the 100th commit
+after one took three times as long as the first and a 10,000,000-event run
+slowed in a saw-tooth from 200,000 to 125,000 events/s. A checkpoint every
+10 commits halved the commit overhead of a small table and cost nothing
+measurable with 50,000 files (readers such as DuckDB replay less log too).
+"""
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _HOUR = re.compile(r"\d{2}")
 
@@ -144,7 +155,12 @@ class DeltaLake:
         return f"streambatch/{self._stream.name}/{topic}/{partition}"
 
     def ensure_tables(self) -> None:
-        """Create the stream's table and ``batches`` if absent (safe to race)."""
+        """Create the stream's table and ``batches`` if absent (safe to race).
+
+        New tables are checkpointed every :data:`CHECKPOINT_INTERVAL` commits;
+        existing ones keep their ``delta.checkpointInterval`` (changing it is a
+        metadata commit, which would fail the commits of running writers).
+        """
         ensure_inside(self._lake_dir.parent, self.table_path)
         self._create(self.table_path, self._stream.table_schema, PARTITION_COLUMNS.names)
         self._create(self.batches_path, BATCHES_SCHEMA, [])
@@ -162,7 +178,13 @@ class DeltaLake:
             return
         path.mkdir(parents=True, exist_ok=True)
         try:
-            DeltaTable.create(str(path), schema, mode="ignore", partition_by=partition_by or None)
+            DeltaTable.create(
+                str(path),
+                schema,
+                mode="ignore",
+                partition_by=partition_by or None,
+                configuration={"delta.checkpointInterval": str(CHECKPOINT_INTERVAL)},
+            )
         except Exception:
             # Another worker created it between our check and our create.
             if not DeltaTable.is_deltatable(str(path)):

@@ -12,6 +12,8 @@ import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable
 
+from events.registry import ORDERS
+from sinks.delta_lake import CHECKPOINT_INTERVAL
 from sinks.duckdb import connect
 from streambatch.generator import (
     GeneratedRecord,
@@ -89,6 +91,11 @@ def test_fifty_thousand_events_exactly_once_with_dead_letters(
     assert sum(batches.column("rows").to_pylist()) == len(ids)
     assert set(batches.column("close_reason").to_pylist()) <= {"size", "end"}
     assert "size" in batches.column("close_reason").to_pylist()
+    for table in (ORDERS.name, "batches"):
+        # More than 10 commits: the log was checkpointed after the 10th
+        # (versions count from 0), see CHECKPOINT_INTERVAL.
+        checkpoint = f"{CHECKPOINT_INTERVAL - 1:020d}.checkpoint.parquet"
+        assert (data_dir / "lake" / table / "_delta_log" / checkpoint).exists(), table
 
     with connect(data_dir) as conn:
         distinct = conn.execute("SELECT count(DISTINCT event_id) FROM orders").fetchall()
