@@ -4,6 +4,8 @@ Two parsers, as in the issue's reference table: ``read_json`` (pyarrow's JSON
 reader per batch) and ``orjson`` (one ``orjson.loads`` per event, then
 ``pa.Table.from_pylist``). No validation beyond parsing, no exactly-once, no
 dead letters: the ceiling a plain script reaches, to compare the flow with.
+And ``count``: consume and count only, the ingest ceiling of this broker and
+client (what no consumer of the topic can beat).
 Usage: ``python -m bench.baseline MODE BOOTSTRAP TOPIC PARTITIONS OUT_DIR``.
 """
 
@@ -23,7 +25,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 __all__ = ["MODES", "run_baseline"]
 
-MODES = ("read_json", "orjson")
+MODES = ("read_json", "orjson", "count")
 _BATCH_BYTES = 10 * 1024 * 1024
 
 
@@ -82,10 +84,12 @@ def run_baseline(
                 continue
             if first is None:
                 first = time.monotonic()
+            events += 1
+            if mode == "count":
+                continue
             value = message.value() or b""
             buffer.append(value)
             buffered += len(value)
-            events += 1
             if buffered >= _BATCH_BYTES:
                 flush()
     flush()

@@ -21,6 +21,7 @@ def test_every_scenario_processes_every_event_and_reports_its_ratio() -> None:
     ratios = runs.pop("ratios")
     pinned = len(os.sched_getaffinity(0)) >= 2
     assert {key: run["events"] for key, run in runs.items()} == {
+        "ingest ceiling, consume and count": 3000,
         "baseline read_json (1 process)": 3000,
         "baseline orjson per event (1 process)": 3000,
         "orders flow, 2 partitions, 1 process": 3000,
@@ -35,6 +36,7 @@ def test_every_scenario_processes_every_event_and_reports_its_ratio() -> None:
             else {}
         ),
         "orders flow, 2x events, 1 process": 6000,
+        "ingest ceiling, 2x events": 6000,
         "baseline read_json, 2x events (1 process)": 6000,
     }
     for run in runs.values():
@@ -54,6 +56,7 @@ def test_every_scenario_processes_every_event_and_reports_its_ratio() -> None:
         "2 processes / 1 process (4 partitions)",
         *(["2 processes / 1 process, 1 core each (4 partitions)"] if pinned else []),
         "2x events/s / 1x events/s",
+        "ingest ceiling 2x / 1x",
         "flow / read_json baseline at 2x events",
         "2x peak RSS / 1x peak RSS",
         "2x late RSS / 1x late RSS",
