@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
-from collections.abc import Iterable, Mapping
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +60,23 @@ def flow_env(
 def flow_command(stream: str = "orders", processes: int = 1) -> list[str]:
     """The command a user types, for one process or several local ones."""
     return runner_flow_command(stream, processes)
+
+
+@contextlib.contextmanager
+def local_cluster_ports() -> Iterator[None]:
+    """Hold the ports of ``bytewax.testing -p N`` (2101 and up) for this block.
+
+    That launcher (the command users type) always takes the same ports, so
+    two of its clusters in tests running side by side (pytest-xdist workers)
+    would collide; this machine-wide lock runs them one after the other.
+    """
+    lock_path = Path(tempfile.gettempdir()) / "streambatch-bytewax-testing-ports.lock"
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def run_flow(env: Mapping[str, str], stream: str = "orders", timeout: float = 300) -> None:

@@ -18,6 +18,7 @@ from tests.support import (
     flow_command,
     flow_env,
     lake_table,
+    local_cluster_ports,
     run_flow,
     send,
 )
@@ -33,21 +34,22 @@ def test_two_processes_killed_then_one_process_finishes_exactly_once(
     expected = summarize(records)
     send(topics, records)
     env = flow_env(topics, data_dir, STREAMBATCH_WINDOW_BYTES="131072")
-    # Its own session, so that kill -9 reaches the launcher and both workers.
-    process = subprocess.Popen(
-        flow_command(processes=2),
-        env=env,
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    while committed_rows(data_dir) < 20_000 and time.monotonic() < deadline:
-        assert process.poll() is None, "the 2-process flow ended before it was killed"
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    with local_cluster_ports():
+        # Its own session, so that kill -9 reaches the launcher and both workers.
+        process = subprocess.Popen(
+            flow_command(processes=2),
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        while committed_rows(data_dir) < 20_000 and time.monotonic() < deadline:
+            assert process.poll() is None, "the 2-process flow ended before it was killed"
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
     partial = committed_rows(data_dir)
     assert 0 < partial < len(expected.valid_event_ids)
 

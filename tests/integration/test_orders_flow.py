@@ -27,6 +27,7 @@ from tests.support import (
     flow_command,
     flow_env,
     lake_table,
+    local_cluster_ports,
     read_topic,
     run_flow,
     send,
@@ -185,14 +186,15 @@ def test_two_processes_and_two_workers_write_the_same_lake_as_one(
         "two workers": [*flow_command(), "-w", "2"],
     }.items():
         data_dir = tmp_path / name.replace(" ", "-")
-        result = subprocess.run(
-            command,
-            env=flow_env(topics, data_dir, STREAMBATCH_WINDOW_BYTES="131072"),
-            cwd=REPO_ROOT,
-            capture_output=True,
-            timeout=180,
-            check=False,
-        )
+        with local_cluster_ports():
+            result = subprocess.run(
+                command,
+                env=flow_env(topics, data_dir, STREAMBATCH_WINDOW_BYTES="131072"),
+                cwd=REPO_ROOT,
+                capture_output=True,
+                timeout=180,
+                check=False,
+            )
         assert result.returncode == 0, result.stderr.decode()[-3000:]
         rows = lake_table(data_dir, columns=["event_id", "_partition", "_offset"])
         lakes[name] = sorted(zip(*(rows.column(i).to_pylist() for i in range(3)), strict=True))
