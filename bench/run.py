@@ -76,7 +76,6 @@ class _Bench:
         self.console = console
         self.broker = broker
         self.scratch = scratch
-        self.rows: list[tuple[str, int, float, float, float, float, float]] = []
         self._wall_start = time.monotonic()
         self._children_start = 0.0
         self._broker_start = 0.0
@@ -162,17 +161,6 @@ class _Bench:
             "broker_cores": round((self.broker.cpu_seconds() - self._broker_start) / wall, 2),
         }
         self.results[key] = result
-        self.rows.append(
-            (
-                key,
-                events,
-                events / seconds,
-                peak / 2**20,
-                late / 2**20,
-                result["consumer_cores"],
-                result["broker_cores"],
-            )
-        )
         self.console.print(f"  {key}: {result}")
         return result
 
@@ -241,15 +229,16 @@ def run_benchmarks(console: Console, *, events: int, scale: int = 1) -> dict[str
     columns = ("events", "events/s", "peak RSS (MiB)", "late RSS", "cores: consumer", "broker")
     for column in columns:
         table.add_column(column, justify="right")
-    for key, count, rate, peak, late, consumer_cores, broker_cores in bench.rows:
+    runs = {key: run for key, run in results.items() if isinstance(run, dict) and "events" in run}
+    for key, run in runs.items():
         table.add_row(
             key,
-            f"{count:,}",
-            f"{rate:,.0f}",
-            f"{peak:.0f}",
-            f"{late:.0f}",
-            f"{consumer_cores:.2f}",
-            f"{broker_cores:.2f}",
+            f"{run['events']:,}",
+            f"{run['events_per_second']:,}",
+            f"{run['peak_rss_mib']}",
+            f"{run['late_rss_mib']}",
+            f"{run['consumer_cores']:.2f}",
+            f"{run['broker_cores']:.2f}",
         )
     console.print(table)
     for name, ratio in results["ratios"].items():
