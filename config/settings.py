@@ -124,7 +124,10 @@ class PipelineSettings(_EnvFirstSettings):
         description="... or when its buffered input reaches this many bytes",
     )
     dedupe_horizon_seconds: int = Field(
-        default=86400, ge=0, le=365 * 86400, description="repeated event_id within this is dropped"
+        default=86400,
+        ge=0,
+        le=365 * 86400,
+        description="a repeated event_id arriving within this long of the first is dropped",
     )
     stop_at_end: bool = Field(
         default=False, description="read to the current end of every partition, flush, exit 0"

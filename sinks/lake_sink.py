@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 _PENDING_BATCHES = 1
 Validator = Callable[[ClosedBatch], ValidatedBatch]
 _Int64s = npt.NDArray[np.int64]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +82,9 @@ class PartitionCommitter:
         self.lake.repair_batch_log(self.topic, self.partition)
         self.fence = self.lake.fence(self.topic, self.partition)
         self.index = DedupeIndex(self.horizon)
-        watermark = self.lake.watermark_us(self.topic, self.partition)
-        if watermark is not None:
-            since = watermark - int(self.horizon / timedelta(microseconds=1))
-            recent = self.lake.recent_rows(self.topic, self.partition, since)
+        # Arrival time is the flow's clock at commit (``batches.committed_at``).
+        recent = self.lake.recent_arrivals(self.topic, self.partition, self.now() - self.horizon)
+        if recent.num_rows:
             self.index.remember(*_dedupe_keys(recent))
             log.info(
                 "%s/%d: fence %s, %d event ids remembered for dedupe",
@@ -121,7 +121,11 @@ class PartitionCommitter:
             id_digests = id_digests[at_or_past]
             letters = [letter for letter in letters if letter.offset >= self.fence]
             first_offset = self.fence
-        result = self.index.check_digests(id_digests, _int64s(table.column("_value_digest")))
+        arrived_at = self.now()
+        arrived_at_us = _microseconds(arrived_at)
+        result = self.index.check_digests(
+            id_digests, _int64s(table.column("_value_digest")), arrived_at_us
+        )
         kept_digests = result.digests
         if result.duplicates:
             keep = np.asarray(result.keep, dtype=bool)
@@ -148,13 +152,15 @@ class PartitionCommitter:
             files=0,
             close_reason=batch.reason,
             opened_at=batch.opened_at,
-            committed_at=self.now(),
+            committed_at=arrived_at,
             min_occurred_at=occurred["min"] if occurred else None,
             max_occurred_at=occurred["max"] if occurred else None,
             lake_version=-1,
         )
         committed = self.lake.commit(table, record)
-        self.index.remember_digests(kept_digests, *_times_and_values(table))
+        self.index.remember_digests(
+            kept_digests, arrived_at_us, _int64s(table.column("_value_digest"))
+        )
         self.fence = batch.next_offset
         COMMITTED.publish(self.topic, self.partition, self.fence)
         _observe(committed, time.monotonic() - started)
@@ -163,16 +169,16 @@ class PartitionCommitter:
 
 
 def _dedupe_keys(table: pa.Table) -> tuple[list[str], _Int64s, _Int64s]:
-    """Event ids, event times (us) and value digests of ``table``, row for row."""
-    return (table.column("event_id").to_pylist(), *_times_and_values(table))
-
-
-def _times_and_values(table: pa.Table) -> tuple[_Int64s, _Int64s]:
-    """Event times (us) and value digests of ``table``, row for row."""
+    """Event ids, arrival times (us) and value digests of ``table``, row for row."""
     return (
-        _int64s(table.column("occurred_at").cast(pa.int64())),
+        table.column("event_id").to_pylist(),
+        _int64s(table.column("_arrived_at").cast(pa.int64())),
         _int64s(table.column("_value_digest")),
     )
+
+
+def _microseconds(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 def _int64s(column: pa.ChunkedArray) -> _Int64s:
