@@ -237,19 +237,36 @@ def dlq_redrive(
     ] = None,
     worker_name: WorkerOption = None,
     config_file: HandlersFileOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print what would be redriven; change nothing")
+    ] = False,
 ) -> None:
     """Send dead letters back to their source topic (after a fix), original bytes and headers.
 
+    Each letter is redriven at most once, ever (recorded in ``<dlq>.redriven``).
     A worker's letters go back to the topic each came from; the other
     subscribers of that topic have it in their inbox already and skip it.
     """
-    from streambatch.dead_letter_tools import redrive_dead_letters
+    from streambatch.redrive import redrive_dead_letters
 
     topic, destination = _dead_letter_route(stream, worker_name, config_file)
-    sent = redrive_dead_letters(
-        load_kafka_settings().librdkafka_config(), topic, destination, error_class
+    report = redrive_dead_letters(
+        load_kafka_settings().librdkafka_config(), topic, destination, error_class, dry_run=dry_run
     )
-    console.print(f"{sent} dead letters of {topic} sent back to {destination or 'their sources'}")
+    for letter in report.letters if dry_run else ():
+        console.print(
+            f"would redrive {letter.position} ({letter.error_class}) to {letter.destination}",
+            soft_wrap=True,
+        )
+    verb = "would be sent" if dry_run else "sent"
+    console.print(
+        f"{len(report.letters)} dead letters of {topic} {verb} back to "
+        f"{destination or 'their sources'}; skipped: {report.already_redriven} redriven "
+        f"before, {report.failed_again} failed again after a redrive, "
+        f"{report.other_class} of another class"
+        + (f"; {report.recovered} found sent by an interrupted run" if report.recovered else ""),
+        soft_wrap=True,
+    )
 
 
 def _dead_letter_route(
