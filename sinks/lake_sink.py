@@ -121,10 +121,8 @@ class PartitionCommitter:
             id_digests = id_digests[at_or_past]
             letters = [letter for letter in letters if letter.offset >= self.fence]
             first_offset = self.fence
-        arrived_at = self.now()
-        arrived_at_us = _microseconds(arrived_at)
         result = self.index.check_digests(
-            id_digests, _int64s(table.column("_value_digest")), arrived_at_us
+            id_digests, _int64s(table.column("_value_digest")), _microseconds(self.now())
         )
         kept_digests = result.digests
         if result.duplicates:
@@ -152,14 +150,15 @@ class PartitionCommitter:
             files=0,
             close_reason=batch.reason,
             opened_at=batch.opened_at,
-            committed_at=arrived_at,
+            committed_at=self.now(),
             min_occurred_at=occurred["min"] if occurred else None,
             max_occurred_at=occurred["max"] if occurred else None,
             lake_version=-1,
         )
         committed = self.lake.commit(table, record)
+        # Arrival time is committed_at: what a rebuild reads back from ``batches``.
         self.index.remember_digests(
-            kept_digests, arrived_at_us, _int64s(table.column("_value_digest"))
+            kept_digests, _microseconds(record.committed_at), _int64s(table.column("_value_digest"))
         )
         self.fence = batch.next_offset
         COMMITTED.publish(self.topic, self.partition, self.fence)

@@ -4,7 +4,9 @@ What was redriven is recorded in a state topic next to the dead-letter topic,
 ``<dead-letter topic>.redriven`` (one partition, compacted), keyed by the
 letter's position ``<dead-letter topic>/<partition>@<offset>``. Every
 redriven record carries that position in a ``streambatch.redriven-from``
-header. A run, in order:
+header; the marker holds a digest of the letter's key and value, so a
+letter at the same position of a recreated dead-letter topic is a new letter.
+A run, in order:
 
 1. reads the state; if an earlier run was killed midway (its *run* record is
    still there), finds which of its letters reached their topics by reading
@@ -23,6 +25,7 @@ and none is marked without being sent. Run one redrive of a topic at a time.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -62,6 +65,7 @@ class PlannedLetter:
     position: str
     destination: str
     error_class: str
+    digest: str
 
 
 @dataclass
@@ -84,7 +88,8 @@ class RedriveReport:
 
 @dataclass
 class _State:
-    redriven: set[str] = field(default_factory=set)
+    # Position -> digest of the letter redriven from there.
+    redriven: dict[str, str] = field(default_factory=dict)
     # Destination topic -> partition -> end offset before an unfinished run sent.
     unfinished_run: dict[str, dict[int, int]] | None = None
 
@@ -113,7 +118,7 @@ def redrive_dead_letters(
     if not dry_run:
         _ensure_state_topic(connection, state_topic)
     state = _read_state(connection, state_topic) if _exists(connection, state_topic) else _State()
-    recovered: set[str] = set()
+    recovered: dict[str, str] = {}
     if state.unfinished_run is not None:
         recovered = _delivered_since(connection, dead_letter_topic, state.unfinished_run)
     report = RedriveReport(dead_letter_topic, dry_run, recovered=len(recovered))
@@ -122,7 +127,7 @@ def redrive_dead_letters(
         return report
     with _StateWriter(connection, state_topic) as writer:
         if state.unfinished_run is not None:
-            writer.mark({position: "" for position in recovered})
+            writer.mark(recovered)
             writer.clear_run()
         if not messages:
             return report
@@ -130,7 +135,7 @@ def redrive_dead_letters(
         writer.start_run(_end_offsets(connection, destinations))
         _send(connection, report, messages)
         failpoint("redrive_before_marks")
-        writer.mark({letter.position: letter.destination for letter in report.letters})
+        writer.mark({letter.position: letter.digest for letter in report.letters})
         writer.clear_run()
     return report
 
@@ -140,14 +145,15 @@ def _plan(
     report: RedriveReport,
     source_topic: str | None,
     error_class: str | None,
-    redriven: set[str],
+    redriven: Mapping[str, str],
 ) -> list[Message]:
     """Fill ``report`` with the letters to send; their messages, in the same order."""
     topic = report.dead_letter_topic
     messages: list[Message] = []
     for message in read_topic(connection, topic):
         position = f"{topic}/{message.partition()}@{message.offset()}"
-        if position in redriven:
+        digest = _digest(message)
+        if redriven.get(position) == digest:
             report.already_redriven += 1
             continue
         if header(message, REDRIVEN_FROM_HEADER):
@@ -162,7 +168,7 @@ def _plan(
             raise StreambatchError(
                 f"{position}: no source.topic header; pass the topic to send it to"
             )
-        report.letters.append(PlannedLetter(position, destination, letter_class))
+        report.letters.append(PlannedLetter(position, destination, letter_class, digest))
         messages.append(message)
     return messages
 
@@ -225,7 +231,7 @@ def _read_state(connection: dict[str, str], topic: str) -> _State:
         if key == _RUN_KEY:
             state.unfinished_run = None if value is None else _decode_run(value)
         else:
-            state.redriven.add(key.decode())
+            state.redriven[key.decode()] = (value or b"").decode()
     return state
 
 
@@ -239,16 +245,27 @@ def _decode_run(value: bytes) -> dict[str, dict[int, int]]:
 
 def _delivered_since(
     connection: dict[str, str], dead_letter_topic: str, since: Mapping[str, Mapping[int, int]]
-) -> set[str]:
-    """Positions of letters of ``dead_letter_topic`` found in the destinations after ``since``."""
+) -> dict[str, str]:
+    """Letters of ``dead_letter_topic`` found in the destinations after ``since``.
+
+    Position -> digest, as the state topic records them.
+    """
     prefix = f"{dead_letter_topic}/"
-    found: set[str] = set()
+    found: dict[str, str] = {}
     for topic, offsets in since.items():
         for message in iter_topic(connection, topic, offsets):
             position = header(message, REDRIVEN_FROM_HEADER)
             if position.startswith(prefix):
-                found.add(position)
+                found[position] = _digest(message)
     return found
+
+
+def _digest(message: Message) -> str:
+    """A digest of a record's key and value (a redriven copy has its letter's)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (message.key(), message.value()):
+        digest.update(b"\0" if part is None else b"\1" + len(part).to_bytes(8, "big") + part)
+    return digest.hexdigest()
 
 
 def _end_offsets(connection: dict[str, str], topics: Iterable[str]) -> dict[str, dict[int, int]]:
@@ -291,8 +308,8 @@ class _StateWriter:
         self._write([(_RUN_KEY, None)])
 
     def mark(self, letters: Mapping[str, str]) -> None:
-        """Record ``letters`` (position -> destination) as redriven."""
-        self._write([(position.encode(), dest.encode()) for position, dest in letters.items()])
+        """Record ``letters`` (position -> digest) as redriven."""
+        self._write([(position.encode(), digest.encode()) for position, digest in letters.items()])
 
     def _write(self, records: list[tuple[bytes, bytes | None]]) -> None:
         failures: list[str] = []

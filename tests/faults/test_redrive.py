@@ -16,8 +16,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
+from connectors.embedded_broker import create_topics
 from streambatch.failpoints import REDRIVE_FAILPOINTS
 from streambatch.generator import GeneratedRecord, generate_order_records
 from tests.support import REPO_ROOT, StreamTopics, flow_env, lake_table, read_topic, run_flow, send
@@ -151,3 +153,28 @@ def test_a_redrive_killed_midway_then_run_again_sends_each_letter_once(
     assert len(copies) == letters
     assert set(copies.values()) == {1}
     assert topic_size(topics, topics.dead_letter_topic) == letters
+
+
+@pytest.mark.partitions(1)
+def test_letters_of_a_recreated_dead_letter_topic_are_new_letters(topics: StreamTopics) -> None:
+    def write_letters(values: list[bytes]) -> None:
+        producer = Producer({"bootstrap.servers": topics.bootstrap_servers})
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("source.topic", topics.name.encode()),
+            ("error.class", b"InvalidJson"),
+        ]
+        for value in values:
+            producer.produce(topics.dead_letter_topic, value=value, headers=headers)
+        assert producer.flush(30) == 0
+
+    write_letters([b"first-1", b"first-2"])
+    assert "2 dead letters" in redrive(topics).stdout
+    admin = AdminClient({"bootstrap.servers": topics.bootstrap_servers})
+    admin.delete_topics([topics.dead_letter_topic])[topics.dead_letter_topic].result(timeout=30)
+    create_topics(topics.bootstrap_servers, [topics.dead_letter_topic], 1)
+    write_letters([b"second-1", b"second-2"])  # the same offsets as the first two
+
+    again = redrive(topics)
+    assert f"2 dead letters of {topics.dead_letter_topic} sent" in again.stdout, again.stderr
+    values = sorted(m.value() for m in read_topic(topics.bootstrap_servers, topics.name))
+    assert values == [b"first-1", b"first-2", b"second-1", b"second-2"]
