@@ -275,16 +275,24 @@ def rules_test(
     event_file: Annotated[
         Path, typer.Argument(metavar="EVENT.json", help="one event, a JSON object")
     ],
-    rules_file: Annotated[Path, typer.Option("--rules", help="rules file, .toml or .json")] = Path(
-        "config/rules.toml"
-    ),
+    rules_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--rules",
+            help="rules file, .toml or .json (default: config/rules.toml, else the shipped one)",
+        ),
+    ] = None,
     misses: Annotated[
         bool, typer.Option("--misses", help="also say why the other rules do not match")
     ] = False,
 ) -> None:
     """Print which rules match an event and why; exit 1 when none does."""
+    from handlers.config import SHIPPED_RULES_FILE
     from handlers.rules import RuleSet, load_event
 
+    if rules_file is None:
+        local = Path("config/rules.toml")
+        rules_file = local if local.is_file() else SHIPPED_RULES_FILE
     rule_set = RuleSet.load(rules_file)
     event = load_event(event_file)
     console.print(
