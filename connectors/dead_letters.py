@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
+from connectors.kafka_clients import new_producer
 from flows.records import DeadLetter
 from streambatch.errors import DeadLetterWriteError
 from streambatch.failpoints import failpoint
@@ -62,7 +63,7 @@ class DeadLetterWriter:
             # Served during flush(): an outage shows up while the flow waits.
             "error_cb": self._on_error,
         }
-        self._producer = Producer(config)
+        self._producer = new_producer(config)
 
     def close(self) -> None:
         """Flush what is left and release the client (the writer is unusable afterwards)."""

@@ -16,8 +16,9 @@ from pathlib import Path
 from types import TracebackType
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
+from connectors.kafka_clients import new_admin
 from streambatch.errors import StreambatchError, TransientError
 
 __all__ = ["EmbeddedBroker", "create_topics", "free_port"]
@@ -43,7 +44,7 @@ def create_topics(
     extra_config: dict[str, str] | None = None,
 ) -> None:
     """Create ``topics`` (already existing ones are fine)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(extra_config or {})})
+    admin = new_admin({"bootstrap.servers": bootstrap_servers, **(extra_config or {})})
     wanted = [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in topics]
     for name, future in admin.create_topics(wanted, operation_timeout=30).items():
         try:
@@ -120,7 +121,7 @@ class EmbeddedBroker:
             if self.advertised_port != self.port:
                 return self  # clients would be sent to the proxy: the port answering is enough
             try:
-                AdminClient({"bootstrap.servers": self.bootstrap_servers}).list_topics(timeout=1)
+                new_admin({"bootstrap.servers": self.bootstrap_servers}).list_topics(timeout=1)
                 return self
             except KafkaException:
                 time.sleep(0.1)
