@@ -579,15 +579,30 @@ def report(
     hours: Annotated[
         int, typer.Option(min=1, help="event time covered by the windowed charts")
     ] = 24,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="end of the windowed charts (ISO 8601, UTC without an offset); "
+            "default: the newest order, click or log line in the lake"
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Revenue, click funnel, error rates, batches and dead letters as one HTML file."""
-    from datetime import timedelta
+    from datetime import UTC, datetime, timedelta
 
     from streambatch.html_report import write_report
 
+    end = None
+    if until is not None:
+        try:
+            end = datetime.fromisoformat(until.strip())
+        except ValueError:
+            message = f"must be an ISO 8601 time such as 2026-11-28T14:00:00Z, got {until!r}"
+            raise typer.BadParameter(message, param_hint="--until") from None
+        end = end if end.tzinfo is not None else end.replace(tzinfo=UTC)
     root = _data_dir_with_lake(data_dir)
-    written = write_report(root, html_file, title=title, span=timedelta(hours=hours))
+    written = write_report(root, html_file, title=title, span=timedelta(hours=hours), until=end)
     console.print(f"report written to {escape(str(written))}")
 
 
