@@ -10,15 +10,14 @@ from typing import cast
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
-    Consumer,
     KafkaError,
     Message,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
 from rich.console import Group
 from rich.table import Table
 
+from connectors.kafka_clients import describe_topic, new_consumer
 from streambatch.errors import StreambatchError
 
 __all__ = [
@@ -63,13 +62,8 @@ def iter_topic(
     not name are read from the beginning.
     """
     starts = start_offsets or {}
-    # Asking Tansu about a topic creates it; a typo must not.
-    admin = AdminClient({**connection, "allow.auto.create.topics": "false"})
-    described = admin.list_topics(topic, timeout=30).topics.get(topic)
-    if described is None or described.error is not None:
-        raise StreambatchError(f"topic {topic!r} is not available")
-    partitions = sorted(described.partitions)
-    consumer = Consumer(
+    partitions = sorted(describe_topic(connection, topic).partitions)
+    consumer = new_consumer(
         {
             **connection,
             "group.id": "streambatch-reader",

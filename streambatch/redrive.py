@@ -31,9 +31,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import NewTopic
 
+from connectors.kafka_clients import (
+    TopicUnavailable,
+    describe_topic,
+    new_admin,
+    new_consumer,
+    new_producer,
+)
 from streambatch.dead_letter_tools import (
     ERROR_HEADER_NAMES,
     header,
@@ -115,6 +122,7 @@ def redrive_dead_letters(
             to, or a write was not acknowledged (nothing is marked then).
     """
     state_topic = dead_letter_topic + STATE_TOPIC_SUFFIX
+    describe_topic(connection, dead_letter_topic)  # absent: one clear error, before any write
     if not dry_run:
         _ensure_state_topic(connection, state_topic)
     state = _read_state(connection, state_topic) if _exists(connection, state_topic) else _State()
@@ -175,7 +183,7 @@ def _plan(
 
 def _send(connection: dict[str, str], report: RedriveReport, messages: list[Message]) -> None:
     """Produce every planned letter and wait for all acknowledgements."""
-    producer = Producer({**connection, "enable.idempotence": "true", "acks": "all"})
+    producer = new_producer(connection, {"enable.idempotence": "true", "acks": "all"})
     failures: list[str] = []
 
     def on_delivery(error: KafkaError | None, _message: Message) -> None:
@@ -204,7 +212,7 @@ def _send(connection: dict[str, str], report: RedriveReport, messages: list[Mess
 
 
 def _ensure_state_topic(connection: Mapping[str, str], topic: str) -> None:
-    admin = AdminClient(dict(connection))
+    admin = new_admin(connection)
     wanted = NewTopic(topic, num_partitions=1, config={"cleanup.policy": "compact"})
     for future in admin.create_topics([wanted], operation_timeout=30).values():
         try:
@@ -216,10 +224,11 @@ def _ensure_state_topic(connection: Mapping[str, str], topic: str) -> None:
 
 def _exists(connection: Mapping[str, str], topic: str) -> bool:
     """Whether ``topic`` exists (a dry run before any redrive finds no state topic)."""
-    # Asking Tansu about a topic creates it; a dry run must not.
-    admin = AdminClient({**connection, "allow.auto.create.topics": "false"})
-    described = admin.list_topics(topic, timeout=30).topics.get(topic)
-    return described is not None and described.error is None
+    try:
+        describe_topic(connection, topic)
+    except TopicUnavailable:
+        return False
+    return True
 
 
 def _read_state(connection: dict[str, str], topic: str) -> _State:
@@ -270,13 +279,11 @@ def _digest(message: Message) -> str:
 
 def _end_offsets(connection: dict[str, str], topics: Iterable[str]) -> dict[str, dict[int, int]]:
     """The end offset of every partition of ``topics`` (a lower bound is enough)."""
-    consumer = Consumer({**connection, "group.id": "streambatch-redrive"})
+    consumer = new_consumer(connection, {"group.id": "streambatch-redrive"})
     try:
         ends: dict[str, dict[int, int]] = {}
         for topic in sorted(topics):
-            described = consumer.list_topics(topic, timeout=30).topics.get(topic)
-            if described is None or described.error is not None:
-                raise StreambatchError(f"topic {topic!r} is not available")
+            described = describe_topic(connection, topic)
             ends[topic] = {
                 partition: consumer.get_watermark_offsets(
                     TopicPartition(topic, partition), timeout=30
@@ -293,7 +300,7 @@ class _StateWriter:
 
     def __init__(self, connection: dict[str, str], topic: str) -> None:
         self._topic = topic
-        self._producer = Producer({**connection, "enable.idempotence": "true", "acks": "all"})
+        self._producer = new_producer(connection, {"enable.idempotence": "true", "acks": "all"})
 
     def __enter__(self) -> _StateWriter:
         return self
