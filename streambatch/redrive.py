@@ -37,6 +37,7 @@ from confluent_kafka.admin import NewTopic
 from connectors.kafka_clients import (
     TopicUnavailable,
     describe_topic,
+    kafka_error_text,
     new_admin,
     new_consumer,
     new_producer,
@@ -218,8 +219,13 @@ def _ensure_state_topic(connection: Mapping[str, str], topic: str) -> None:
         try:
             future.result(timeout=30)
         except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise StreambatchError(f"cannot create topic {topic!r}: {exc}") from exc
+            error = exc.args[0] if exc.args else None
+            if not (
+                isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS
+            ):
+                raise StreambatchError(
+                    f"cannot create topic {topic!r}: {kafka_error_text(exc)}"
+                ) from exc
 
 
 def _exists(connection: Mapping[str, str], topic: str) -> bool:
