@@ -55,6 +55,7 @@ __all__ = [
     "load_kafka_settings",
     "load_log_settings",
     "load_pipeline_settings",
+    "load_settings",
     "load_stream_settings",
 ]
 
@@ -113,7 +114,7 @@ class KafkaSettings(_EnvFirstSettings):
     model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
 
     bootstrap_servers: str = Field(
-        default="localhost:9092", min_length=1, description="host:port[,host:port...]"
+        default="localhost:9092", min_length=1, description="the brokers: host:port[,host:port...]"
     )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", description="librdkafka security.protocol"
@@ -128,10 +129,10 @@ class KafkaSettings(_EnvFirstSettings):
     properties: dict[str, str | SecretStr] = Field(
         default_factory=dict,
         description="any other librdkafka property, dots as underscores: "
-        "KAFKA_SSL_CA_LOCATION sets ssl.ca.location, KAFKA_SASL_OAUTHBEARER_METHOD "
-        "sets sasl.oauthbearer.method; in the file's [kafka] table by either name. "
+        "`KAFKA_SSL_CA_LOCATION` sets `ssl.ca.location`, `KAFKA_SASL_OAUTHBEARER_METHOD` "
+        "sets `sasl.oauthbearer.method`; in the file's `[kafka]` table by either name. "
         "An unknown property or a bad value is refused; secrets (passwords, private "
-        "keys, sasl.jaas.config, sasl.oauthbearer.config) are never printed",
+        "keys, `sasl.jaas.config`, `sasl.oauthbearer.config`) are never printed",
     )
 
     @field_validator("properties", mode="after")
@@ -221,7 +222,7 @@ class StreamSettings(BaseModel):
         min_length=1,
         max_length=245,
         pattern=r"^[A-Za-z0-9._-]+$",
-        description="the stream's source topic; dead letters go to <topic>.dlq",
+        description="the stream's source topic; dead letters go to `<topic>.dlq`",
     )
     data_dir: Path
     window_seconds: int = Field(gt=0, le=7 * 86400)
@@ -281,13 +282,13 @@ class HandlerSettings(_EnvFirstSettings):
     handlers_file: Path | None = Field(
         default=None,
         description="router, workers, retry policies and service options of the handlers "
-        "(.toml or .json); unset: config/handlers.toml here, else the shipped one",
+        "(`.toml` or `.json`); unset: `config/handlers.toml` here, else the shipped one",
     )
     handler_store: SecretStr | None = Field(
         default=None,
-        description="the handlers' store: sqlite:///path.db or "
-        "postgresql://user:password@host:5432/db (the password is never printed); "
-        "unset: sqlite:///<data_dir>/handlers/state.db",
+        description="the handlers' store: `sqlite:///path.db` or "
+        "`postgresql://user:password@host:5432/db` (the password is never printed); "
+        "unset: `sqlite:///<data_dir>/handlers/state.db`",
     )
 
     @field_validator("handlers_file", "handler_store", mode="before")
@@ -614,15 +615,23 @@ def load_stream_settings(stream: str, config_file: Path | None = None) -> Stream
         raise ConfigError(_explain(exc, prefix)) from None
 
 
+def load_settings(model: type[SettingsT], config_file: Path | None = None) -> SettingsT:
+    """Any settings model from env and ``streambatch.toml``; raises ConfigError.
+
+    (Kafka's go through :func:`load_kafka_settings`, which also reads the
+    librdkafka properties.)
+    """
+    if model is KafkaSettings:
+        return load_kafka_settings(config_file)  # type: ignore[return-value]  # same model
+    prefix = str(model.model_config.get("env_prefix", ""))
+    return _build(model, prefix, _read_config_file(config_file or Path(CONFIG_FILE_NAME)))
+
+
 def load_log_settings(config_file: Path | None = None) -> LogSettings:
     """Log level and format from env and ``streambatch.toml``; raises ConfigError."""
-    return _build(
-        LogSettings, "STREAMBATCH_", _read_config_file(config_file or Path(CONFIG_FILE_NAME))
-    )
+    return load_settings(LogSettings, config_file)
 
 
 def load_handler_settings(config_file: Path | None = None) -> HandlerSettings:
     """Handlers file and store from env and ``streambatch.toml``; raises ConfigError."""
-    return _build(
-        HandlerSettings, "STREAMBATCH_", _read_config_file(config_file or Path(CONFIG_FILE_NAME))
-    )
+    return load_settings(HandlerSettings, config_file)
