@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -94,6 +94,32 @@ def decode_exactly(value: bytes) -> Any:
 _NOT_JSON_NUMBERS = re.compile(rb"(?<![\w\"])-?(NaN|Infinity)\b")
 
 
+def _exact_validator(stream: StreamSchema) -> Callable[[bytes], BaseModel]:
+    """pydantic's verdict on a record, every number read exactly from its text.
+
+    For a stream without decimal fields, pydantic's own JSON parser is exact
+    on every record it accepts without extra fields (the only place a float, a
+    NaN or a big integer could then sit), so those skip the exact decoder.
+    """
+    adapter = stream.adapter
+
+    def exact(value: bytes) -> BaseModel:
+        event: BaseModel = adapter.validate_python(decode_exactly(value))
+        return event
+
+    if stream.has_decimals:
+        return exact
+
+    def shortcut(value: bytes) -> BaseModel:
+        try:
+            event: BaseModel = adapter.validate_json(value)
+        except ValidationError:
+            return exact(value)  # the exact decoder names the error (NaN: InvalidJson)
+        return exact(value) if event.__pydantic_extra__ else event
+
+    return shortcut
+
+
 class InvalidRecord(Exception):
     """A record refused before pydantic saw it: error class and message."""
 
@@ -141,7 +167,7 @@ def validate_records(
     """
     records = batch.records
     prevalidator = stream.prevalidator if fast and stream.arrow_json_readable else None
-    validate_python = stream.adapter.validate_python
+    validate = _exact_validator(stream)
     column_names = set(stream.event_column_names)
     events: list[BaseModel] = []
     event_ids: list[str] = []
@@ -166,7 +192,7 @@ def validate_records(
         extra_json = None
         if event_id is None:
             try:
-                event = validate_python(decode_exactly(value))
+                event = validate(value)
                 extra = event.__pydantic_extra__
                 extra_json = _EXTRA_JSON.encode(extra).decode() if extra else None
             except InvalidRecord as exc:
