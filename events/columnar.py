@@ -44,7 +44,7 @@ import pyarrow.json as pj
 from pydantic import AwareDatetime, BaseModel, Strict, StringConstraints
 from pydantic.fields import FieldInfo
 
-from events.common import MONEY_PRECISION, MONEY_SCALE
+from events.common import MONEY_PRECISION, MONEY_SCALE, Rfc3339Text
 from events.model_shapes import EVENT_TYPE, length_bounds, require_money, union_members, unwrap
 from events.model_shapes import UnsupportedModel as _Unsupported
 
@@ -366,13 +366,15 @@ def _unwrap(annotation: Any, metadata: list[Any]) -> tuple[Any, list[Any]]:
 def _require_strict_timestamp(metadata: list[Any], arrow_type: pa.DataType) -> None:
     if arrow_type != pa.timestamp("us", tz="UTC"):
         raise _Unsupported("timestamps must be stored as timestamp[us, UTC]")
-    names = [getattr(getattr(item, "func", None), "__name__", "") for item in metadata]
-    if "_rfc3339_text" not in names:
+    if not any(isinstance(item, Rfc3339Text) for item in metadata):
         raise _Unsupported("timestamps must be RFC 3339 text (events.common.UtcTimestamp)")
-    for item, name in zip(metadata, names, strict=True):
+    for item in metadata:
         # The form is checked here by _RFC3339 (a subset), the range as the instant range.
-        if name not in ("_rfc3339_text", "_representable_in_utc"):
-            raise _Unsupported(f"timestamp metadata {item!r}")
+        if isinstance(item, Rfc3339Text):
+            continue
+        if getattr(getattr(item, "func", None), "__name__", "") == "_representable_in_utc":
+            continue
+        raise _Unsupported(f"timestamp metadata {item!r}")
 
 
 def _check_for(annotation: Any, metadata: list[Any], arrow_type: pa.DataType) -> RowCheck | None:

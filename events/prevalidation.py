@@ -28,7 +28,7 @@ import msgspec
 from pydantic import AwareDatetime, BaseModel, Strict, StringConstraints
 from pydantic.fields import FieldInfo
 
-from events.common import RFC3339_PATTERN
+from events.common import RFC3339_PATTERN, Rfc3339Text
 from events.model_shapes import UnsupportedModel as _Unsupported
 from events.model_shapes import length_bounds, require_money, union_members, unwrap
 
@@ -117,12 +117,16 @@ def _translate(annotation: Any, metadata: list[Any]) -> Any:
     if annotation is AwareDatetime:
         # The RFC 3339 form only, as text: Arrow parses it (refusing impossible
         # dates) and checks the UTC range on the column.
-        if not any(_is_rfc3339_check(m) for m in metadata):
+        if not any(isinstance(m, Rfc3339Text) for m in metadata):
             raise _Unsupported("datetimes must be RFC 3339 text (events.common.UtcTimestamp)")
-        unknown = [m for m in metadata if not (_is_rfc3339_check(m) or _is_utc_range_check(m))]
+        # The UTC range is checked on the Arrow column, after this decoder.
+        unknown = [
+            m for m in metadata if not (isinstance(m, Rfc3339Text) or _is_utc_range_check(m))
+        ]
         if unknown:
             raise _Unsupported(f"datetime metadata {unknown!r}")
-        return Annotated[str, _Meta(pattern=RFC3339_PATTERN)]
+        # Python's re: "$" would also match before a final newline.
+        return Annotated[str, _Meta(pattern=RFC3339_PATTERN.removesuffix("$") + r"\Z")]
     if origin is list:
         (item,) = get_args(annotation)
         items: Any = list[_translate(item, [])]  # type: ignore[misc]  # a type built at run time
@@ -136,10 +140,6 @@ def _translate(annotation: Any, metadata: list[Any]) -> Any:
             raise _Unsupported(f"nested model {annotation.__name__} must forbid extra fields")
         return _struct_for(annotation, tag=None)
     raise _Unsupported(f"annotation {annotation!r}")
-
-
-def _is_rfc3339_check(item: Any) -> bool:
-    return getattr(getattr(item, "func", None), "__name__", "") == "_rfc3339_text"
 
 
 def _is_utc_range_check(item: Any) -> bool:
