@@ -470,13 +470,32 @@ def load_config_file(path: Path | None = None) -> ConfigFile:
     return ConfigFile(path, values, where)
 
 
+class _FileValues(dict[str, Any]):
+    """The settings of a file by environment-style name, knowing where each was set."""
+
+    def __init__(self, file: ConfigFile) -> None:
+        super().__init__(file.values)
+        self.file = file
+
+
 def _read_config_file(path: Path) -> dict[str, Any]:
     """The settings of ``streambatch.toml`` by environment-style name."""
-    return load_config_file(path).values
+    return _FileValues(load_config_file(path))
 
 
-def _explain(exc: ValidationError, prefix: str) -> str:
-    """Turn a pydantic error into lines that name the variables."""
+def _origin(name: str, file_values: Mapping[str, Any] | None) -> str:
+    """`` (streambatch.toml:3)`` when ``name`` has its value from the file, else ''."""
+    if not isinstance(file_values, _FileValues) or name not in file_values:
+        return ""
+    if any(variable.upper() == name for variable in os.environ):
+        return ""
+    return f" ({file_values.file.where(name)})"
+
+
+def _explain(
+    exc: ValidationError, prefix: str, file_values: Mapping[str, Any] | None = None
+) -> str:
+    """Turn a pydantic error into lines that name the variables (and the file's line)."""
     lines = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else ""
@@ -486,7 +505,7 @@ def _explain(exc: ValidationError, prefix: str) -> str:
         # error's input is the whole mapping, secrets included.
         secret = is_secret_property(field.replace("_", ".")) or not field or isinstance(value, dict)
         shown = "" if secret else f" (got {value!r})"
-        lines.append(f"{name}: {error['msg']}{shown}")
+        lines.append(f"{name}{_origin(name, file_values)}: {error['msg']}{shown}")
     return "invalid configuration: " + "; ".join(lines)
 
 
@@ -502,7 +521,7 @@ def _build(
     try:
         return model(**{**from_file, **fixed})
     except ValidationError as exc:
-        raise ConfigError(_explain(exc, prefix)) from None
+        raise ConfigError(_explain(exc, prefix, file_values)) from None
     except SettingsError as exc:  # a variable pydantic-settings could not parse (JSON)
         raise ConfigError(f"invalid configuration: {exc}") from None
 
@@ -612,7 +631,7 @@ def load_stream_settings(stream: str, config_file: Path | None = None) -> Stream
     try:
         return StreamSettings.model_validate(values)
     except ValidationError as exc:
-        raise ConfigError(_explain(exc, prefix)) from None
+        raise ConfigError(_explain(exc, prefix, file_values)) from None
 
 
 def load_settings(model: type[SettingsT], config_file: Path | None = None) -> SettingsT:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,19 @@ def test_bad_value_in_file_names_the_key() -> None:
     Path("streambatch.toml").write_text("STREAMBATCH_WINDOW_BYTES = 3\n")
     with pytest.raises(ConfigError, match="STREAMBATCH_WINDOW_BYTES"):
         load_pipeline_settings()
+
+
+@pytest.mark.parametrize(
+    ("document", "says"),
+    [
+        ("# lake\nwindow_bytes = 3\n", "STREAMBATCH_WINDOW_BYTES (streambatch.toml:2): "),
+        ("[streams.logs]\ntopic = 'a/b'\n", "STREAMBATCH_LOGS_TOPIC (streambatch.toml:2): "),
+    ],
+)
+def test_bad_value_in_file_names_its_line(document: str, says: str) -> None:
+    Path("streambatch.toml").write_text(document)
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        load_stream_settings("logs")
 
 
 def test_per_stream_override_beats_shared_value(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,12 +176,24 @@ def test_unknown_key_in_the_file_is_refused_with_its_line(
     assert "\n" not in message
 
 
-def test_unknown_kafka_property_in_the_file_is_refused_with_its_line() -> None:
-    Path("streambatch.toml").write_text('[kafka]\nclient_id = "shop"\n"ssl.ca.locaton" = "x"\n')
+@pytest.mark.parametrize(
+    ("document", "line"),
+    [
+        ('[kafka]\nclient_id = "shop"\n"ssl.ca.locaton" = "x"\n', 3),
+        ('[kafka]\nclient_id = "shop"\nssl.ca.locaton = "x"\n', 3),
+        ('window_seconds = 60\n[kafka.ssl]\n\nca.locaton = "x"\n', 4),
+        ('window_seconds = 60\nkafka = { "ssl.ca.locaton" = "x" }\n', 2),
+    ],
+    ids=["quoted", "dotted", "sub-table", "inline-table"],
+)
+def test_unknown_kafka_property_in_the_file_is_refused_with_its_line(
+    document: str, line: int
+) -> None:
+    Path("streambatch.toml").write_text(document)
     with pytest.raises(ConfigError) as error:
         load_kafka_settings()
     message = str(error.value)
-    assert "KAFKA_SSL_CA_LOCATON (streambatch.toml:3)" in message
+    assert f"KAFKA_SSL_CA_LOCATON (streambatch.toml:{line})" in message
     assert 'No such configuration property: "ssl.ca.locaton"' in message
 
 
