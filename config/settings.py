@@ -1,10 +1,14 @@
 """Settings: one pydantic-settings model per component, one source of truth.
 
 Values come from the environment and from an optional ``streambatch.toml`` in
-the working directory, whose top-level keys are the environment variable names
-(``STREAMBATCH_WINDOW_SECONDS = 60``). The environment wins over the file.
-A bad value is refused with a :class:`~streambatch.errors.ConfigError` whose
-message names the variable.
+the working directory: top-level field names (``window_seconds = 60``) or
+variable names (``STREAMBATCH_WINDOW_SECONDS = 60``), a ``[kafka]`` table of
+librdkafka properties and ``[streams.<name>]`` tables (see
+:func:`load_config_file`). The environment wins over the file. A bad value, an
+unknown key or an unknown librdkafka property is refused with a
+:class:`~streambatch.errors.ConfigError` whose message names the variable (and
+the file's line). Every model of :data:`SETTINGS_MODELS` is listed by
+``streambatch config show`` and in the README's table (``python -m config.docs``).
 """
 
 from __future__ import annotations

@@ -120,14 +120,19 @@ def test_produce_and_flow_through_tls(
 
 @pytest.mark.parametrize(
     "command",
-    [("produce", "--count", "5"), ("status",), ("dlq", "inspect")],
-    ids=["produce", "status", "dlq-inspect"],
+    [
+        (*CLI, "produce", "--count", "5"),
+        (*CLI, "status"),
+        (*CLI, "dlq", "inspect"),
+        tuple(flow_command("orders")),
+    ],
+    ids=["produce", "status", "dlq-inspect", "flow"],
 )
 def test_wrong_ca_fails_in_one_line(
     tls_cluster: TlsCluster, tmp_path: Path, command: tuple[str, ...]
 ) -> None:
     completed = subprocess.run(
-        [*CLI, *command],
+        command,
         env=tls_cluster.env(tls_cluster.wrong_ca, STREAMBATCH_DATA_DIR=str(tmp_path)),
         cwd=tmp_path,
         capture_output=True,
