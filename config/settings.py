@@ -138,6 +138,18 @@ class PipelineSettings(_EnvFirstSettings):
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="serve Prometheus metrics on this port"
     )
+    retry_seconds: int = Field(
+        default=600,
+        ge=1,
+        le=86400,
+        description="transient failures (commit conflicts, the broker away during a dead-letter "
+        "write) are retried this long, then the flow exits",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="address the metrics endpoint binds to (0.0.0.0: every interface)",
+    )
 
 
 class StreamSettings(BaseModel):
@@ -155,6 +167,8 @@ class StreamSettings(BaseModel):
     stop_at_end: bool
     max_record_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = Field(default="127.0.0.1", min_length=1)
+    retry_seconds: int = Field(default=600, ge=1, le=86400)
 
     @property
     def dead_letter_topic(self) -> str:
@@ -252,6 +266,8 @@ def load_stream_settings(stream: str, config_file: Path | None = None) -> Stream
         "dedupe_horizon_seconds": shared.dedupe_horizon_seconds,
         "stop_at_end": shared.stop_at_end,
         "metrics_port": shared.metrics_port,
+        "metrics_host": shared.metrics_host,
+        "retry_seconds": shared.retry_seconds,
         "max_record_bytes": shared.max_record_bytes,
     }
     for key, value in overrides.items():
@@ -262,6 +278,7 @@ def load_stream_settings(stream: str, config_file: Path | None = None) -> Stream
                 "data_dir",
                 "stop_at_end",
                 "metrics_port",
+                "metrics_host",
             ):
                 values[field] = value
     try:

@@ -10,9 +10,10 @@ dead-letter topic, never lost.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from flows.records import DeadLetter
 from streambatch.errors import DeadLetterWriteError
@@ -48,8 +49,11 @@ class DeadLetterWriter:
     the broker; otherwise it raises :class:`DeadLetterWriteError`.
     """
 
-    def __init__(self, producer_config: dict[str, str], stream: str) -> None:
+    def __init__(
+        self, producer_config: dict[str, str], stream: str, max_wait_seconds: float = 600.0
+    ) -> None:
         self._stream = stream
+        self._max_wait_seconds = max_wait_seconds
         config: dict[str, object] = {
             **producer_config,
             "enable.idempotence": "true",
@@ -72,6 +76,20 @@ class DeadLetterWriter:
     def _on_error(self, error: KafkaError) -> None:
         KAFKA_ERRORS.labels(self._stream, error.name()).inc()
         log.warning("dead-letter producer: %s", error.str())
+
+    def _check_topic_exists(self, topic: str) -> None:
+        """Raise at once if the broker says ``topic`` does not exist (waiting cannot help)."""
+        try:
+            described = self._producer.list_topics(topic, timeout=_FLUSH_SECONDS).topics.get(topic)
+        except KafkaException:
+            return  # the broker is away: keep waiting
+        error = described.error if described is not None else None
+        if described is None or (
+            error is not None and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+        ):
+            raise DeadLetterWriteError(
+                f"dead-letter topic {topic} does not exist; stopping rather than losing records"
+            )
 
     def write(
         self,
@@ -112,8 +130,13 @@ class DeadLetterWriter:
                     ) from exc
         remaining = self._producer.flush(_FLUSH_SECONDS)
         connected = BROKER_CONNECTED.labels(self._stream, f"{source_topic}/{source_partition}")
+        deadline = time.monotonic() + self._max_wait_seconds
         while remaining and not failures:
-            # The worker waits here (fail closed); say so in the log and the metrics.
+            # The worker waits here (fail closed), for a while: a broker that
+            # is away may come back, a topic that does not exist will not.
+            self._check_topic_exists(topic)
+            if time.monotonic() > deadline:
+                break
             connected.set(0)
             log.warning(
                 "waiting for the broker to acknowledge %d dead letters to %s", remaining, topic
@@ -121,7 +144,11 @@ class DeadLetterWriter:
             remaining = self._producer.flush(_FLUSH_SECONDS)
         connected.set(1)
         if remaining or failures:
-            detail = failures[0] if failures else f"{remaining} not acknowledged in time"
+            detail = (
+                failures[0]
+                if failures
+                else (f"{remaining} not acknowledged within {self._max_wait_seconds:g} s")
+            )
             raise DeadLetterWriteError(
                 f"dead-letter write to {topic} failed ({len(failures) or remaining} of "
                 f"{len(letters)}): {detail}; stopping rather than losing records"

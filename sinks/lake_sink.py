@@ -34,6 +34,8 @@ from flows.records import BatchRange, ClosedBatch, ValidatedBatch, partition_key
 from sinks.delta_lake import BatchRecord, DeltaLake
 from streambatch.allocators import release_free_memory
 from streambatch.clock import Clock, utc_now
+from streambatch.errors import DeadLetterWriteError
+from streambatch.failure import FailureLatch, is_transient, remedy, root_cause
 from streambatch.metrics import (
     BATCH_BYTES,
     BATCH_ROWS,
@@ -50,6 +52,10 @@ log = logging.getLogger(__name__)
 _PENDING_BATCHES = 1
 Validator = Callable[[ClosedBatch], ValidatedBatch]
 _Int64s = npt.NDArray[np.int64]
+# How often a stage thread waiting for work looks whether another one failed.
+_POLL_SECONDS = 0.5
+_FIRST_RETRY_SECONDS = 0.2
+_MAX_RETRY_DELAY_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,14 +230,18 @@ class LakeSink(DynamicSink[ClosedBatch]):
         settings: StreamSettings,
         producer_config: dict[str, str],
         validate: Validator,
+        failure: FailureLatch | None = None,
     ) -> None:
         self._lake = lake
         self._settings = settings
         self._producer_config = producer_config
         self._validate = validate
+        self.failure = failure or FailureLatch()
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _LakeSinkPartition:
-        return _LakeSinkPartition(self._lake, self._settings, self._producer_config, self._validate)
+        return _LakeSinkPartition(
+            self._lake, self._settings, self._producer_config, self._validate, self.failure
+        )
 
 
 class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
@@ -242,10 +252,16 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
     reader, Parquet encoding, the Delta commit) release the GIL. Batches are
     committed one at a time in arrival order (so per Kafka partition in offset
     order). At most ``_PENDING_BATCHES`` wait before each stage: then
-    ``write_batch`` blocks, on top of the sources' own backpressure. A failure
-    in either thread stops both, and the next ``write_batch`` or ``close``
-    raises it: nothing after it is committed, the flow stops, a restart
-    re-reads from the fence.
+    ``write_batch`` blocks, on top of the sources' own backpressure.
+
+    Failing closed: a transient commit failure (a conflict with another
+    writer, see :func:`~streambatch.failure.is_transient`) is retried from
+    the lake's fence for at most ``STREAMBATCH_RETRY_SECONDS``; any other
+    failure in either thread, or retries running out, trips the flow's
+    :class:`~streambatch.failure.FailureLatch` with one line naming the root
+    cause. Both threads then end, ``write_batch`` and ``close`` raise it (and
+    so does the source, which polls the latch), so the worker stops: nothing
+    after it is committed, a restart re-reads from the fence.
     """
 
     def __init__(
@@ -254,17 +270,21 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
         settings: StreamSettings,
         producer_config: dict[str, str],
         validate: Validator,
+        failure: FailureLatch,
     ) -> None:
         self._lake = lake
         self._horizon = settings.dedupe_horizon
         self._validate = validate
-        self._dead_letters = DeadLetterWriter(producer_config, settings.stream)
+        self._latch = failure
+        self._retry_seconds = settings.retry_seconds
+        self._dead_letters = DeadLetterWriter(
+            producer_config, settings.stream, max_wait_seconds=settings.retry_seconds
+        )
         self._committers: dict[str, PartitionCommitter] = {}
         self._to_validate: queue.Queue[ClosedBatch | None] = queue.Queue(maxsize=_PENDING_BATCHES)
         self._to_commit: queue.Queue[tuple[ValidatedBatch, npt.NDArray[np.uint64]] | None] = (
             queue.Queue(maxsize=_PENDING_BATCHES)
         )
-        self._failure: BaseException | None = None
         self._threads = [
             threading.Thread(target=self._validate_all, name="lake-validate", daemon=True),
             threading.Thread(target=self._commit_all, name="lake-commit", daemon=True),
@@ -274,35 +294,49 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
 
     def write_batch(self, items: list[ClosedBatch]) -> None:
         for item in items:
+            self._latch.raise_if_tripped()
             self._put(self._to_validate, item)
-            self._raise_failure()
+        self._latch.raise_if_tripped()
 
     def close(self) -> None:
-        """Wait for every queued batch to be committed (at the end of finite input)."""
+        """Wait for every queued batch to be committed (at the end of finite input).
+
+        Never hangs on a failed stage: the threads end once the latch trips.
+        Raises a failure the worker has not seen yet; never one it is already
+        unwinding from (Bytewax closes sinks while it unwinds, and a second
+        exception there aborts the process).
+        """
         self._put(self._to_validate, None)
         for thread in self._threads:
             thread.join()
-        self._raise_failure()
+        if not self._latch.raised:
+            self._latch.raise_if_tripped()
 
     def _put(self, stage: queue.Queue[Any], item: Any) -> None:
-        """Hand ``item`` to a stage; gives up (silently) once a stage has failed."""
-        while self._failure is None:
+        """Hand ``item`` to a stage; gives up (silently) once the flow has failed."""
+        while self._latch.failure is None:
             try:
-                stage.put(item, timeout=0.5)
+                stage.put(item, timeout=_POLL_SECONDS)
                 return
             except queue.Full:
                 continue
 
-    def _raise_failure(self) -> None:
-        if self._failure is not None:
-            raise self._failure
+    def _get(self, stage: queue.Queue[Any]) -> Any:
+        """The next item of a stage; None at its end or once the flow has failed."""
+        while self._latch.failure is None:
+            try:
+                return stage.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                continue
+        return None
 
     def _validate_all(self) -> None:
-        while (batch := self._to_validate.get()) is not None:
+        while (batch := self._get(self._to_validate)) is not None:
             try:
                 validated = self._validate(batch)
             except BaseException as exc:
-                self._fail(exc, "validation")
+                where = f"{batch.records.topic}/{batch.records.partition}"
+                self._fail(exc, f"validating a batch of {where}")
                 break
             del batch  # the raw records: freed before waiting for the committer
             # Hashing the ids for dedupe here balances the two threads.
@@ -312,24 +346,63 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
         self._put(self._to_commit, None)
 
     def _commit_all(self) -> None:
-        while (item := self._to_commit.get()) is not None:
+        while (item := self._get(self._to_commit)) is not None:
             validated, id_digests = item
             try:
-                self._committer(validated.batch).commit(validated, id_digests)
+                self._commit_with_retries(validated, id_digests)
             except BaseException as exc:
-                self._fail(exc, "commit")
+                self._fail(exc, _describe(validated.batch), validated.batch)
                 return
             # The batch's table and its encoding are freed now: give their
             # pages back before the next window is parsed (see allocators).
             del item, validated, id_digests
             release_free_memory()
 
-    def _fail(self, exc: BaseException, stage: str) -> None:
-        log.exception("%s failed; the flow stops, a restart resumes at the fence", stage)
-        if self._failure is None:
-            self._failure = exc
+    def _commit_with_retries(
+        self, validated: ValidatedBatch, id_digests: npt.NDArray[np.uint64]
+    ) -> None:
+        """Commit one batch, retrying transient failures for ``retry_seconds`` at most.
+
+        Each retry starts from the lake afresh (a new committer: the fence and
+        dedupe memory as committed), so a batch that another writer of the
+        partition committed meanwhile is skipped, not written twice.
+        """
+        batch = validated.batch
+        deadline = time.monotonic() + self._retry_seconds
+        delay = _FIRST_RETRY_SECONDS
+        while True:
+            try:
+                self._committer(batch).commit(validated, id_digests)
+                return
+            except Exception as exc:
+                if not is_transient(exc) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning(
+                    "%s failed, retrying in %.1f s: %s", _describe(batch), delay, root_cause(exc)
+                )
+                self._committers.pop(partition_key(batch.topic, batch.partition), None)
+                time.sleep(delay)
+                delay = min(2 * delay, _MAX_RETRY_DELAY_SECONDS)
+
+    def _fail(self, exc: BaseException, doing: str, batch: BatchRange | None = None) -> None:
+        """Trip the latch with one line naming the root cause (the first failure wins)."""
+        log.error("%s failed; the flow stops, a restart resumes at the fence", doing, exc_info=exc)
+        if isinstance(exc, DeadLetterWriteError):
+            line = f"{exc}; make the dead-letter topic writable and restart"
+        elif batch is not None and is_transient(exc):
+            line = (
+                f"{batch.topic}/{batch.partition}: another writer owns this partition: our "
+                f"commits kept losing to its commits for {self._retry_seconds:g} s "
+                f"({root_cause(exc)}; a second flow on the same topic and lake?); "
+                "stop the other writer and restart"
+            )
+        else:
+            cause = root_cause(exc)
+            line = f"lake at {self._lake.table_path}: {cause} while {doing}; {remedy(exc)}"
+        self._latch.trip(line, exc)
 
     def _committer(self, batch: BatchRange) -> PartitionCommitter:
+        """The partition's committer, built from the lake on first use (and after a retry)."""
         key = partition_key(batch.topic, batch.partition)
         committer = self._committers.get(key)
         if committer is None:
@@ -338,3 +411,11 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
             )
             self._committers[key] = committer
         return committer
+
+
+def _describe(batch: BatchRange) -> str:
+    """``committing orders/2 offsets [100, 200)``: what a failure interrupted."""
+    return (
+        f"committing {batch.topic}/{batch.partition} "
+        f"offsets [{batch.offsets[0]}, {batch.next_offset})"
+    )
