@@ -145,6 +145,13 @@ class PipelineSettings(_EnvFirstSettings):
         description="transient failures (commit conflicts, the broker away during a dead-letter "
         "write) are retried this long, then the flow exits",
     )
+    max_partitions_per_commit: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="a batch whose events span more hive partitions (hours) is committed "
+        "in consecutive offset ranges of at most this many partitions each",
+    )
     metrics_host: str = Field(
         default="127.0.0.1",
         min_length=1,
@@ -169,6 +176,7 @@ class StreamSettings(BaseModel):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_host: str = Field(default="127.0.0.1", min_length=1)
     retry_seconds: int = Field(default=600, ge=1, le=86400)
+    max_partitions_per_commit: int = Field(default=100, ge=1, le=10_000)
 
     @property
     def dead_letter_topic(self) -> str:
@@ -268,6 +276,7 @@ def load_stream_settings(stream: str, config_file: Path | None = None) -> Stream
         "metrics_port": shared.metrics_port,
         "metrics_host": shared.metrics_host,
         "retry_seconds": shared.retry_seconds,
+        "max_partitions_per_commit": shared.max_partitions_per_commit,
         "max_record_bytes": shared.max_record_bytes,
     }
     for key, value in overrides.items():

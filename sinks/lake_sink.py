@@ -31,6 +31,7 @@ from connectors.dead_letters import DeadLetterWriter
 from flows.dedupe import DedupeIndex, digest_ids
 from flows.progress import COMMITTED
 from flows.records import BatchRange, ClosedBatch, ValidatedBatch, partition_key
+from sinks.commit_ranges import DEFAULT_MAX_PARTITIONS_PER_COMMIT, commit_ranges
 from sinks.delta_lake import BatchRecord, DeltaLake
 from streambatch.allocators import release_free_memory
 from streambatch.clock import Clock, utc_now
@@ -80,6 +81,8 @@ class PartitionCommitter:
     partition: int
     horizon: timedelta
     now: Clock = utc_now
+    max_partitions: int = DEFAULT_MAX_PARTITIONS_PER_COMMIT
+    """Hive partitions one Delta commit may touch (``STREAMBATCH_MAX_PARTITIONS_PER_COMMIT``)."""
     fence: int | None = field(init=False)
     index: DedupeIndex = field(init=False)
 
@@ -129,43 +132,70 @@ class PartitionCommitter:
             first_offset = self.fence
         result = self.index.check_digests(id_digests, _int64s(table.column("_value_digest")))
         kept_digests = result.digests
+        checked_offsets = _int64s(table.column("_offset"))
         if result.duplicates:
             keep = np.asarray(result.keep, dtype=bool)
             table = table.filter(pa.array(keep))
             kept_digests = kept_digests[keep]
         started = time.monotonic()
         self.dead_letters.write(letters, self.topic, self.partition)
-        occurred = pc.min_max(table.column("occurred_at")).as_py() if table.num_rows else None
-        record = BatchRecord(
-            stream=validated.stream,
-            topic=self.topic,
-            partition=self.partition,
-            first_offset=first_offset,
-            next_offset=batch.next_offset,
-            rows=table.num_rows,
-            input_records=len(offsets) - skipped,
-            input_bytes=batch.input_bytes,
-            duplicates=result.duplicates,
-            conflicts=result.conflicts,
-            dead_letters=len(letters),
-            dead_letters_by_class=json.dumps(
-                dict(sorted(Counter(letter.error_class for letter in letters).items()))
-            ),
-            files=0,
-            close_reason=batch.reason,
-            opened_at=batch.opened_at,
-            committed_at=self.now(),
-            min_occurred_at=occurred["min"] if occurred else None,
-            max_occurred_at=occurred["max"] if occurred else None,
-            lake_version=-1,
+        # A batch spanning many hours is committed in offset ranges of at most
+        # max_partitions hive partitions each (see sinks.commit_ranges).
+        ranges = commit_ranges(table, first_offset, batch.next_offset, self.max_partitions)
+        dropped = (
+            np.sort(checked_offsets[~np.asarray(result.keep, dtype=bool)])
+            if result.duplicates
+            else checked_offsets[:0]
         )
-        committed = self.lake.commit(table, record)
-        self.index.remember_digests(kept_digests, *_times_and_values(table))
-        self.fence = batch.next_offset
-        COMMITTED.publish(self.topic, self.partition, self.fence)
-        _observe(committed, time.monotonic() - started)
-        log.info("batch committed", extra={"fields": {"batch": _log_fields(committed)}})
+        in_batch = np.asarray(offsets, dtype=np.int64)
+        committed: BatchRecord | None = None
+        for low, high in ranges:
+            part, part_digests = table, kept_digests
+            if len(ranges) > 1:
+                row_offsets = _int64s(table.column("_offset"))
+                in_range = (row_offsets >= low) & (row_offsets < high)
+                part, part_digests = table.filter(pa.array(in_range)), kept_digests[in_range]
+            part_letters = [letter for letter in letters if low <= letter.offset < high]
+            records = _count_in(in_batch, low, high)
+            occurred = pc.min_max(part.column("occurred_at")).as_py() if part.num_rows else None
+            record = BatchRecord(
+                stream=validated.stream,
+                topic=self.topic,
+                partition=self.partition,
+                first_offset=low,
+                next_offset=high,
+                rows=part.num_rows,
+                input_records=records,
+                # Per range: the batch's bytes in proportion to its records.
+                input_bytes=batch.input_bytes * records // max(len(offsets) - skipped, 1),
+                duplicates=_count_in(dropped, low, high),
+                conflicts=result.conflicts if low == first_offset else 0,
+                dead_letters=len(part_letters),
+                dead_letters_by_class=json.dumps(
+                    dict(sorted(Counter(letter.error_class for letter in part_letters).items()))
+                ),
+                files=0,
+                close_reason=batch.reason,
+                opened_at=batch.opened_at,
+                committed_at=self.now(),
+                min_occurred_at=occurred["min"] if occurred else None,
+                max_occurred_at=occurred["max"] if occurred else None,
+                lake_version=-1,
+            )
+            committed = self.lake.commit(part, record)
+            self.index.remember_digests(part_digests, *_times_and_values(part))
+            self.fence = high
+            COMMITTED.publish(self.topic, self.partition, self.fence)
+            _observe(committed, time.monotonic() - started)
+            log.info("batch committed", extra={"fields": {"batch": _log_fields(committed)}})
+            started = time.monotonic()
         return CommitOutcome(committed, skipped)
+
+
+def _count_in(sorted_offsets: _Int64s, low: int, high: int) -> int:
+    """How many of ``sorted_offsets`` lie in ``[low, high)``."""
+    bounds = np.searchsorted(sorted_offsets, [low, high])
+    return int(bounds[1] - bounds[0])
 
 
 def _dedupe_keys(table: pa.Table) -> tuple[list[str], _Int64s, _Int64s]:
@@ -277,6 +307,7 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
         self._validate = validate
         self._latch = failure
         self._retry_seconds = settings.retry_seconds
+        self._max_partitions = settings.max_partitions_per_commit
         self._dead_letters = DeadLetterWriter(
             producer_config, settings.stream, max_wait_seconds=settings.retry_seconds
         )
@@ -407,7 +438,12 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
         committer = self._committers.get(key)
         if committer is None:
             committer = PartitionCommitter(
-                self._lake, self._dead_letters, batch.topic, batch.partition, self._horizon
+                self._lake,
+                self._dead_letters,
+                batch.topic,
+                batch.partition,
+                self._horizon,
+                max_partitions=self._max_partitions,
             )
             self._committers[key] = committer
         return committer
