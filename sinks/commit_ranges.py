@@ -40,8 +40,10 @@ def commit_ranges(
     """
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
+    if table.num_rows == 0:
+        return [(first_offset, next_offset)]
     keys = partition_keys(table)
-    if table.num_rows == 0 or pc.count_distinct(keys).as_py() <= limit:
+    if pc.count_distinct(keys).as_py() <= limit:
         return [(first_offset, next_offset)]
     offsets = table.column("_offset").to_numpy()
     order = np.argsort(offsets, kind="stable")

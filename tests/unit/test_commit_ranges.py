@@ -12,8 +12,8 @@ def rows(offsets: list[int], hours: list[int]) -> pa.Table:
     return pa.table(
         {
             "_offset": pa.array(offsets, pa.int64()),
-            "event_date": ["2026-11-28"] * len(offsets),
-            "event_hour": [f"{hour:02d}" for hour in hours],
+            "event_date": pa.array(["2026-11-28"] * len(offsets), pa.string()),
+            "event_hour": pa.array([f"{hour:02d}" for hour in hours], pa.string()),
         }
     )
 
