@@ -1,6 +1,6 @@
 """Dead-letter writer: the original record plus six error headers, or the flow stops.
 
-Headers added to the original ones (CONTRACT.md section 2): ``error.stage``,
+Headers added to the original ones (the README's "What you get"): ``error.stage``,
 ``error.class``, ``error.message``, ``source.topic``, ``source.partition``,
 ``source.offset``. Delivery is acknowledged (``acks=all``, idempotent
 producer) before the lake fence moves past the record: at least once into the
@@ -13,8 +13,9 @@ import logging
 import time
 from collections.abc import Sequence
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message
 
+from connectors.kafka_clients import new_producer
 from flows.records import DeadLetter
 from streambatch.errors import DeadLetterWriteError
 from streambatch.failpoints import failpoint
@@ -23,6 +24,7 @@ from streambatch.metrics import BROKER_CONNECTED, KAFKA_ERRORS
 __all__ = ["DeadLetterWriter", "dead_letter_headers"]
 
 _FLUSH_SECONDS = 10.0
+_METADATA_SECONDS = 5.0
 log = logging.getLogger(__name__)
 
 
@@ -46,7 +48,9 @@ class DeadLetterWriter:
     """Writes dead letters to ``<topic>.dlq`` and waits for every acknowledgement.
 
     Guarantee: :meth:`write` returns only when every letter is acknowledged by
-    the broker; otherwise it raises :class:`DeadLetterWriteError`.
+    the broker; otherwise it raises :class:`DeadLetterWriteError`: at once
+    for a delivery error or a topic the broker says does not exist, after
+    ``max_wait_seconds`` of waiting for a broker that does not answer.
     """
 
     def __init__(
@@ -66,7 +70,7 @@ class DeadLetterWriter:
             # Served during flush(): an outage shows up while the flow waits.
             "error_cb": self._on_error,
         }
-        self._producer = Producer(config)
+        self._producer = new_producer(config)
 
     def close(self) -> None:
         """Flush what is left and release the client (the writer is unusable afterwards)."""
@@ -80,7 +84,8 @@ class DeadLetterWriter:
     def _check_topic_exists(self, topic: str) -> None:
         """Raise at once if the broker says ``topic`` does not exist (waiting cannot help)."""
         try:
-            described = self._producer.list_topics(topic, timeout=_FLUSH_SECONDS).topics.get(topic)
+            listed = self._producer.list_topics(topic, timeout=_METADATA_SECONDS)
+            described = listed.topics.get(topic)
         except KafkaException:
             return  # the broker is away: keep waiting
         error = described.error if described is not None else None
@@ -128,20 +133,21 @@ class DeadLetterWriter:
                         f"cannot write dead letter of {source_topic}/{source_partition}"
                         f"@{letter.offset} to {topic}: {exc}"
                     ) from exc
-        remaining = self._producer.flush(_FLUSH_SECONDS)
-        connected = BROKER_CONNECTED.labels(self._stream, f"{source_topic}/{source_partition}")
         deadline = time.monotonic() + self._max_wait_seconds
+        remaining = self._producer.flush(min(_FLUSH_SECONDS, self._max_wait_seconds))
+        connected = BROKER_CONNECTED.labels(self._stream, f"{source_topic}/{source_partition}")
         while remaining and not failures:
             # The worker waits here (fail closed), for a while: a broker that
             # is away may come back, a topic that does not exist will not.
             self._check_topic_exists(topic)
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 break
             connected.set(0)
             log.warning(
                 "waiting for the broker to acknowledge %d dead letters to %s", remaining, topic
             )
-            remaining = self._producer.flush(_FLUSH_SECONDS)
+            remaining = self._producer.flush(min(_FLUSH_SECONDS, left))
         connected.set(1)
         if remaining or failures:
             detail = (
