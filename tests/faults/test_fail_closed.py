@@ -20,8 +20,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from confluent_kafka import Producer
 
 from streambatch.failure import EXIT_CODE
+from streambatch.flow_runner import cluster_commands
 from streambatch.generator import generate_order_records
 from tests.support import (
     REPO_ROOT,
@@ -180,4 +182,56 @@ def test_two_flows_on_the_same_partitions_race_and_the_lake_stays_exactly_once(
                 flow.kill()
                 flow.wait()
     assert statuses == [0, 0], [log.read_text(errors="replace")[-3000:] for log in logs]
+    assert_exactly_once(data_dir, ids)
+
+
+def test_a_failing_process_of_a_cluster_ends_the_whole_cluster(
+    topics: StreamTopics, small_disk: Path, tmp_path: Path
+) -> None:
+    """Only one process has a batch to commit on the read-only lake: both exit."""
+    data_dir = small_disk / "data"
+    ids = produce(topics, 300, seed=66)
+    run_flow(flow_env(topics, data_dir))
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    records = list(generate_order_records(50, seed=67, duplicate_ratio=0.0, malformed_ratio=0.0))
+    producer = Producer({"bootstrap.servers": topics.bootstrap_servers})
+    for record in records:  # all to partition 0: the other process has nothing to commit
+        producer.produce(topics.name, value=record.value, key=record.key, partition=0)
+    assert producer.flush(30) == 0
+    ids |= {orjson.loads(record.value)["event_id"] for record in records}
+
+    logs = [tmp_path / "process0.log", tmp_path / "process1.log"]
+    try:
+        with logs[0].open("wb") as first_err, logs[1].open("wb") as second_err:
+            processes = [
+                subprocess.Popen(
+                    command,
+                    env=running_env(topics, data_dir),
+                    cwd=REPO_ROOT,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                )
+                for command, err in zip(
+                    cluster_commands("orders", 2), (first_err, second_err), strict=True
+                )
+            ]
+            deadline = time.monotonic() + EXIT_WITHIN_SECONDS
+            try:
+                while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                statuses = [p.poll() for p in processes]
+            finally:
+                for process in processes:
+                    process.kill()
+                    process.wait()
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    stderr = [log.read_text(errors="replace") for log in logs]
+    assert None not in statuses, f"a process still running: {statuses}\n{stderr[1][-2000:]}"
+    assert 0 not in statuses, statuses
+    assert EXIT_CODE in statuses, statuses
+    named = [line for text in stderr for line in text.splitlines() if "(EROFS)" in line]
+    assert any(line.startswith(FAILURE_PREFIX) for line in named), stderr
+
+    run_flow(flow_env(topics, data_dir))
     assert_exactly_once(data_dir, ids)
