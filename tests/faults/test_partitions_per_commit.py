@@ -72,4 +72,5 @@ def test_events_in_5000_hours_commit_at_most_100_files_each_and_none_is_lost(
     assert DeltaTable(str(table_path)).transaction_version(app_id) == EVENTS
     entries = sorted((table_path / "_delta_log").glob("*.json"))
     largest = max(entry.stat().st_size for entry in entries)
+    print(f"{len(batches)} commits, at most {limit} files each; largest log entry {largest} B")
     assert largest <= limit * LOG_BYTES_PER_FILE, f"a log entry of {largest} bytes"
