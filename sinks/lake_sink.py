@@ -427,9 +427,11 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
                 f"({root_cause(exc)}; a second flow on the same topic and lake?); "
                 "stop the other writer and restart"
             )
-        else:
+        elif batch is not None:
             cause = root_cause(exc)
             line = f"lake at {self._lake.table_path}: {cause} while {doing}; {remedy(exc)}"
+        else:
+            line = f"{root_cause(exc)} while {doing}; {remedy(exc)}"
         self._latch.trip(line, exc)
 
     def _committer(self, batch: BatchRange) -> PartitionCommitter:
