@@ -25,6 +25,7 @@ from sinks.lake_sink import LakeSink
 from streambatch.allocators import use_compact_allocators
 from streambatch.clock import Clock, utc_now
 from streambatch.errors import ConfigError, TerminalError
+from streambatch.failure import FailureLatch, exit_on_failure
 from streambatch.gc_pause import collect_less_often, freeze_startup_objects
 from streambatch.logs import configure_logging
 from streambatch.metrics import serve_metrics
@@ -38,12 +39,17 @@ def build_flow(
     kafka: KafkaSettings,
     *,
     now: Clock = utc_now,
+    failure: FailureLatch | None = None,
 ) -> Dataflow:
-    """The dataflow of one stream, with every setting already validated."""
+    """The dataflow of one stream, with every setting already validated.
+
+    ``failure``: tripped by a failure the flow cannot get past (see
+    :mod:`streambatch.failure`); the flow's workers then stop.
+    """
     lake = DeltaLake(settings.lake_dir, stream)
     lake.ensure_tables()
     if settings.metrics_port is not None:
-        serve_metrics(settings.metrics_port)
+        serve_metrics(settings.metrics_port, settings.metrics_host)
     connection = kafka.librdkafka_config()
     flow = Dataflow(f"streambatch_{stream.name}")
     reader = LakeFencedKafkaSource(
@@ -59,14 +65,18 @@ def build_flow(
     )
     policy = FlushPolicy(window=settings.window, max_bytes=settings.window_bytes)
     # Each source partition closes its own batches (see flows.batching_source):
-    # a batch is validated and committed on the worker that read it.
-    closed = op.input("read_and_batch_kafka", flow, BatchingSource(reader, policy, now))
+    # a batch is validated and committed on the worker that read it. A failure
+    # the sink cannot get past trips the latch; the sources raise it.
+    failure = failure or FailureLatch()
+    closed = op.input("read_and_batch_kafka", flow, BatchingSource(reader, policy, now, failure))
 
     def validate(batch: ClosedBatch) -> ValidatedBatch:
         return validate_batch(stream, batch, settings.max_record_bytes)
 
     # The sink validates and commits in threads of its own (see sinks.lake_sink).
-    op.output("validate_commit_lake", closed, LakeSink(lake, settings, connection, validate))
+    op.output(
+        "validate_commit_lake", closed, LakeSink(lake, settings, connection, validate, failure)
+    )
     return flow
 
 
@@ -89,7 +99,10 @@ def flow_from_environment(stream: StreamSchema) -> Dataflow:
     except TerminalError as exc:
         print(f"streambatch: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    flow = build_flow(stream, settings, kafka)
+    failure = FailureLatch()
+    # Failing closed means exiting: one line on stderr, a non-zero status.
+    exit_on_failure(failure)
+    flow = build_flow(stream, settings, kafka, failure=failure)
     freeze_startup_objects()
     collect_less_often()
     return flow

@@ -1,5 +1,9 @@
 """Prometheus metrics of the flows (served when ``STREAMBATCH_METRICS_PORT`` is set).
 
+Served on ``STREAMBATCH_METRICS_HOST``, loopback by default: the endpoint has
+no authentication, so exposing it is a deliberate choice (a container sets
+``0.0.0.0`` and publishes the port).
+
 Names follow Prometheus conventions; every series carries the ``stream`` label.
 """
 
@@ -87,13 +91,13 @@ OUTBOX_PUBLISHED = Counter(
 )
 
 
-def serve_metrics(port: int) -> None:
-    """Serve ``/metrics`` on ``port``; a taken port is logged, not fatal."""
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Serve ``/metrics`` on ``host:port`` (loopback unless told); a taken port is logged."""
     try:
-        start_http_server(port)
-        log.info("metrics on http://0.0.0.0:%d/metrics", port)
+        start_http_server(port, addr=host)
+        log.info("metrics on http://%s:%d/metrics", host, port)
     except OSError as exc:
-        log.warning("metrics not served: port %d: %s", port, exc)
+        log.warning("metrics not served: %s:%d: %s", host, port, exc)
 
 
 def observe_client_stats(stream: str, partition_label: str, stats_json: str) -> int | None:
