@@ -27,10 +27,11 @@ from streambatch.allocators import use_compact_allocators
 from streambatch.clock import Clock, utc_now
 from streambatch.errors import ConfigError, TerminalError
 from streambatch.gc_pause import collect_less_often, freeze_startup_objects
+from streambatch.log_guard import check_logs, mismatch_line
 from streambatch.logs import configure_logging
 from streambatch.metrics import serve_metrics
 
-__all__ = ["build_flow", "flow_from_environment"]
+__all__ = ["build_flow", "check_source_log", "flow_from_environment"]
 
 
 def build_flow(
@@ -87,6 +88,7 @@ def flow_from_environment(stream: StreamSchema) -> Dataflow:
         raise SystemExit(2) from None
     try:
         check_source_topic(kafka, settings.topic)
+        check_source_log(stream, settings, kafka)
     except TerminalError as exc:
         print(f"streambatch: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -113,3 +115,17 @@ def check_source_topic(kafka: KafkaSettings, topic: str, timeout_seconds: float 
     if described is None or described.error is not None:
         reason = described.error.str() if described is not None and described.error else "absent"
         raise TerminalError(f"source topic {topic!r} is not available: {reason}")
+
+
+def check_source_log(stream: StreamSchema, settings: StreamSettings, kafka: KafkaSettings) -> None:
+    """Refuse to start when a partition's fence does not belong to the broker's log.
+
+    Raises:
+        TerminalError: one line naming topic, partition, fence, the broker's
+            offsets and the ``streambatch accept-log`` command that accepts the log.
+    """
+    lake = DeltaLake(settings.lake_dir, stream)
+    lake.ensure_tables()
+    mismatches = check_logs(stream, lake, kafka.librdkafka_config(), settings.topic)
+    if mismatches:
+        raise TerminalError(mismatch_line(stream.name, mismatches))

@@ -355,7 +355,8 @@ class DeltaLake:
         Returns True when a row was written.
         """
         fence = self.fence(topic, partition)
-        if fence is None or (self.batch_log_fence(topic, partition) or -1) >= fence:
+        logged = self.batch_log_fence(topic, partition)
+        if fence is None or (logged is not None and logged >= fence):
             return False
         app_id = self.app_id(topic, partition)
         for version, commit in recent_commits(self.table_path):

@@ -1,0 +1,167 @@
+"""Offsets that restart are never skipped silently: the fence belongs to one log.
+
+A topic deleted and created again, or a broker that lost its data, starts its
+offsets at 0 again. The flow must stop with one line naming the partition, the
+fence and the broker's offsets instead of reading on from the old fence, and
+``streambatch accept-log`` must make it read the new log from its start.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from connectors.embedded_broker import EmbeddedBroker, create_topics
+from events.registry import ORDERS
+from sinks.delta_lake import DeltaLake
+from sinks.source_logs import SourceLogs
+from streambatch.generator import generate_order_records
+from tests.support import REPO_ROOT, StreamTopics, flow_command, flow_env, lake_table, send
+
+pytestmark = pytest.mark.partitions(2)
+FIRST = 100
+SECOND = 300
+MISMATCH_SECONDS = 60.0
+
+
+def produce(topics: StreamTopics, count: int, seed: int) -> set[str]:
+    """``count`` valid orders events; their event ids."""
+    records = list(generate_order_records(count, seed=seed, duplicate_ratio=0, malformed_ratio=0))
+    send(topics, records)
+    return {record.event_id for record in records if record.event_id is not None}
+
+
+def recreate(topics: StreamTopics) -> None:
+    """Delete the source topic and create it again (a new topic id, offsets from 0)."""
+    admin = AdminClient({"bootstrap.servers": topics.bootstrap_servers})
+    for future in admin.delete_topics([topics.name]).values():
+        future.result(timeout=30)
+    deadline = time.monotonic() + 30
+    while topics.name in admin.list_topics(timeout=10).topics:
+        assert time.monotonic() < deadline, "topic not deleted"
+        time.sleep(0.1)
+    create_topics(topics.bootstrap_servers, [topics.name], topics.partitions)
+
+
+def run(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(args), env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def run_flow(env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return run(env, *flow_command(), timeout=timeout)
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return run(env, sys.executable, "-m", "streambatch.cli", *args, timeout=120)
+
+
+def fences(data_dir: Path, topic: str, partitions: int) -> list[int | None]:
+    lake = DeltaLake(data_dir / "lake", ORDERS)
+    return [lake.fence(topic, p) for p in range(partitions)]
+
+
+def lake_ids(data_dir: Path) -> list[str]:
+    return list(lake_table(data_dir, columns=["event_id"]).column("event_id").to_pylist())
+
+
+def assert_one_line_stop(result: subprocess.CompletedProcess[str], topic: str) -> str:
+    """The flow ended non-zero with one line naming partition, fence, offsets and the command."""
+    assert result.returncode != 0, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if "accept-log" in line]
+    assert len(lines) == 1, result.stderr[-4000:]
+    line = lines[0]
+    assert f"{topic}/" in line
+    assert "fence" in line and "low" in line and "high" in line
+    assert "streambatch accept-log --stream orders" in line
+    return line
+
+
+def test_recreated_topic_stops_the_flow_then_accept_log_reads_it_all(
+    topics: StreamTopics, data_dir: Path
+) -> None:
+    env = flow_env(topics, data_dir)
+    first = produce(topics, FIRST, seed=1)
+    assert run_flow(env).returncode == 0
+    old_fences = fences(data_dir, topics.name, topics.partitions)
+    assert sum(f or 0 for f in old_fences) == FIRST
+
+    recreate(topics)
+    second = produce(topics, SECOND, seed=2)
+    started = time.monotonic()
+    stopped = run_flow(env, timeout=MISMATCH_SECONDS)
+    assert time.monotonic() - started < MISMATCH_SECONDS
+    line = assert_one_line_stop(stopped, topics.name)
+    assert f"fence {old_fences[int(line.split('/')[1].split(':')[0])]}" in line
+    # Nothing committed past the old fence.
+    assert fences(data_dir, topics.name, topics.partitions) == old_fences
+    assert sorted(lake_ids(data_dir)) == sorted(first)
+
+    # verify does not call the lake complete while it belongs to another log.
+    assert cli(env, "verify").returncode == 1
+
+    accepted = cli(env, "accept-log", "--stream", "orders")
+    assert accepted.returncode == 0, accepted.stderr
+    assert accepted.stdout.count("accepted log") == topics.partitions
+    history = SourceLogs(DeltaLake(data_dir / "lake", ORDERS), ORDERS).history(topics.name)
+    changes = [g for g in history if g.reason == "accepted"]
+    assert {g.partition for g in changes} == set(range(topics.partitions))
+    assert all(g.previous_fence == old_fences[g.partition] for g in changes)
+    assert all(g.previous_topic_id != g.topic_id and g.start_offset == 0 for g in changes)
+
+    done = run_flow(env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    ids = lake_ids(data_dir)
+    assert len(ids) == len(set(ids)) == FIRST + SECOND
+    assert set(ids) == first | second
+
+    verified = cli(env, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "lost = 0, duplicated = 0" in verified.stdout
+    # A second run of the flow and of accept-log change nothing.
+    assert run_flow(env).returncode == 0
+    again = cli(env, "accept-log", "--stream", "orders")
+    assert again.returncode == 0 and "nothing to accept" in again.stdout
+    assert len(lake_ids(data_dir)) == FIRST + SECOND
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    """A broker of this test's own, which the test restarts (losing all its data)."""
+    broker = EmbeddedBroker(log_file=tmp_path / "tansu.log")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def test_broker_restart_stops_the_flow_then_accept_log_reads_the_new_log(
+    own_broker: EmbeddedBroker, data_dir: Path
+) -> None:
+    topics = StreamTopics(own_broker.bootstrap_servers, "orders-restart", 2)
+    create_topics(topics.bootstrap_servers, [topics.name, topics.dead_letter_topic], 2)
+    env = flow_env(topics, data_dir)
+    first = produce(topics, FIRST, seed=3)
+    assert run_flow(env).returncode == 0
+    old_fences = fences(data_dir, topics.name, topics.partitions)
+
+    # The restarted broker has lost everything: same port, offsets from 0 again.
+    own_broker.stop()
+    own_broker.start()
+    create_topics(topics.bootstrap_servers, [topics.name, topics.dead_letter_topic], 2)
+    second = produce(topics, SECOND, seed=4)
+    stopped = run_flow(env, timeout=MISMATCH_SECONDS)
+    assert_one_line_stop(stopped, topics.name)
+    assert fences(data_dir, topics.name, topics.partitions) == old_fences
+
+    assert cli(env, "accept-log", "--stream", "orders").returncode == 0
+    assert run_flow(env).returncode == 0
+    ids = lake_ids(data_dir)
+    assert len(ids) == len(set(ids)) == FIRST + SECOND
+    assert set(ids) == first | second
