@@ -45,10 +45,13 @@ class LogMismatch:
     fence: int
     recorded_topic_id: str | None
     broker: BrokerLog
+    detail: str | None = None
 
     @property
     def reason(self) -> str:
-        """Which check failed, in words."""
+        """Which check failed, in words (``detail`` when the caller knows better)."""
+        if self.detail is not None:
+            return self.detail
         if self.recorded_topic_id is not None and self.recorded_topic_id != self.broker.topic_id:
             return (
                 f"the topic id is {self.broker.topic_id}, the lake's fence belongs to "

@@ -20,8 +20,10 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 import orjson
 import pyarrow.compute as pc
@@ -38,7 +40,13 @@ from sinks.source_logs import LogGeneration, SourceLogs
 from streambatch.dead_letter_tools import read_topic, source_of
 from streambatch.errors import StreambatchError
 
-__all__ = ["PartitionReport", "VerifyReport", "verify_stream"]
+__all__ = [
+    "PartitionReport",
+    "SourceRecord",
+    "VerifyReport",
+    "reconcile_partition",
+    "verify_stream",
+]
 
 _MAX_OFFENDERS = 20
 
@@ -158,7 +166,15 @@ class VerifyReport:
         return lines
 
 
-def _event_id(message: Message) -> str | None:
+class SourceRecord(Protocol):
+    """What reconciliation reads of a consumed record (a confluent-kafka ``Message``)."""
+
+    def offset(self) -> int | None: ...
+
+    def value(self) -> bytes | None: ...
+
+
+def _event_id(message: SourceRecord) -> str | None:
     try:
         document = orjson.loads(message.value() or b"")
     except orjson.JSONDecodeError:
@@ -219,7 +235,7 @@ def verify_stream(
                 f"topic has {broker_topic_id}: the flow will not read it until "
                 f"`streambatch accept-log --stream {stream.name}`"
             )
-        _reconcile(
+        reconcile_partition(
             report,
             by_partition.get(partition, []),
             stored.get(partition, {}),
@@ -233,16 +249,26 @@ def verify_stream(
     return VerifyReport(topic, reports, duplicated_ids)
 
 
-def _reconcile(
+def reconcile_partition(
     report: PartitionReport,
-    messages: list[Message],
+    messages: Sequence[SourceRecord],
     stored: dict[int, Counter[int]],
     dead: dict[int, set[int]],
     ids: Counter[str],
     generations: list[LogGeneration],
     batches: list[tuple[int, int, datetime]],
 ) -> None:
-    """Account for every offset of one partition below its fence (see module docstring)."""
+    """Account for every offset of one partition below its fence (see module docstring).
+
+    Args:
+        report: the partition's report, with its fence; filled in here.
+        messages: the records the topic holds now, in offset order.
+        stored: lake rows by offset, then by value digest (how many).
+        dead: value digests of the dead letters by source offset.
+        ids: how many lake rows hold each event id.
+        generations: the partition's logs in force (see ``sinks.source_logs``).
+        batches: ``(first_offset, next_offset, committed_at)`` of each committed batch.
+    """
     fence = report.fence or 0
     new_logs = [g for g in generations if _starts_new_log(g)]
     since = new_logs[-1].recorded_at if new_logs else None

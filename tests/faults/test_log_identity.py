@@ -16,12 +16,16 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
+from deltalake import CommitProperties, DeltaTable, Transaction
 
+from config.settings import load_stream_settings
 from connectors.embedded_broker import EmbeddedBroker, create_topics
 from events.registry import ORDERS
+from events.stream import PARTITION_COLUMNS
 from sinks.delta_lake import DeltaLake
 from sinks.source_logs import SourceLogs
 from streambatch.generator import generate_order_records
+from streambatch.verify import verify_stream
 from tests.support import REPO_ROOT, StreamTopics, flow_command, flow_env, lake_table, send
 
 pytestmark = pytest.mark.partitions(2)
@@ -165,3 +169,98 @@ def test_broker_restart_stops_the_flow_then_accept_log_reads_the_new_log(
     ids = lake_ids(data_dir)
     assert len(ids) == len(set(ids)) == FIRST + SECOND
     assert set(ids) == first | second
+
+
+def test_topic_recreated_under_a_running_flow_stops_it(
+    topics: StreamTopics, data_dir: Path
+) -> None:
+    """The running flow ends non-zero without committing the new log; a restart says why.
+
+    The running flow either stops on its own check (the topic id changed, or
+    offsets went backwards) with the one line, or its Kafka client dies first:
+    librdkafka 2.16 crashes (SIGSEGV) when a topic it is assigned is deleted on
+    the embedded broker, also in a bare ``Consumer``. Either way nothing of the
+    new log is committed, and the restart stops with the one line.
+    """
+    env = flow_env(
+        topics, data_dir, STREAMBATCH_STOP_AT_END="false", STREAMBATCH_WINDOW_SECONDS="1"
+    )
+    first = produce(topics, FIRST, seed=5)
+    process = subprocess.Popen(
+        flow_command(),
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while sum(f or 0 for f in fences(data_dir, topics.name, topics.partitions)) < FIRST:
+            assert process.poll() is None, process.communicate()[1][-4000:]
+            assert time.monotonic() < deadline, "the first records were not committed"
+            time.sleep(0.2)
+        old_fences = fences(data_dir, topics.name, topics.partitions)
+        recreate(topics)
+        produce(topics, SECOND, seed=6)
+        process.communicate(timeout=MISMATCH_SECONDS)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode != 0
+    assert fences(data_dir, topics.name, topics.partitions) == old_fences
+    assert sorted(lake_ids(data_dir)) == sorted(first)
+    restarted = run_flow(flow_env(topics, data_dir), timeout=MISMATCH_SECONDS)
+    assert_one_line_stop(restarted, topics.name)
+    assert fences(data_dir, topics.name, topics.partitions) == old_fences
+
+
+def test_fence_beyond_what_the_broker_holds_stops_and_verify_reports_the_gap_lost(
+    topics: StreamTopics, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lake's fence of partition 0 lies 50 offsets past the log's end, no row for them.
+
+    What retention leaves behind when records go before the lake reads them
+    (the embedded broker cannot delete records, so the fence is moved instead):
+    the flow refuses to start, and ``verify`` reports the 50 offsets as lost
+    from what the lake and the dead letters cover, not from the fence.
+    """
+    env = flow_env(topics, data_dir)
+    produce(topics, FIRST, seed=7)
+    assert run_flow(env).returncode == 0
+    lake = DeltaLake(data_dir / "lake", ORDERS)
+    end = lake.fence(topics.name, 0)
+    assert end is not None
+    table = DeltaTable(str(lake.table_path))
+    table.create_write_transaction(
+        [],
+        mode="append",
+        schema=ORDERS.table_schema,
+        partition_by=list(PARTITION_COLUMNS.names),
+        commit_properties=CommitProperties(
+            app_transactions=[Transaction(lake.app_id(topics.name, 0), end + 50)]
+        ),
+    )
+
+    line = assert_one_line_stop(run_flow(env, timeout=MISMATCH_SECONDS), topics.name)
+    assert line.startswith(f"streambatch: {topics.name}/0: the lake's fence {end + 50} ")
+    assert f"high {end})" in line and "shorter" in line
+
+    verified = cli(env, "verify")
+    assert verified.returncode == 1
+    assert f"lost offsets [{end}, {end + 50}): removed from the topic" in verified.stderr
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    report = verify_stream(
+        ORDERS, load_stream_settings("orders"), {"bootstrap.servers": topics.bootstrap_servers}
+    )
+    assert report.lost == 50
+    assert report.partitions[0].removed_unread == list(range(end, end + 50))
+
+    accepted = cli(env, "accept-log", "--stream", "orders", "--partition", "0")
+    assert accepted.returncode == 0, accepted.stderr
+    assert f"fence {end + 50} -> {end}" in accepted.stdout
+    more = produce(topics, 20, seed=8)
+    assert run_flow(env).returncode == 0
+    assert more <= set(lake_ids(data_dir))
