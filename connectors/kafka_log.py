@@ -22,7 +22,14 @@ from confluent_kafka.admin import AdminClient
 
 from streambatch.errors import TerminalError, TransientError
 
-__all__ = ["BrokerLog", "LogMismatch", "compare_log", "read_broker_log", "topic_id"]
+__all__ = [
+    "BrokerLog",
+    "LogMismatch",
+    "compare_log",
+    "read_broker_log",
+    "record_value_at",
+    "topic_id",
+]
 
 _FETCH_TIMEOUT_SECONDS = 30.0
 
@@ -160,3 +167,38 @@ def _fetched_end(consumer: Consumer, topic: str, partition: int, start: int) -> 
         f"{topic}/{partition}: the end of the log was not reached in "
         f"{_FETCH_TIMEOUT_SECONDS:.0f} s; cannot check the lake's fence against it"
     )
+
+
+def record_value_at(
+    connection: dict[str, str], topic: str, partition: int, offset: int
+) -> bytes | None:
+    """The value of the record at exactly ``offset``, or None if the log holds none there.
+
+    Raises:
+        TransientError: the broker did not answer in time.
+    """
+    consumer = Consumer(
+        {
+            **connection,
+            "group.id": "streambatch-log-check",  # required by librdkafka; no group is joined
+            "enable.auto.commit": "false",
+            "enable.partition.eof": "true",
+            "auto.offset.reset": "error",
+        }
+    )
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + _FETCH_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            for message in consumer.consume(1, 0.2):
+                error = message.error()
+                if error is None:
+                    found = message.offset() == offset
+                    return (message.value() or b"") if found else None
+                if error.code() in (KafkaError._PARTITION_EOF, KafkaError._AUTO_OFFSET_RESET):
+                    return None
+                if error.fatal():
+                    raise TransientError(f"{topic}/{partition}: {error.str()}")
+        raise TransientError(f"{topic}/{partition}: offset {offset} not fetched in time")
+    finally:
+        consumer.close()

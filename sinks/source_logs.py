@@ -132,7 +132,12 @@ class SourceLogs:
             key = (record.partition, record.generation)
             if key not in latest or latest[key].recorded_at < record.recorded_at:
                 latest[key] = record
-        in_force = {p: self.generation_in_force(topic, p) for p, _ in latest}
+        if not DeltaTable.is_deltatable(str(self._lake.table_path)):
+            return []
+        table = DeltaTable(str(self._lake.table_path))
+        in_force = {
+            p: table.transaction_version(self._generation_app_id(topic, p)) for p, _ in latest
+        }
         return [
             record
             for (partition, generation), record in sorted(latest.items())
@@ -169,13 +174,19 @@ class SourceLogs:
             max_commit_retries=_ATTEMPTS,
         )
         table = DeltaTable(str(self._lake.table_path))
-        table.create_write_transaction(
-            [],
-            mode="append",
-            schema=self._schema,
-            partition_by=PARTITION_COLUMNS.names,
-            commit_properties=properties,
-        )
+        try:
+            table.create_write_transaction(
+                [],
+                mode="append",
+                schema=self._schema,
+                partition_by=PARTITION_COLUMNS.names,
+                commit_properties=properties,
+            )
+        except Exception:
+            # Another process of the flow may have recorded the same generation.
+            in_force = self.generation_in_force(generation.topic, generation.partition)
+            if in_force is None or in_force < generation.generation:
+                raise
         self.align_batch_log(generation)
 
     def align_batch_log(self, generation: LogGeneration | None) -> bool:

@@ -14,8 +14,16 @@ from dataclasses import dataclass
 
 from confluent_kafka.admin import AdminClient
 
-from connectors.kafka_log import BrokerLog, LogMismatch, compare_log, read_broker_log, topic_id
+from connectors.kafka_log import (
+    BrokerLog,
+    LogMismatch,
+    compare_log,
+    read_broker_log,
+    record_value_at,
+    topic_id,
+)
 from events.stream import StreamSchema
+from flows.record_validation import value_digest
 from sinks.delta_lake import DeltaLake
 from sinks.source_logs import LogGeneration, SourceLogs
 from streambatch.clock import Clock, utc_now
@@ -93,9 +101,7 @@ def check_logs(
         logs.align_batch_log(current)
         fence = lake.fence(topic, partition)
         broker = read_broker_log(connection, topic, partition, fence, identity)
-        mismatch = compare_log(
-            topic, partition, fence, None if current is None else current.topic_id, broker
-        )
+        mismatch = _mismatch(lake, connection, topic, partition, fence, current, broker)
         if mismatch is not None:
             mismatches.append(mismatch)
         elif current is None or (fence is None and current.topic_id != identity):
@@ -149,11 +155,11 @@ def accept_logs(
         fence = lake.fence(topic, number)
         recorded = None if current is None else current.topic_id
         broker = read_broker_log(connection, topic, number, fence, identity)
-        mismatch = compare_log(topic, number, fence, recorded, broker)
+        mismatch = _mismatch(lake, connection, topic, number, fence, current, broker)
         if mismatch is None or fence is None:
             results.append(AcceptedLog(topic, number, fence, broker, None))
             continue
-        changed = recorded is not None and recorded != identity
+        changed = (recorded is not None and recorded != identity) or mismatch.detail is not None
         if changed or fence < broker.low:
             start = broker.low
             lost_from = 0 if changed else fence
@@ -177,6 +183,36 @@ def accept_logs(
         logs.record(accepted, fence=start)
         results.append(AcceptedLog(topic, number, fence, broker, accepted))
     return results
+
+
+def _mismatch(
+    lake: DeltaLake,
+    connection: dict[str, str],
+    topic: str,
+    partition: int,
+    fence: int | None,
+    current: LogGeneration | None,
+    broker: BrokerLog,
+) -> LogMismatch | None:
+    """:func:`compare_log`, plus a value check where no topic id was recorded yet.
+
+    A lake committed before topic ids were recorded has only its offsets to
+    go by: its last row must still be the record the broker holds at that
+    offset (same value digest), else the log is another one.
+    """
+    recorded = None if current is None else current.topic_id
+    mismatch = compare_log(topic, partition, fence, recorded, broker)
+    if mismatch is not None or current is not None or fence is None:
+        return mismatch
+    last = lake.last_row_digest(topic, partition, fence)
+    if last is None:
+        return None
+    offset, digest = last
+    value = record_value_at(connection, topic, partition, offset)
+    if value is not None and value_digest(value) == digest:
+        return None
+    detail = f"the record at offset {offset} is not the one the lake holds (value digest differs)"
+    return LogMismatch(topic, partition, fence, recorded, broker, detail)
 
 
 def _current(history: list[LogGeneration], partition: int) -> LogGeneration | None:
