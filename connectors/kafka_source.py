@@ -50,6 +50,8 @@ FenceReader = Callable[[str, int], int | None]
 
 _IDLE_WAIT = timedelta(milliseconds=20)
 _LOG_CHECK_INTERVAL = timedelta(seconds=5)
+# Records after at least this long at the end of the log get the topic id checked first.
+_END_WAIT = timedelta(seconds=1)
 _FATAL_CODES = {
     KafkaError.UNKNOWN_TOPIC_OR_PART,
     KafkaError._UNKNOWN_TOPIC,
@@ -168,7 +170,7 @@ class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
         self._admin = AdminClient(dict(source.consumer_config))
         self._topic_id = self._describe_topic_id()
         self._next_offset = fence
-        self._read_nothing = False  # the last consume() returned no record
+        self._read_nothing_since: datetime | None = None  # consume() returned nothing since
         self._log_checked_at = utc_now()
         log.info(
             "reading %s from %s",
@@ -217,8 +219,14 @@ class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
             )
             del messages
         self._idle = not chunk.offsets
-        after_idle, self._read_nothing = self._read_nothing, not chunk.offsets
-        self._check_log(chunk.offsets, after_idle and bool(chunk.offsets))
+        now = utc_now()
+        waited = self._read_nothing_since
+        if chunk.offsets:
+            self._read_nothing_since = None
+        elif waited is None:
+            self._read_nothing_since = now
+        after_wait = bool(chunk.offsets) and waited is not None and now - waited >= _END_WAIT
+        self._check_log(chunk.offsets, after_wait, now)
         if not chunk.offsets:
             return []
         self._limiter.record_read(chunk.offsets, chunk.record_sizes())
@@ -238,14 +246,14 @@ class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
             return None  # unknown for now (broker away): checked again later
         return None if described.topic_id is None else str(described.topic_id)
 
-    def _check_log(self, offsets: list[int], after_idle: bool) -> None:
+    def _check_log(self, offsets: list[int], after_wait: bool, now: datetime) -> None:
         """Stop when offsets go backwards or the topic is replaced while running.
 
         A gap forwards is fine (transaction markers, compaction); a jump past
         the log's end cannot be read. The topic id is asked every few seconds,
-        and before the first records that arrive after a wait at the end (what
-        a recreated topic's records look like to a reader at the old end):
-        those are never handed on if the id changed.
+        and before the first records that arrive after a second or more at the
+        end (what a recreated topic's records look like to a reader at the old
+        end): those are never handed on if the id changed.
         """
         if offsets:
             if self._next_offset is not None and offsets[0] < self._next_offset:
@@ -253,8 +261,7 @@ class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
                     self._topic_id, f"offset {offsets[0]} read after {self._next_offset - 1}"
                 )
             self._next_offset = offsets[-1] + 1
-        now = utc_now()
-        if not after_idle and now - self._log_checked_at < _LOG_CHECK_INTERVAL:
+        if not after_wait and now - self._log_checked_at < _LOG_CHECK_INTERVAL:
             return
         self._log_checked_at = now
         current = self._describe_topic_id()
