@@ -197,7 +197,7 @@ def verify_stream(
             digests = dead.setdefault(source[1], {}).setdefault(source[2], set())
             digests.add(value_digest(letter.value() or b""))
     ids: Counter[str] = Counter()
-    stored: dict[int, dict[int, Counter[int]]] = {}
+    stored: dict[int, Counter[tuple[int, int]]] = {}
     if DeltaTable.is_deltatable(str(lake.table_path)):
         rows = (
             DeltaTable(str(lake.table_path))
@@ -214,7 +214,7 @@ def verify_stream(
             rows.column("_value_digest").to_pylist(),
             strict=True,
         ):
-            stored.setdefault(partition, {}).setdefault(offset, Counter())[digest] += 1
+            stored.setdefault(partition, Counter())[(offset, digest)] += 1
     history = SourceLogs(lake, stream).history(topic)
     try:
         broker_topic_id: str | None = topic_id(connection, topic)
@@ -238,7 +238,7 @@ def verify_stream(
         reconcile_partition(
             report,
             by_partition.get(partition, []),
-            stored.get(partition, {}),
+            stored.get(partition, Counter()),
             dead.get(partition, {}),
             ids,
             generations,
@@ -252,7 +252,7 @@ def verify_stream(
 def reconcile_partition(
     report: PartitionReport,
     messages: Sequence[SourceRecord],
-    stored: dict[int, Counter[int]],
+    stored: Counter[tuple[int, int]],
     dead: dict[int, set[int]],
     ids: Counter[str],
     generations: list[LogGeneration],
@@ -263,7 +263,7 @@ def reconcile_partition(
     Args:
         report: the partition's report, with its fence; filled in here.
         messages: the records the topic holds now, in offset order.
-        stored: lake rows by offset, then by value digest (how many).
+        stored: how many lake rows hold each ``(offset, value digest)``.
         dead: value digests of the dead letters by source offset.
         ids: how many lake rows hold each event id.
         generations: the partition's logs in force (see ``sinks.source_logs``).
@@ -283,7 +283,7 @@ def reconcile_partition(
         report.records += 1
         report.end = max(report.end, offset + 1)
         digest = value_digest(message.value() or b"")
-        count = stored.get(offset, Counter())[digest]
+        count = stored[(offset, digest)]
         if offset >= fence:
             if count:
                 report.rows_past_fence.append(offset)
@@ -310,10 +310,11 @@ def reconcile_partition(
     firsts = [first for first, _ in read_across]
     # The furthest a batch starting at or before each one reaches.
     reach = list(itertools.accumulate((following for _, following in read_across), max))
+    stored_offsets = {offset for offset, _ in stored} if since is None else set()
     for offset in range(start, fence):
         if offset in held:
             continue
-        if since is None and (offset in stored or offset in dead):
+        if since is None and (offset in stored_offsets or offset in dead):
             continue  # read, then removed from the topic
         index = bisect.bisect_right(firsts, offset) - 1
         if index >= 0 and reach[index] > offset:

@@ -34,8 +34,8 @@ def record(offset: int, log: str = "a") -> Record:
     return Record(offset, orjson.dumps({"event_id": f"{log}-{offset}"}))
 
 
-def rows_of(records: list[Record]) -> dict[int, Counter[int]]:
-    return {r.number: Counter([value_digest(r.payload)]) for r in records}
+def rows_of(records: list[Record]) -> Counter[tuple[int, int]]:
+    return Counter((r.number, value_digest(r.payload)) for r in records)
 
 
 def generation(
@@ -101,7 +101,7 @@ def test_a_fence_past_the_end_or_below_the_start_is_a_mismatch() -> None:
 def reconcile(
     fence: int,
     messages: list[Record],
-    stored: dict[int, Counter[int]],
+    stored: Counter[tuple[int, int]],
     generations: list[LogGeneration],
     batches: list[tuple[int, int, datetime]],
     dead: dict[int, set[int]] | None = None,
@@ -140,7 +140,7 @@ def test_offsets_the_topic_no_longer_holds_are_fine_when_the_lake_covers_them() 
     old = [record(o) for o in range(100)]
     held = [record(o) for o in range(50, 100)]  # [0, 50) removed after the lake read them
     # Offsets 10 and 11 hold no row: dropped duplicates inside a committed batch.
-    stored = {o: c for o, c in rows_of(old).items() if o not in (10, 11)}
+    stored = rows_of([r for r in old if r.number not in (10, 11)])
     report = reconcile(
         100, held, stored, [generation(1, "A", 0, "first-read")], [(0, 60, T0), (60, 100, T0)]
     )
@@ -150,7 +150,7 @@ def test_offsets_the_topic_no_longer_holds_are_fine_when_the_lake_covers_them() 
 
 def test_a_gap_no_batch_read_across_and_nothing_covers_is_lost() -> None:
     old = [record(o) for o in range(100)]
-    stored = {o: c for o, c in rows_of(old).items() if not 40 <= o < 45}
+    stored = rows_of([r for r in old if not 40 <= r.number < 45])
     # The topic lost [0, 50): only what the lake covers counts, not the fence.
     report = reconcile(
         100, old[50:], stored, [generation(1, "A", 0, "first-read")], [(0, 40, T0), (45, 100, T0)]
@@ -165,7 +165,7 @@ def test_rows_of_another_log_do_not_count_for_the_records_at_their_offsets() -> 
     new = [record(o, "b") for o in range(300)]
     stored = rows_of(old)
     for r in new[100:]:
-        stored[r.number] = Counter([value_digest(r.payload)])
+        stored[(r.number, value_digest(r.payload))] += 1
     report = reconcile(300, new, stored, [generation(1, "A", 0, "first-read")], [(0, 300, T0)])
     assert report.lost == list(range(100))
     assert report.rows == 200
@@ -189,7 +189,7 @@ def test_after_an_accepted_new_log_old_rows_and_batches_do_not_cover_it() -> Non
     ]
     stored = rows_of(old)  # the old log's rows at the same offsets stay in the lake
     for r in new:
-        stored[r.number] = stored[r.number] + Counter([value_digest(r.payload)])
+        stored[(r.number, value_digest(r.payload))] += 1
     old_batch = (0, 100, T0)
     new_batch = (50, 80, T0 + timedelta(hours=3))
     report = reconcile(80, new, rows_of(old), generations, [old_batch, new_batch])
