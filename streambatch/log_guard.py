@@ -205,8 +205,8 @@ def _mismatch(
     if mismatch is not None or current is not None or fence is None:
         return mismatch
     last = lake.last_row_digest(topic, partition, fence)
-    if last is None:
-        return None
+    if last is None or last[0] < broker.low:
+        return None  # nothing to compare (no row, or retention removed the record since)
     offset, digest = last
     value = record_value_at(connection, topic, partition, offset)
     if value is not None and value_digest(value) == digest:

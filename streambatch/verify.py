@@ -272,7 +272,7 @@ def reconcile_partition(
     fence = report.fence or 0
     new_logs = [g for g in generations if _starts_new_log(g)]
     since = new_logs[-1].recorded_at if new_logs else None
-    start = _log_start(generations)
+    start = _log_start(generations, batches)
     report.given_up = [
         g for g in generations if g.lost and (since is None or g.recorded_at >= since)
     ]
@@ -330,17 +330,19 @@ def _starts_new_log(generation: LogGeneration) -> bool:
     return generation.previous_topic_id != generation.topic_id or moved_back
 
 
-def _log_start(generations: list[LogGeneration]) -> int:
+def _log_start(generations: list[LogGeneration], batches: list[tuple[int, int, datetime]]) -> int:
     """The first offset of the current log the lake is answerable for.
 
     A first log counts from where the lake started reading it (records removed
-    before the lake existed are not its loss); a log accepted in place of
-    another counts from 0 (what the lake missed of it is lost).
+    before the lake existed are not its loss; for a lake from before logs were
+    recorded, its first batch says where); a log accepted in place of another
+    counts from 0 (what the lake missed of it is lost).
     """
-    if any(_starts_new_log(g) for g in generations) or not generations:
+    if any(_starts_new_log(g) for g in generations):
         return 0
-    first = generations[0]
-    return first.start_offset if first.reason == "first-read" else 0
+    if generations and generations[0].reason == "first-read":
+        return generations[0].start_offset
+    return min((first for first, _, _ in batches), default=0)
 
 
 def _batch_ranges(

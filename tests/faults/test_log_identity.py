@@ -91,6 +91,7 @@ def assert_one_line_stop(result: subprocess.CompletedProcess[str], topic: str) -
     return line
 
 
+@pytest.mark.slow
 def test_recreated_topic_stops_the_flow_then_accept_log_reads_it_all(
     topics: StreamTopics, data_dir: Path
 ) -> None:
@@ -163,6 +164,7 @@ def test_a_restart_on_the_same_log_reads_on_whatever_the_high_watermark_says(
     ]
 
 
+@pytest.mark.slow
 def test_a_lake_from_before_topic_ids_is_checked_by_the_value_below_its_fence(
     topics: StreamTopics, data_dir: Path
 ) -> None:
@@ -194,6 +196,7 @@ def own_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
     broker.stop()
 
 
+@pytest.mark.slow
 def test_broker_restart_stops_the_flow_then_accept_log_reads_the_new_log(
     own_broker: EmbeddedBroker, data_dir: Path
 ) -> None:
