@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicCollection, TopicPartition
-from confluent_kafka.admin import AdminClient
 
+from connectors.kafka_clients import kafka_error_text, new_admin, new_consumer
 from streambatch.errors import TerminalError, TransientError
 
 __all__ = [
@@ -105,12 +105,12 @@ def topic_id(connection: dict[str, str], topic: str, timeout_seconds: float = 30
     Raises:
         TerminalError: the topic does not exist or has no id.
     """
-    admin = AdminClient({**connection, "allow.auto.create.topics": "false"})
+    admin = new_admin(connection)
     future = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout_seconds)[topic]
     try:
         described = future.result(timeout=timeout_seconds)
     except KafkaException as exc:
-        raise TerminalError(f"cannot describe topic {topic!r}: {exc}") from None
+        raise TerminalError(f"cannot describe topic {topic!r}: {kafka_error_text(exc)}") from None
     if described.topic_id is None:
         raise TerminalError(f"the broker reports no topic id for {topic!r}")
     return str(described.topic_id)
@@ -124,27 +124,34 @@ def read_broker_log(
     Raises:
         TransientError: the broker did not answer in time.
     """
-    consumer = Consumer(
-        {
-            **connection,
-            "group.id": "streambatch-log-check",  # required by librdkafka; no group is joined
-            "enable.auto.commit": "false",
-            "enable.partition.eof": "true",
-            "auto.offset.reset": "error",
-        }
-    )
+    consumer = _check_consumer(connection)
     try:
         try:
             low, high = consumer.get_watermark_offsets(
                 TopicPartition(topic, partition), timeout=_FETCH_TIMEOUT_SECONDS
             )
         except KafkaException as exc:
-            raise TransientError(f"{topic}/{partition}: no watermark offsets: {exc}") from None
+            raise TransientError(
+                f"{topic}/{partition}: no watermark offsets: {kafka_error_text(exc)}"
+            ) from None
         if fence is not None and fence > high:
             high = _fetched_end(consumer, topic, partition, high)
         return BrokerLog(identity, int(low), int(high))
     finally:
         consumer.close()
+
+
+def _check_consumer(connection: dict[str, str]) -> Consumer:
+    """A consumer that reads single positions: no group, end of partition reported."""
+    return new_consumer(
+        connection,
+        {
+            "group.id": "streambatch-log-check",  # required by librdkafka; no group is joined
+            "enable.auto.commit": "false",
+            "enable.partition.eof": "true",
+            "auto.offset.reset": "error",
+        },
+    )
 
 
 def _fetched_end(consumer: Consumer, topic: str, partition: int, start: int) -> int:
@@ -177,15 +184,7 @@ def record_value_at(
     Raises:
         TransientError: the broker did not answer in time.
     """
-    consumer = Consumer(
-        {
-            **connection,
-            "group.id": "streambatch-log-check",  # required by librdkafka; no group is joined
-            "enable.auto.commit": "false",
-            "enable.partition.eof": "true",
-            "auto.offset.reset": "error",
-        }
-    )
+    consumer = _check_consumer(connection)
     try:
         consumer.assign([TopicPartition(topic, partition, offset)])
         deadline = time.monotonic() + _FETCH_TIMEOUT_SECONDS

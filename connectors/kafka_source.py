@@ -19,15 +19,14 @@ from typing import cast
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import (
     OFFSET_BEGINNING,
-    Consumer,
     KafkaError,
     KafkaException,
     Message,
     TopicCollection,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
 
+from connectors.kafka_clients import new_admin, new_consumer
 from connectors.kafka_log import BrokerLog, LogMismatch
 from flows.progress import InFlightLimiter
 from flows.records import Headers, RecordChunk, partition_key
@@ -88,7 +87,7 @@ class LakeFencedKafkaSource(FixedPartitionedSource[RecordChunk, None]):
     prefetch_bytes: int = 4 * 1024 * 1024
 
     def list_parts(self) -> list[str]:
-        admin = AdminClient(dict(self.consumer_config))
+        admin = new_admin(self.consumer_config)
         metadata = admin.list_topics(self.topic, timeout=30)
         described = metadata.topics.get(self.topic)
         if described is None or described.error is not None:
@@ -152,7 +151,7 @@ class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
         }
         self._stream = source.stream
         self._label = partition_key(topic, partition)
-        self._consumer = Consumer(config)
+        self._consumer = new_consumer(config)
         self._consumer.assign([TopicPartition(topic, partition, start)])
         self._start = start
         self._start_offset = fence or 0
@@ -167,7 +166,7 @@ class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
         )
         # The log this partition reads (checked against the lake's when the
         # flow started): a recreated topic under a running flow gets another id.
-        self._admin = AdminClient(dict(source.consumer_config))
+        self._admin = new_admin(source.consumer_config)
         self._topic_id = self._describe_topic_id()
         self._next_offset = fence
         self._read_nothing_since: datetime | None = None  # consume() returned nothing since

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from confluent_kafka.admin import AdminClient
-
+from connectors.kafka_clients import describe_topic
 from connectors.kafka_log import (
     BrokerLog,
     LogMismatch,
@@ -69,11 +68,7 @@ def mismatch_line(stream: str, mismatches: list[LogMismatch]) -> str:
 
 
 def _partitions(connection: dict[str, str], topic: str) -> list[int]:
-    admin = AdminClient({**connection, "allow.auto.create.topics": "false"})
-    described = admin.list_topics(topic, timeout=30).topics.get(topic)
-    if described is None or described.error is not None:
-        raise TerminalError(f"source topic {topic!r} is not available")
-    return sorted(described.partitions)
+    return sorted(describe_topic(connection, topic).partitions)
 
 
 def check_logs(
