@@ -4,7 +4,9 @@ One Bytewax source partition per Kafka partition, each with its own
 ``assign()``-ed consumer (no consumer group, no Kafka commits): the offset of
 record lives in the lake, committed atomically with the data. Emits one
 :class:`~flows.records.RecordChunk` per ``consume()`` call, not one item per
-record.
+record. While reading, each partition stops the flow when its offsets go
+backwards or its topic is replaced (another topic id): the fence the flow
+started from belongs to the old log (see :mod:`connectors.kafka_log`).
 """
 
 from __future__ import annotations
