@@ -117,9 +117,17 @@ def topic_id(connection: dict[str, str], topic: str, timeout_seconds: float = 30
 
 
 def read_broker_log(
-    connection: dict[str, str], topic: str, partition: int, fence: int | None, identity: str
+    connection: dict[str, str],
+    topic: str,
+    partition: int,
+    fence: int | None,
+    identity: str,
+    *,
+    exact: bool = False,
 ) -> BrokerLog:
     """Offsets ``[low, high)`` of a partition; ``high`` confirmed by a fetch if below ``fence``.
+
+    ``exact``: confirm ``high`` by a fetch in any case (for a message that shows it).
 
     Raises:
         TransientError: the broker did not answer in time.
@@ -134,8 +142,8 @@ def read_broker_log(
             raise TransientError(
                 f"{topic}/{partition}: no watermark offsets: {kafka_error_text(exc)}"
             ) from None
-        if fence is not None and fence > high:
-            high = _fetched_end(consumer, topic, partition, high)
+        if exact or (fence is not None and fence > high):
+            high = _fetched_end(consumer, topic, partition, max(low, high))
         return BrokerLog(identity, int(low), int(high))
     finally:
         consumer.close()

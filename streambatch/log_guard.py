@@ -10,7 +10,7 @@ as lost, and moves the fence to the new log's start.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from connectors.kafka_clients import describe_topic
 from connectors.kafka_log import (
@@ -98,7 +98,9 @@ def check_logs(
         broker = read_broker_log(connection, topic, partition, fence, identity)
         mismatch = _mismatch(lake, connection, topic, partition, fence, current, broker)
         if mismatch is not None:
-            mismatches.append(mismatch)
+            # The watermark may under-report the end: the line shows the fetched one.
+            exact = read_broker_log(connection, topic, partition, fence, identity, exact=True)
+            mismatches.append(replace(mismatch, broker=exact))
         elif current is None or (fence is None and current.topic_id != identity):
             # Nothing committed yet (or nothing ever fenced on the recorded log):
             # this log is the one the first fence will belong to.
