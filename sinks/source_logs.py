@@ -37,6 +37,7 @@ from sinks.delta_lake import (
     ensure_inside,
 )
 from streambatch.errors import LakeError
+from streambatch.failpoints import failpoint
 
 __all__ = ["SOURCE_LOGS_SCHEMA", "SOURCE_LOGS_TABLE", "LogGeneration", "SourceLogs"]
 
@@ -159,6 +160,8 @@ class SourceLogs:
         it is mended when the flow starts).
         """
         self._append(generation)
+        if generation.reason == "accepted":
+            failpoint("accept_log_after_row")
         app_id = self._lake.app_id(generation.topic, generation.partition)
         transactions = [
             Transaction(
@@ -187,6 +190,8 @@ class SourceLogs:
             in_force = self.generation_in_force(generation.topic, generation.partition)
             if in_force is None or in_force < generation.generation:
                 raise
+        if generation.reason == "accepted":
+            failpoint("accept_log_after_commit")
         self.align_batch_log(generation)
 
     def align_batch_log(self, generation: LogGeneration | None) -> bool:

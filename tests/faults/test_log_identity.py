@@ -25,6 +25,7 @@ from events.registry import ORDERS
 from events.stream import PARTITION_COLUMNS
 from sinks.delta_lake import DeltaLake
 from sinks.source_logs import SourceLogs
+from streambatch.failpoints import LOG_FAILPOINTS
 from streambatch.generator import generate_order_records
 from streambatch.verify import verify_stream
 from tests.support import REPO_ROOT, StreamTopics, flow_command, flow_env, lake_table, send
@@ -185,6 +186,39 @@ def test_a_lake_from_before_topic_ids_is_checked_by_the_value_below_its_fence(
     assert cli(env, "accept-log", "--stream", "orders").returncode == 0
     assert run_flow(env).returncode == 0
     assert len(lake_ids(data_dir)) == FIRST + SECOND
+
+
+@pytest.mark.partitions(1)
+@pytest.mark.parametrize("point", LOG_FAILPOINTS)
+def test_accept_log_killed_midway_then_run_again_reads_the_new_log_once(
+    topics: StreamTopics, data_dir: Path, point: str
+) -> None:
+    """``kill -9`` inside ``accept-log``: the flow still stops, or reads the new log once.
+
+    One partition, so that the kill lands in the only partition's change. The
+    new log is shorter than the old fence: a ``batches`` table whose fence
+    still stood at the old one would skip the new batch's row.
+    """
+    env = flow_env(topics, data_dir)
+    first = produce(topics, FIRST, seed=13)
+    assert run_flow(env).returncode == 0
+    recreate(topics)
+    second = produce(topics, FIRST // 2, seed=14)
+
+    killed = cli({**env, "STREAMBATCH_FAILPOINT": point}, "accept-log", "--stream", "orders")
+    assert killed.returncode == -9
+    if point == "accept_log_after_row":
+        # The new log's row is not in force: the flow still refuses the new log.
+        assert_one_line_stop(run_flow(env, timeout=MISMATCH_SECONDS), topics.name)
+        assert cli(env, "accept-log", "--stream", "orders").returncode == 0
+    # After the commit (the batches fence mended at start), or after a second accept-log.
+    done = run_flow(env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    ids = lake_ids(data_dir)
+    assert len(ids) == len(set(ids)) == FIRST + FIRST // 2
+    assert set(ids) == first | second
+    batches = lake_table(data_dir, "batches", columns=["rows"])
+    assert sum(batches.column("rows").to_pylist()) == FIRST + FIRST // 2
 
 
 @pytest.fixture
