@@ -225,7 +225,7 @@ def verify_stream(
     for message in records:
         by_partition.setdefault(int(message.partition() or 0), []).append(message)
     reports = []
-    for partition in sorted(set(by_partition) | set(stored)):
+    for partition in sorted(set(by_partition) | set(stored) | set(batches)):
         generations = [g for g in history if g.partition == partition]
         report = PartitionReport(partition, fence=lake.fence(topic, partition))
         current = generations[-1] if generations else None
