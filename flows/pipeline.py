@@ -22,6 +22,7 @@ from events.stream import StreamSchema
 from flows.batching import FlushPolicy
 from flows.batching_source import BatchingSource
 from flows.records import ClosedBatch, ValidatedBatch
+from flows.run_summary import print_summary_at_exit
 from flows.validation import validate_batch
 from sinks.delta_lake import DeltaLake
 from sinks.lake_sink import LakeSink
@@ -132,6 +133,8 @@ def flow_from_environment(stream: StreamSchema) -> Dataflow:
     # Failing closed means exiting: one line on stderr, a non-zero status.
     exit_on_failure(failure)
     flow = build_flow(stream, settings, kafka, failure=failure)
+    if settings.stop_at_end:
+        print_summary_at_exit(stream.name)
     freeze_startup_objects()
     collect_less_often()
     return flow

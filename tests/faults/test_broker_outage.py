@@ -60,11 +60,15 @@ EVENTS_DURING_OUTAGE = 20_000
 START_SECONDS = 120.0
 CATCH_UP_SECONDS = 240.0
 RECONNECT_SECONDS = 15.0
-# What the flow logs when it loses its broker: its error callback (``kafka
-# client error on orders/0: 1/1 brokers are down``) or the source's change of
-# connection state (``no broker connection for orders/0; retrying``).
+# What the flow logs when it loses its broker: a client's error callback
+# (``kafka client error on orders/0: 1/1 brokers are down``, ``dead-letter
+# producer: 1/1 brokers are down``: a source waiting for commits serves no
+# callbacks, the dead-letter producer waiting for acknowledgements does) or the
+# source's change of connection state (``no broker connection for orders/0``).
 # librdkafka's own lines (``%3|...|FAIL|rdkafka#...``) go to the debug log.
-KAFKA_ERROR_LINE = re.compile(rb"kafka client error|no broker connection for")
+KAFKA_ERROR_LINE = re.compile(
+    rb"kafka client error|dead-letter producer: |no broker connection for"
+)
 RAW_CLIENT_LOG_LINE = re.compile(rb"^%\d\|", re.MULTILINE)
 DEAD_LETTER_WAIT_LINE = re.compile(rb"waiting for the broker to acknowledge \d+ dead letters")
 
