@@ -356,7 +356,8 @@ class DeltaLake:
         Returns True when a row was written.
         """
         fence = self.fence(topic, partition)
-        if fence is None or (self.batch_log_fence(topic, partition) or -1) >= fence:
+        logged = self.batch_log_fence(topic, partition)
+        if fence is None or (logged is not None and logged >= fence):
             return False
         app_id = self.app_id(topic, partition)
         for version, commit in recent_commits(self.table_path):
@@ -370,6 +371,27 @@ class DeltaLake:
                 self._append_batch_record(replace(record, lake_version=version))
                 return True
         raise LakeError(f"{app_id}: no commit metadata found for fence {fence}")
+
+    def last_row_digest(self, topic: str, partition: int, fence: int) -> tuple[int, int] | None:
+        """``(offset, value digest)`` of a partition's highest-offset row below ``fence``.
+
+        Looks at the last 10,000 offsets first (file statistics prune the rest).
+        """
+        if not DeltaTable.is_deltatable(str(self.table_path)):
+            return None
+        dataset = DeltaTable(str(self.table_path)).to_pyarrow_dataset()
+        mine = (pc.field("_topic") == topic) & (pc.field("_partition") == partition)
+        for low in (max(0, fence - 10_000), 0):
+            rows = dataset.to_table(
+                columns=["_offset", "_value_digest"],
+                filter=mine & (pc.field("_offset") >= low) & (pc.field("_offset") < fence),
+            )
+            if rows.num_rows:
+                index = pc.index(rows.column("_offset"), pc.max(rows.column("_offset"))).as_py()
+                return int(rows.column("_offset")[index].as_py()), int(
+                    rows.column("_value_digest")[index].as_py()
+                )
+        return None
 
     def recent_arrivals(self, topic: str, partition: int, since: datetime) -> pa.Table:
         """Dedupe keys of a partition's rows committed after ``since``.

@@ -510,6 +510,36 @@ def verify(
         raise typer.Exit(1)
 
 
+@app.command("accept-log")
+def accept_log(
+    stream: StreamOption = "orders",
+    partition: Annotated[
+        int | None, typer.Option("--partition", "-p", min=0, help="one partition (default: all)")
+    ] = None,
+    data_dir: DataDirOption = None,
+    bootstrap: BootstrapOption = None,
+) -> None:
+    """Accept the broker's log where a fence does not belong to it (topic recreated, data lost).
+
+    Recorded in the lake with the old fence, the new topic id and the offsets
+    given up as lost; the flow then reads the new log from its start. Run it
+    while the stream's flow is stopped.
+    """
+    from events.registry import get_stream
+    from sinks.delta_lake import DeltaLake
+    from streambatch.log_guard import accept_logs
+
+    settings = load_stream_settings(stream).model_copy(
+        update={"data_dir": _data_dir_with_lake(data_dir)}
+    )
+    schema = get_stream(stream)
+    lake = DeltaLake(settings.lake_dir, schema)
+    lake.ensure_tables()
+    results = accept_logs(schema, lake, _kafka_connection(bootstrap), settings.topic, partition)
+    for result in results:
+        console.print(escape(result.summary()), highlight=False, soft_wrap=True)
+
+
 @app.command()
 def status(
     stream: Annotated[

@@ -12,7 +12,10 @@ of the queue workers: ``handler_after_commit`` (state, inbox and outbox
 committed, Kafka offset not stored), ``outbox_after_publish`` (outbox events
 acknowledged by Kafka, not yet marked sent); of ``dlq redrive``:
 ``during_redrive`` (some letters produced, not flushed), ``redrive_before_marks``
-(every letter acknowledged, none recorded as redriven).
+(every letter acknowledged, none recorded as redriven); of ``accept-log``:
+``accept_log_after_row`` (the new log's row written, not in force yet),
+``accept_log_after_commit`` (new log and fence committed, the ``batches``
+table's fence not moved yet).
 
 ``STREAMBATCH_REDELIVER=<n>`` makes queue workers handle every message ``n``
 times and the router publish every routed event ``n`` times: what a consumer
@@ -28,6 +31,7 @@ __all__ = [
     "FAILPOINTS",
     "FLOW_FAILPOINTS",
     "HANDLER_FAILPOINTS",
+    "LOG_FAILPOINTS",
     "REDRIVE_FAILPOINTS",
     "deliveries",
     "failpoint",
@@ -36,7 +40,8 @@ __all__ = [
 FLOW_FAILPOINTS = ("after_files_before_commit", "after_commit", "during_dead_letter_write")
 HANDLER_FAILPOINTS = ("handler_after_commit", "outbox_after_publish")
 REDRIVE_FAILPOINTS = ("during_redrive", "redrive_before_marks")
-FAILPOINTS = FLOW_FAILPOINTS + HANDLER_FAILPOINTS + REDRIVE_FAILPOINTS
+LOG_FAILPOINTS = ("accept_log_after_row", "accept_log_after_commit")
+FAILPOINTS = FLOW_FAILPOINTS + HANDLER_FAILPOINTS + REDRIVE_FAILPOINTS + LOG_FAILPOINTS
 _ENV = "STREAMBATCH_FAILPOINT"
 
 
