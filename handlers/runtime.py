@@ -35,6 +35,7 @@ __all__ = [
     "format_instant",
     "install",
     "parse_order_event",
+    "parse_order_json",
     "resolve_handler",
 ]
 
@@ -85,6 +86,16 @@ def parse_order_event(event: Mapping[str, Any]) -> Any:
         raise InvalidEventError(
             f"{event.get('event_type')!r} event is invalid at {where}: {first['msg']}"
         ) from None
+
+
+def parse_order_json(value: bytes) -> Any:
+    """A raw record as its ``events.orders`` model; InvalidEventError says what is wrong."""
+    try:
+        return _ORDER_EVENT.validate_json(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(the event)"
+        raise InvalidEventError(f"event is invalid at {where}: {first['msg']}") from None
 
 
 @dataclass

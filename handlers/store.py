@@ -587,6 +587,7 @@ class Transaction:
         self._driver = driver
         self._now = now
         self._open = True
+        self._savepoints = 0
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; return the number of rows it changed (-1 if not applicable)."""
@@ -615,6 +616,26 @@ class Transaction:
             (handler, event_id, _iso_utc(self._now())),
         )
         return rowcount == 1
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested part of this transaction: an exception inside rolls back only its writes.
+
+        Lets one transaction carry a whole batch of events while a failing
+        event leaves no trace (on PostgreSQL a failed statement no longer
+        aborts the whole transaction once it is rolled back to its savepoint).
+        The exception is re-raised.
+        """
+        self._savepoints += 1
+        name = f"event_{self._savepoints}"
+        self.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            self.execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        self.execute(f"RELEASE SAVEPOINT {name}")
 
     def add_outbox(
         self,

@@ -67,6 +67,7 @@ class HandlerSetup:
                 "topics": [self.topic(t) for t in worker["topics"]],
                 "group_id": f"{self.prefix}-{name}",
                 "dead_letter_topic": self.dead_letter_topic(name),
+                "retry_topic_prefix": f"{self.prefix}.{name}.retry",
             }
             for name, worker in workers.items()
         }
@@ -75,6 +76,7 @@ class HandlerSetup:
             "source_topics": [self.topics.name],
             "publish_topic": self.topics.name,
             "router_group": f"{self.prefix}-router",
+            "router_dead_letter_topic": f"{self.prefix}.router.dlq",
             "services": dict(services or {}),
             "workers": renamed,
         }
