@@ -47,6 +47,7 @@ class Activity:
         self._assignment: frozenset[tuple[str, int]] = frozenset()
         self._behind: frozenset[tuple[str, int]] = frozenset()
         self._waiting: frozenset[tuple[str, int]] = frozenset()
+        self._rebalancing = False
 
     @contextmanager
     def busy(self) -> Iterator[None]:
@@ -68,10 +69,12 @@ class Activity:
         self._assignment = frozenset(partitions)
         self._behind = self._assignment
         self._waiting = frozenset()
+        self._rebalancing = False
         self.assigned.set()
 
     def revoke(self) -> None:
-        """The assignment was taken away: nothing is ours until the next one."""
+        """The assignment was taken away: not settled until the next one."""
+        self._rebalancing = True
         self._assignment = frozenset()
         self._behind = frozenset()
         self._waiting = frozenset()
@@ -93,11 +96,17 @@ class Activity:
     @property
     def settled(self) -> bool:
         """Assigned, read to the end of every partition, nothing in work or waiting."""
-        return self.assigned.is_set() and not self._busy and not self._behind and not self._waiting
+        return (
+            self.assigned.is_set()
+            and not self._rebalancing
+            and not self._busy
+            and not self._behind
+            and not self._waiting
+        )
 
     def describe(self) -> str:
         """What keeps this loop from being settled, for a message."""
-        if not self.assigned.is_set():
+        if not self.assigned.is_set() or self._rebalancing:
             return "no partitions assigned yet"
         parts = []
         if self._behind:

@@ -1,9 +1,15 @@
 """The order workflow of the seed article, as idempotent handlers on simulated services.
 
-OrderPlaced -> ``inventory.reserve`` and ``payments.authorize`` (in parallel);
-PaymentAuthorized -> ``inventory.decrease``, ``distribution.submit-order``,
-``notifications.send`` (one worker per channel); PaymentFailed ->
-``inventory.release``, ``notifications.send``, ``finance.alert``. Each handler
+OrderPlaced -> ``inventory.reserve`` (StockReserved or StockUnavailable) and
+``payments.authorize`` (PaymentAuthorized or PaymentFailed), in parallel.
+PaymentAuthorized -> ``inventory.decrease`` (StockDecreased when reserved);
+StockDecreased -> ``distribution.submit-order`` and ``notifications.send``
+(order confirmed, one worker per channel). PaymentFailed -> ``inventory.release``
+(when reserved), ``notifications.send``, ``finance.alert``. The compensation:
+StockUnavailable -> ``payments.refund`` (PaymentRefunded when the payment was
+taken) -> ``notifications.send`` (order cancelled) and ``finance.alert``; no
+purchase order and no confirmation, because both wait for StockDecreased.
+The README's state table lists every transition. Each handler
 keeps its service's state in the handler store (same transaction as the inbox
 claim) and publishes the resulting event to the ``orders`` topic, so the lake
 records the whole workflow.
@@ -31,7 +37,7 @@ __all__ = [
     "AuthorizePayment",
     "DecreaseStock",
     "NotifyCustomer",
-    "OutOfStockError",
+    "RefundPayment",
     "ReleaseStock",
     "ReserveStock",
     "SubmitPurchaseOrder",
@@ -50,8 +56,8 @@ _MAX_REASON = 4096
 _WAREHOUSES = ("WH-NYC-1", "WH-AMS-1", "WH-FRA-2", "WH-SIN-1")
 
 
-class OutOfStockError(TerminalError):
-    """Not enough available stock to reserve an order: restock, then redrive."""
+class _ShortOfStock(Exception):
+    """Raised inside a savepoint to undo a partial reservation."""
 
 
 def stable_fraction(*parts: str) -> float:
@@ -91,9 +97,10 @@ def _probability(options: Mapping[str, Any], name: str, default: float) -> float
 
 
 class ReserveStock:
-    """``inventory.reserve``: OrderPlaced -> StockReserved (or OutOfStock, dead-lettered).
+    """``inventory.reserve``: OrderPlaced -> StockReserved, or StockUnavailable.
 
-    Options: ``initial_stock`` (units of a SKU the first time it is seen, default 10,000).
+    All lines of an order are reserved, or none. Options: ``initial_stock``
+    (units of a SKU the first time it is seen, default 10,000).
     """
 
     ddl: ClassVar[Sequence[str]] = _INVENTORY_DDL
@@ -107,31 +114,34 @@ class ReserveStock:
         order = _expect(event, "OrderPlaced")
         tx = context.transaction
         if tx.query("SELECT 1 FROM inventory_reservations WHERE order_id = ?", (order.order_id,)):
-            return  # reserved already (the same order under another event id)
-        for sku, quantity in _quantities((i.sku, i.quantity) for i in order.items).items():
-            tx.execute(
-                "INSERT INTO inventory_stock (sku, on_hand, reserved) VALUES (?, ?, 0)"
-                " ON CONFLICT (sku) DO NOTHING",
-                (sku, self.initial_stock),
-            )
-            # The guard in the WHERE makes check-and-reserve one atomic step.
-            changed = tx.execute(
-                "UPDATE inventory_stock SET reserved = reserved + ?"
-                " WHERE sku = ? AND on_hand - reserved >= ?",
-                (quantity, sku, quantity),
-            )
-            if changed != 1:
-                raise OutOfStockError(f"order {order.order_id}: {quantity} x {sku} not available")
+            return  # decided already (the same order under another event id)
         items = _item_dicts(order.items)
+        try:
+            with tx.savepoint():  # a partial reservation is undone
+                for sku, quantity in _quantities((i.sku, i.quantity) for i in order.items).items():
+                    tx.execute(
+                        "INSERT INTO inventory_stock (sku, on_hand, reserved) VALUES (?, ?, 0)"
+                        " ON CONFLICT (sku) DO NOTHING",
+                        (sku, self.initial_stock),
+                    )
+                    # The guard in the WHERE makes check-and-reserve one atomic step.
+                    changed = tx.execute(
+                        "UPDATE inventory_stock SET reserved = reserved + ?"
+                        " WHERE sku = ? AND on_hand - reserved >= ?",
+                        (quantity, sku, quantity),
+                    )
+                    if changed != 1:
+                        raise _ShortOfStock(f"{quantity} x {sku} not available")
+        except _ShortOfStock as short:
+            state, published, extra = "unavailable", "StockUnavailable", {"reason": str(short)}
+        else:
+            state, published, extra = "reserved", "StockReserved", {}
         tx.execute(
             "INSERT INTO inventory_reservations (order_id, items, state, updated_at)"
-            " VALUES (?, ?, 'reserved', ?)",
-            (order.order_id, json.dumps(items), context.now().isoformat()),
+            " VALUES (?, ?, ?, ?)",
+            (order.order_id, json.dumps(items), state, context.now().isoformat()),
         )
-        context.publish(
-            "StockReserved",
-            {"order_id": order.order_id, "items": items},
-        )
+        context.publish(published, {"order_id": order.order_id, "items": items, **extra})
 
 
 class _SettleReservation:
@@ -157,8 +167,8 @@ class _SettleReservation:
             # Reserve and payment run in parallel: the reservation may still come.
             raise TransientError(f"order {payment.order_id}: no stock reservation yet")
         items_text, state = rows[0]
-        if state == self.final_state:
-            return
+        if state in (self.final_state, "unavailable"):
+            return  # settled already, or nothing was ever held (payments refunds)
         if state != "reserved":
             raise TerminalError(
                 f"order {payment.order_id}: reservation is {state}, cannot become "
@@ -180,7 +190,10 @@ class _SettleReservation:
 
 
 class DecreaseStock(_SettleReservation):
-    """``inventory.decrease``: PaymentAuthorized -> StockDecreased (reserved units leave)."""
+    """``inventory.decrease``: PaymentAuthorized -> StockDecreased (reserved units leave).
+
+    Nothing happens for an order whose stock was unavailable.
+    """
 
     trigger = "PaymentAuthorized"
     final_state = "decreased"
@@ -189,7 +202,10 @@ class DecreaseStock(_SettleReservation):
 
 
 class ReleaseStock(_SettleReservation):
-    """``inventory.release``: PaymentFailed -> StockReleased (reserved units are free again)."""
+    """``inventory.release``: PaymentFailed -> StockReleased (reserved units are free again).
+
+    Nothing happens for an order whose stock was unavailable (nothing is held).
+    """
 
     trigger = "PaymentFailed"
     final_state = "released"
@@ -255,8 +271,54 @@ class AuthorizePayment:
             context.publish("PaymentFailed", {**fields, "reason": reason})
 
 
+class RefundPayment:
+    """``payments.refund``: StockUnavailable -> PaymentRefunded, when the payment was taken.
+
+    The compensation of an order that cannot be fulfilled: a taken payment is
+    paid back once (its row becomes ``refunded``); a refused one needs
+    nothing. The payment is decided in parallel, so a StockUnavailable that
+    comes first waits for it (TransientError, retried).
+    """
+
+    ddl: ClassVar[Sequence[str]] = AuthorizePayment.ddl
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        del options
+
+    def handle(self, event: Mapping[str, Any], context: HandlerContext) -> None:
+        unavailable = _expect(event, "StockUnavailable")
+        tx = context.transaction
+        rows = tx.query(
+            "SELECT payment_id, amount, currency, status FROM payments WHERE order_id = ?",
+            (unavailable.order_id,),
+        )
+        if not rows:
+            raise TransientError(f"order {unavailable.order_id}: payment not decided yet")
+        payment_id, amount, currency, status = rows[0]
+        if status != "authorized":
+            return  # refused (no money moved) or refunded already
+        tx.execute(
+            "UPDATE payments SET status = 'refunded', reason = ? WHERE order_id = ?",
+            ("out_of_stock", unavailable.order_id),
+        )
+        context.publish(
+            "PaymentRefunded",
+            {
+                "order_id": unavailable.order_id,
+                "payment_id": payment_id,
+                "amount": amount,
+                "currency": currency,
+                "reason": f"out of stock: {unavailable.reason}"[:_MAX_REASON],
+            },
+        )
+
+
 class SubmitPurchaseOrder:
-    """``distribution.submit-order``: PaymentAuthorized -> PurchaseOrderSubmitted."""
+    """``distribution.submit-order``: StockDecreased -> PurchaseOrderSubmitted.
+
+    Triggered by the stock leaving the warehouse (paid and reserved), never by
+    the payment alone: an order out of stock gets no purchase order.
+    """
 
     ddl: ClassVar[Sequence[str]] = (
         "CREATE TABLE IF NOT EXISTS purchase_orders ("
@@ -272,18 +334,18 @@ class SubmitPurchaseOrder:
             raise ValueError("warehouses must not be empty")
 
     def handle(self, event: Mapping[str, Any], context: HandlerContext) -> None:
-        payment = _expect(event, "PaymentAuthorized")
+        decreased = _expect(event, "StockDecreased")
         warehouse = self.warehouses[
-            int(stable_fraction("warehouse", payment.order_id) * len(self.warehouses))
+            int(stable_fraction("warehouse", decreased.order_id) * len(self.warehouses))
         ]
         inserted = context.transaction.execute(
             "INSERT INTO purchase_orders (order_id, warehouse, submitted_at) VALUES (?, ?, ?)"
             " ON CONFLICT (order_id) DO NOTHING",
-            (payment.order_id, warehouse, context.now().isoformat()),
+            (decreased.order_id, warehouse, context.now().isoformat()),
         )
         if inserted:
             context.publish(
-                "PurchaseOrderSubmitted", {"order_id": payment.order_id, "warehouse": warehouse}
+                "PurchaseOrderSubmitted", {"order_id": decreased.order_id, "warehouse": warehouse}
             )
 
 
@@ -291,7 +353,9 @@ class NotifyCustomer:
     """``notifications.send``: tell the customer about their order on one channel.
 
     OrderPlaced only records who the customer is (this service's own view);
-    PaymentAuthorized sends ``order_confirmed``, PaymentFailed ``payment_failed``.
+    StockDecreased (paid and in stock) sends ``order_confirmed``, PaymentFailed
+    ``payment_failed``, PaymentRefunded (paid, out of stock)
+    ``order_cancelled_refunded``.
     Options: ``channel`` (``email`` or ``sms``). Two workers with different
     channels on the same topics are two subscribers of one notification.
     """
@@ -305,8 +369,9 @@ class NotifyCustomer:
         " PRIMARY KEY (order_id, channel, template))",
     )
     _TEMPLATES: ClassVar[dict[str, str]] = {
-        "PaymentAuthorized": "order_confirmed",
+        "StockDecreased": "order_confirmed",
         "PaymentFailed": "payment_failed",
+        "PaymentRefunded": "order_cancelled_refunded",
     }
 
     def __init__(self, options: Mapping[str, Any]) -> None:
@@ -352,7 +417,7 @@ class NotifyCustomer:
 
 
 class AlertFinance:
-    """``finance.alert``: PaymentFailed -> FinanceAlerted."""
+    """``finance.alert``: PaymentFailed or PaymentRefunded (money moved back) -> FinanceAlerted."""
 
     ddl: ClassVar[Sequence[str]] = (
         "CREATE TABLE IF NOT EXISTS finance_alerts ("
@@ -363,9 +428,12 @@ class AlertFinance:
         del options
 
     def handle(self, event: Mapping[str, Any], context: HandlerContext) -> None:
-        failure = _expect(event, "PaymentFailed")
+        failure = _expect(event, "PaymentFailed", "PaymentRefunded")
         # FinanceAlerted.reason has the same 4,096-character limit as PaymentFailed.reason.
-        reason = f"payment failed: {failure.reason}"[:_MAX_REASON]
+        if failure.event_type == "PaymentFailed":
+            reason = f"payment failed: {failure.reason}"[:_MAX_REASON]
+        else:
+            reason = f"refunded {failure.amount} {failure.currency}: {failure.reason}"[:_MAX_REASON]
         inserted = context.transaction.execute(
             "INSERT INTO finance_alerts (order_id, reason, alerted_at) VALUES (?, ?, ?)"
             " ON CONFLICT (order_id) DO NOTHING",
@@ -380,6 +448,7 @@ BUILTIN_HANDLERS: dict[str, HandlerFactory] = {
     "inventory.decrease": DecreaseStock,
     "inventory.release": ReleaseStock,
     "payments.authorize": AuthorizePayment,
+    "payments.refund": RefundPayment,
     "distribution.submit-order": SubmitPurchaseOrder,
     "notifications.send": NotifyCustomer,
     "finance.alert": AlertFinance,
