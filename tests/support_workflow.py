@@ -195,10 +195,11 @@ def order_outcomes(
 
 
 def published_events(setup: HandlerSetup) -> list[dict[str, Any]]:
-    """Every event on the test's orders topic, decoded."""
+    """Every event the handlers published to the test's orders topic, decoded."""
     return [
         orjson.loads(m.value())
         for m in read_topic(setup.topics.bootstrap_servers, setup.topics.name)
+        if "streambatch.handler" in dict(m.headers() or [])
     ]
 
 
