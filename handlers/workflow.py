@@ -50,7 +50,15 @@ _INVENTORY_DDL = (
     "CREATE TABLE IF NOT EXISTS inventory_reservations ("
     " order_id TEXT PRIMARY KEY, items TEXT NOT NULL, state TEXT NOT NULL,"
     " updated_at TEXT NOT NULL)",
+    # The payment outcome as inventory learnt it; it may come before the reservation.
+    "CREATE TABLE IF NOT EXISTS inventory_payment_outcomes ("
+    " order_id TEXT PRIMARY KEY, outcome TEXT NOT NULL)",
 )
+# What to do with reserved units once the payment outcome is known.
+_SETTLEMENTS = {
+    "authorized": ("decreased", "StockDecreased", True),
+    "failed": ("released", "StockReleased", False),
+}
 _FAILURE_REASONS = ("insufficient_funds", "card_declined", "fraud_suspected", "expired_card")
 _MAX_REASON = 4096
 _WAREHOUSES = ("WH-NYC-1", "WH-AMS-1", "WH-FRA-2", "WH-SIN-1")
@@ -96,10 +104,50 @@ def _probability(options: Mapping[str, Any], name: str, default: float) -> float
     return value
 
 
+def _lock_order(context: HandlerContext, order_id: str) -> tuple[list[Any], str]:
+    """The order's reservation row, created ``pending`` if absent, locked until commit.
+
+    Reserve and the payment outcome run in parallel, in different workers: each
+    takes this row first, so the second to commit sees what the first did (on
+    PostgreSQL the upsert holds the row lock; SQLite has one writer anyway).
+    """
+    tx = context.transaction
+    tx.execute(
+        "INSERT INTO inventory_reservations (order_id, items, state, updated_at)"
+        " VALUES (?, '[]', 'pending', ?)"
+        " ON CONFLICT (order_id) DO UPDATE SET order_id = excluded.order_id",
+        (order_id, context.now().isoformat()),
+    )
+    items_text, state = tx.query(
+        "SELECT items, state FROM inventory_reservations WHERE order_id = ?", (order_id,)
+    )[0]
+    return list(json.loads(items_text)), str(state)
+
+
+def _settle(context: HandlerContext, order_id: str, items: list[Any], outcome: str) -> None:
+    """Take reserved units out of stock (paid) or free them (refused); publish it."""
+    final_state, published, takes_from_on_hand = _SETTLEMENTS[outcome]
+    tx = context.transaction
+    lines = ((str(item["sku"]), int(item["quantity"])) for item in items)
+    for sku, quantity in _quantities(lines).items():
+        tx.execute(
+            "UPDATE inventory_stock SET on_hand = on_hand - ?, reserved = reserved - ?"
+            " WHERE sku = ?",
+            (quantity if takes_from_on_hand else 0, quantity, sku),
+        )
+    tx.execute(
+        "UPDATE inventory_reservations SET state = ?, updated_at = ? WHERE order_id = ?",
+        (final_state, context.now().isoformat(), order_id),
+    )
+    context.publish(published, {"order_id": order_id, "items": items})
+
+
 class ReserveStock:
     """``inventory.reserve``: OrderPlaced -> StockReserved, or StockUnavailable.
 
-    All lines of an order are reserved, or none. Options: ``initial_stock``
+    All lines of an order are reserved, or none. When the payment outcome
+    came first, the reservation is settled at once (StockDecreased or
+    StockReleased follow in the same transaction). Options: ``initial_stock``
     (units of a SKU the first time it is seen, default 10,000).
     """
 
@@ -113,7 +161,8 @@ class ReserveStock:
     def handle(self, event: Mapping[str, Any], context: HandlerContext) -> None:
         order = _expect(event, "OrderPlaced")
         tx = context.transaction
-        if tx.query("SELECT 1 FROM inventory_reservations WHERE order_id = ?", (order.order_id,)):
+        _, state = _lock_order(context, order.order_id)
+        if state != "pending":
             return  # decided already (the same order under another event id)
         items = _item_dicts(order.items)
         try:
@@ -137,21 +186,31 @@ class ReserveStock:
         else:
             state, published, extra = "reserved", "StockReserved", {}
         tx.execute(
-            "INSERT INTO inventory_reservations (order_id, items, state, updated_at)"
-            " VALUES (?, ?, ?, ?)",
-            (order.order_id, json.dumps(items), state, context.now().isoformat()),
+            "UPDATE inventory_reservations SET items = ?, state = ?, updated_at = ?"
+            " WHERE order_id = ?",
+            (json.dumps(items), state, context.now().isoformat(), order.order_id),
         )
         context.publish(published, {"order_id": order.order_id, "items": items, **extra})
+        if state == "reserved":
+            known = tx.query(
+                "SELECT outcome FROM inventory_payment_outcomes WHERE order_id = ?",
+                (order.order_id,),
+            )
+            if known:
+                _settle(context, order.order_id, items, str(known[0][0]))
 
 
 class _SettleReservation:
-    """Shared by decrease and release: move a reservation to its final state once."""
+    """Shared by decrease and release: settle the reservation once the payment is decided.
+
+    The payment outcome is recorded first; if the reservation is there, it is
+    settled now, else the reservation settles itself when it is made (see
+    :class:`ReserveStock`): nobody waits or retries for the other.
+    """
 
     ddl: ClassVar[Sequence[str]] = _INVENTORY_DDL
     trigger: ClassVar[str]
-    final_state: ClassVar[str]
-    published: ClassVar[str]
-    takes_from_on_hand: ClassVar[bool]
+    outcome: ClassVar[str]
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         del options  # no options
@@ -159,34 +218,21 @@ class _SettleReservation:
     def handle(self, event: Mapping[str, Any], context: HandlerContext) -> None:
         payment = _expect(event, self.trigger)
         tx = context.transaction
-        rows = tx.query(
-            "SELECT items, state FROM inventory_reservations WHERE order_id = ?",
-            (payment.order_id,),
+        items, state = _lock_order(context, payment.order_id)
+        tx.execute(
+            "INSERT INTO inventory_payment_outcomes (order_id, outcome) VALUES (?, ?)"
+            " ON CONFLICT (order_id) DO NOTHING",
+            (payment.order_id, self.outcome),
         )
-        if not rows:
-            # Reserve and payment run in parallel: the reservation may still come.
-            raise TransientError(f"order {payment.order_id}: no stock reservation yet")
-        items_text, state = rows[0]
-        if state in (self.final_state, "unavailable"):
-            return  # settled already, or nothing was ever held (payments refunds)
+        final_state = _SETTLEMENTS[self.outcome][0]
+        if state in ("pending", "unavailable", final_state):
+            return  # settled when reserved; nothing held; or settled already
         if state != "reserved":
             raise TerminalError(
                 f"order {payment.order_id}: reservation is {state}, cannot become "
-                f"{self.final_state} ({self.trigger})"
+                f"{final_state} ({self.trigger})"
             )
-        items = json.loads(items_text)
-        lines = ((str(item["sku"]), int(item["quantity"])) for item in items)
-        for sku, quantity in _quantities(lines).items():
-            tx.execute(
-                "UPDATE inventory_stock SET on_hand = on_hand - ?, reserved = reserved - ?"
-                " WHERE sku = ?",
-                (quantity if self.takes_from_on_hand else 0, quantity, sku),
-            )
-        tx.execute(
-            "UPDATE inventory_reservations SET state = ?, updated_at = ? WHERE order_id = ?",
-            (self.final_state, context.now().isoformat(), payment.order_id),
-        )
-        context.publish(self.published, {"order_id": payment.order_id, "items": items})
+        _settle(context, payment.order_id, items, self.outcome)
 
 
 class DecreaseStock(_SettleReservation):
@@ -196,9 +242,7 @@ class DecreaseStock(_SettleReservation):
     """
 
     trigger = "PaymentAuthorized"
-    final_state = "decreased"
-    published = "StockDecreased"
-    takes_from_on_hand = True
+    outcome = "authorized"
 
 
 class ReleaseStock(_SettleReservation):
@@ -208,9 +252,7 @@ class ReleaseStock(_SettleReservation):
     """
 
     trigger = "PaymentFailed"
-    final_state = "released"
-    published = "StockReleased"
-    takes_from_on_hand = False
+    outcome = "failed"
 
 
 class AuthorizePayment:
@@ -225,6 +267,9 @@ class AuthorizePayment:
         "CREATE TABLE IF NOT EXISTS payments ("
         " order_id TEXT PRIMARY KEY, payment_id TEXT NOT NULL, amount TEXT NOT NULL,"
         " currency TEXT NOT NULL, status TEXT NOT NULL, reason TEXT)",
+        # One row per order seen by payments; a refund asked for before the payment.
+        "CREATE TABLE IF NOT EXISTS payment_orders ("
+        " order_id TEXT PRIMARY KEY, refund_reason TEXT)",
     )
 
     def __init__(self, options: Mapping[str, Any]) -> None:
@@ -238,6 +283,7 @@ class AuthorizePayment:
         if self._rng.random() < self.transient_failure_rate:
             raise TransientError("payment provider timed out (simulated)")
         tx = context.transaction
+        refund_reason = _lock_payment(context, order.order_id, None)
         if tx.query("SELECT 1 FROM payments WHERE order_id = ?", (order.order_id,)):
             return  # one payment per order, whatever the event id
         payment_id = "pay-" + hashlib.sha256(order.order_id.encode()).hexdigest()[:20]
@@ -267,6 +313,8 @@ class AuthorizePayment:
         }
         if reason is None:
             context.publish("PaymentAuthorized", fields)
+            if refund_reason is not None:  # out of stock was known before the payment
+                _refund(context, order.order_id, refund_reason)
         else:
             context.publish("PaymentFailed", {**fields, "reason": reason})
 
@@ -276,8 +324,8 @@ class RefundPayment:
 
     The compensation of an order that cannot be fulfilled: a taken payment is
     paid back once (its row becomes ``refunded``); a refused one needs
-    nothing. The payment is decided in parallel, so a StockUnavailable that
-    comes first waits for it (TransientError, retried).
+    nothing. When the payment is not decided yet, the refund is recorded as
+    due and :class:`AuthorizePayment` pays it back right after taking it.
     """
 
     ddl: ClassVar[Sequence[str]] = AuthorizePayment.ddl
@@ -287,30 +335,58 @@ class RefundPayment:
 
     def handle(self, event: Mapping[str, Any], context: HandlerContext) -> None:
         unavailable = _expect(event, "StockUnavailable")
-        tx = context.transaction
-        rows = tx.query(
-            "SELECT payment_id, amount, currency, status FROM payments WHERE order_id = ?",
-            (unavailable.order_id,),
-        )
-        if not rows:
-            raise TransientError(f"order {unavailable.order_id}: payment not decided yet")
-        payment_id, amount, currency, status = rows[0]
-        if status != "authorized":
-            return  # refused (no money moved) or refunded already
+        reason = f"out of stock: {unavailable.reason}"[:_MAX_REASON]
+        _lock_payment(context, unavailable.order_id, reason)
+        _refund(context, unavailable.order_id, reason)
+
+
+def _lock_payment(context: HandlerContext, order_id: str, refund_reason: str | None) -> str | None:
+    """The order's row of payments, locked until commit; records a refund due; returns it.
+
+    Authorize and refund run in different workers: each takes this row first,
+    so the second to commit sees what the first did.
+    """
+    tx = context.transaction
+    if refund_reason is None:
         tx.execute(
-            "UPDATE payments SET status = 'refunded', reason = ? WHERE order_id = ?",
-            ("out_of_stock", unavailable.order_id),
+            "INSERT INTO payment_orders (order_id) VALUES (?)"
+            " ON CONFLICT (order_id) DO UPDATE SET order_id = excluded.order_id",
+            (order_id,),
         )
-        context.publish(
-            "PaymentRefunded",
-            {
-                "order_id": unavailable.order_id,
-                "payment_id": payment_id,
-                "amount": amount,
-                "currency": currency,
-                "reason": f"out of stock: {unavailable.reason}"[:_MAX_REASON],
-            },
+    else:
+        tx.execute(
+            "INSERT INTO payment_orders (order_id, refund_reason) VALUES (?, ?)"
+            " ON CONFLICT (order_id) DO UPDATE SET refund_reason = excluded.refund_reason",
+            (order_id, refund_reason),
         )
+    rows = tx.query("SELECT refund_reason FROM payment_orders WHERE order_id = ?", (order_id,))
+    return None if rows[0][0] is None else str(rows[0][0])
+
+
+def _refund(context: HandlerContext, order_id: str, reason: str) -> None:
+    """Pay back a taken payment once; nothing for a refused, refunded or undecided one."""
+    tx = context.transaction
+    rows = tx.query(
+        "SELECT payment_id, amount, currency, status FROM payments WHERE order_id = ?",
+        (order_id,),
+    )
+    if not rows or rows[0][3] != "authorized":
+        return
+    payment_id, amount, currency, _ = rows[0]
+    tx.execute(
+        "UPDATE payments SET status = 'refunded', reason = ? WHERE order_id = ?",
+        ("out_of_stock", order_id),
+    )
+    context.publish(
+        "PaymentRefunded",
+        {
+            "order_id": order_id,
+            "payment_id": payment_id,
+            "amount": amount,
+            "currency": currency,
+            "reason": reason,
+        },
+    )
 
 
 class SubmitPurchaseOrder:

@@ -231,11 +231,21 @@ def test_reserve_sets_items_aside_and_publishes_them(store: Store) -> None:
     ]
 
 
-def test_decrease_before_any_reservation_is_transient(store: Store) -> None:
-    decrease = build(store, DecreaseStock)
-    with pytest.raises(TransientError, match="ord-1"):
-        apply(store, decrease, payment("PaymentAuthorized", "ord-1"))
-    assert outbox_size(store) == 0
+@pytest.mark.parametrize(("outcome", "settled"), [("Authorized", 95), ("Failed", 100)])
+def test_a_payment_outcome_before_the_reservation_is_settled_by_the_reservation(
+    store: Store, outcome: str, settled: int
+) -> None:
+    reserve = build(store, ReserveStock, initial_stock=100)
+    settle = build(store, DecreaseStock if outcome == "Authorized" else ReleaseStock)
+    # Nothing to settle yet, and nothing to wait for: the outcome is recorded.
+    assert apply(store, settle, payment(f"Payment{outcome}", "ord-1"), "inventory-settle") == []
+    published = apply(store, reserve, order_placed("ord-1", [("SKU-A", 5)]), "inventory-reserve")
+    expected = "StockDecreased" if outcome == "Authorized" else "StockReleased"
+    assert [body(m)["event_type"] for m in published] == ["StockReserved", expected]
+    assert stock(store) == {"SKU-A": (settled, 0)}
+    # The outcome redelivered later changes nothing.
+    assert apply(store, settle, payment(f"Payment{outcome}", "ord-1")) == []
+    assert stock(store) == {"SKU-A": (settled, 0)}
 
 
 def test_decrease_takes_reserved_units_out_of_stock(store: Store) -> None:
@@ -325,16 +335,16 @@ def test_decrease_and_release_do_nothing_for_an_order_out_of_stock(store: Store)
     assert states == [("unavailable",)]
 
 
-def test_refund_pays_back_a_taken_payment_once_and_waits_for_an_undecided_one(
+def test_refund_pays_back_a_taken_payment_once_also_when_asked_before_it(
     store: Store,
 ) -> None:
     authorize = build(store, AuthorizePayment, failure_rate=0.0)
     refund = build(store, RefundPayment)
     unavailable = stock_event("StockUnavailable", "ord-1")
-    with pytest.raises(TransientError, match="ord-1: payment not decided"):
-        apply(store, refund, unavailable, "payments-refund")
-    [authorized] = apply(store, authorize, order_placed("ord-1", [("SKU-A", 2)]), "payments")
-    [message] = apply(store, refund, unavailable, "payments-refund")
+    # Out of stock before the payment: the refund is due, paid as soon as the payment is.
+    assert apply(store, refund, unavailable, "payments-refund") == []
+    authorized, message = apply(store, authorize, order_placed("ord-1", [("SKU-A", 2)]), "payments")
+    assert body(authorized)["event_type"] == "PaymentAuthorized"
     event = body(message)
     assert event["event_type"] == "PaymentRefunded"
     assert event["payment_id"] == body(authorized)["payment_id"]
@@ -344,6 +354,11 @@ def test_refund_pays_back_a_taken_payment_once_and_waits_for_an_undecided_one(
     # Redelivered, or the same order re-sent: never a second refund.
     again = stock_event("StockUnavailable", "ord-1")
     assert apply(store, refund, again, "payments-refund") == []
+    assert apply(store, authorize, order_placed("ord-1", [("SKU-A", 2)]), "payments") == []
+    # Asked after the payment: refunded at once.
+    apply(store, authorize, order_placed("ord-2", [("SKU-A", 1)]), "payments")
+    [late] = apply(store, refund, stock_event("StockUnavailable", "ord-2"), "payments-refund")
+    assert body(late)["event_type"] == "PaymentRefunded"
 
 
 def test_a_refused_payment_needs_no_refund(store: Store) -> None:
@@ -617,19 +632,18 @@ def test_publish_refuses_an_event_outside_the_schema(store: Store) -> None:
 
 
 def test_failed_handler_leaves_no_inbox_claim(store: Store) -> None:
-    decrease = build(store, DecreaseStock)
-    reserve = build(store, ReserveStock)
-    authorized = payment("PaymentAuthorized", "ord-1", event_id="evt-pay")
+    email = build(store, NotifyCustomer, channel="email")
+    decreased = stock_event("StockDecreased", "ord-1")
     with pytest.raises(TransientError), store.transaction() as transaction:
-        assert transaction.claim("inventory-decrease", "evt-pay")
-        context = HandlerContext("inventory-decrease", authorized, transaction, "orders", clock)
-        decrease.handle(authorized, context)
+        assert transaction.claim("email-sender", decreased["event_id"])
+        context = HandlerContext("email-sender", decreased, transaction, "orders", clock)
+        email.handle(decreased, context)  # the customer is not known yet
     # Rolled back with the handler: the redelivery is processed, once.
-    apply(store, reserve, order_placed("ord-1", [("SKU-A", 2)]))
-    assert len(apply(store, decrease, authorized, "inventory-decrease")) == 1
-    assert store.processed_count("inventory-decrease") == 1
+    apply(store, email, order_placed("ord-1", [("SKU-A", 2)]))
+    assert len(apply(store, email, decreased, "email-sender")) == 1
+    assert store.processed_count("email-sender") == 1
     with store.transaction() as transaction:
-        assert not transaction.claim("inventory-decrease", "evt-pay")
+        assert not transaction.claim("email-sender", decreased["event_id"])
 
 
 # --- resolving handlers ----------------------------------------------------------------------
