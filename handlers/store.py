@@ -701,6 +701,12 @@ class Store:
         self._now = now
         self._closed = False
         self._sessions = _ThreadSessions(self._connect)
+        # SQLite has one writer at a time. Threads of this process queue here and
+        # wake as soon as the writer commits; SQLite's own busy handler (left for
+        # other processes) would sleep in growing steps instead.
+        self._write_lock: threading.Lock | None = (
+            threading.Lock() if driver.dialect == "sqlite" else None
+        )
 
     def __repr__(self) -> str:
         return f"Store({self.dialect}, {self._driver.location})"
@@ -818,6 +824,9 @@ class Store:
             raise StoreError("this thread is already inside a transaction of this store")
         session.in_transaction = True
         transaction: Transaction | None = None
+        lock = self._write_lock if write else None
+        if lock is not None:
+            lock.acquire()
         try:
             with _transient_errors(self._driver, "begin"):
                 session.begin(write)
@@ -834,6 +843,8 @@ class Store:
             self._rollback(session)
             raise
         finally:
+            if lock is not None:
+                lock.release()
             session.in_transaction = False
             if not session.usable:
                 self._sessions.discard(session)
