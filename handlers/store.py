@@ -666,8 +666,14 @@ class Transaction:
     def _run(self, sql: str, params: Sequence[Any], fetch: bool) -> tuple[int, list[Row]]:
         if not self._open:
             raise StoreError("this transaction has ended: use it inside its with block only")
-        with _transient_errors(self._driver, "statement"):
+        try:  # not _transient_errors: this runs for every statement, keep it cheap
             return self._session.run(sql, params, fetch)
+        except Exception as exc:
+            reason = self._driver.transient_reason(exc)
+            if reason is None:
+                raise
+            where = f"{self._driver.dialect} store {self._driver.location}"
+            raise TransientError(f"{where}: statement failed, retry: {reason}") from exc
 
     def _end(self) -> None:
         self._open = False
