@@ -15,6 +15,8 @@ from tests.support import StreamTopics, read_topic, send
 from tests.support_handlers import HandlerSetup, stop, summary_counts, summary_line
 from tests.support_workflow import (
     INITIAL_STOCK,
+    PAID_IN_STOCK,
+    PAID_OUT_OF_STOCK,
     SHIPPED_WORKERS,
     check_final_state,
     expected_outcome,
@@ -154,3 +156,34 @@ def test_a_malformed_checkout_is_dead_lettered_once_by_the_router(
     assert outcomes_settled(setup, len(orders))
     on_hand, reserved = stock_levels(setup)
     order_outcomes(orders, published_events(setup), on_hand, reserved, INITIAL_STOCK)
+
+
+@pytest.mark.partitions(3)
+def test_low_stock_on_postgresql_keeps_every_order_invariant(
+    topics: StreamTopics, tmp_path: Path, schema_url: str
+) -> None:
+    """Reservation and payment outcome, payment and refund, meet in concurrent transactions
+    on PostgreSQL (READ COMMITTED): each order still ends exactly one way."""
+    orders_count, low_stock = 200, 4
+    setup = HandlerSetup(topics, tmp_path, store_url=schema_url)
+    setup.write_shipped_rules()
+    setup.write_shipped_handlers(
+        payments={"failure_rate": 0.2, "transient_failure_rate": 0.05},
+        inventory={"initial_stock": low_stock},
+    )
+    orders = placed_orders(orders_count, seed=73)
+    send(
+        topics,
+        generate_order_records(
+            orders_count, seed=73, duplicate_ratio=0, malformed_ratio=0, checkouts_only=True
+        ),
+    )
+    process = setup.start(
+        "worker", "--all", "--with-router", "--until-idle", "3", log_name="workers.log"
+    )
+    assert process.wait(timeout=300) == 0, setup.log("workers.log")[-3000:]
+    assert outcomes_settled(setup, orders_count)
+    on_hand, reserved = stock_levels(setup)
+    outcomes = order_outcomes(orders, published_events(setup), on_hand, reserved, low_stock)
+    assert outcomes[PAID_OUT_OF_STOCK] > 0, outcomes
+    assert outcomes[PAID_IN_STOCK] > 0, outcomes
