@@ -15,6 +15,8 @@ Validation before fan-out: a record that is not a JSON object, or (with
 ``validate``) an event a rule matches that fails the orders schema, is
 dead-lettered once, here, with its reason (``error.class``,
 ``error.message``), instead of once by every subscriber of every target.
+Events our handlers published (``streambatch.handler`` header) were checked
+against the schema when they were published and are not checked again.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from handlers.kafka_io import (
     track_assignment,
 )
 from handlers.rules import RuleSet, parse_event
-from handlers.runtime import parse_order_json
+from handlers.runtime import PUBLISHER_HEADER, parse_order_json
 from streambatch.errors import StreambatchError, TerminalError
 from streambatch.failpoints import deliveries
 from streambatch.metrics import ROUTED_EVENTS
@@ -154,7 +156,7 @@ class EventRouter(ConsumerLoop):
             if not matching:
                 self.counts.unmatched += 1
                 continue
-            if self._validate:
+            if self._validate and not _published_by_a_handler(message):
                 try:
                     parse_order_json(message.value() or b"")
                 except TerminalError as exc:
@@ -208,6 +210,11 @@ class EventRouter(ConsumerLoop):
                     letter.error_class,
                     letter.error_message,
                 )
+
+
+def _published_by_a_handler(message: Message) -> bool:
+    """Events our handlers publish were checked against the schema on the way out."""
+    return any(pair[0] == PUBLISHER_HEADER for pair in message.headers() or [])
 
 
 def _add_letter(

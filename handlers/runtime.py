@@ -27,6 +27,7 @@ from handlers.store import Store, Transaction
 from streambatch.errors import ConfigError, TerminalError
 
 __all__ = [
+    "PUBLISHER_HEADER",
     "Handler",
     "HandlerContext",
     "HandlerFactory",
@@ -42,6 +43,8 @@ __all__ = [
 # Fixed forever: derived event ids must be the same in every process and release.
 _EVENT_ID_NAMESPACE = uuid.UUID("9b5a8f0e-4c1d-5e36-a7f2-3d0c8e61b4a9")
 _ORDER_EVENT = TypeAdapter[Any](OrderEvent)
+PUBLISHER_HEADER = "streambatch.handler"
+"""The header naming the worker that published an event (checked against the schema)."""
 
 
 class InvalidEventError(TerminalError):
@@ -134,7 +137,7 @@ class HandlerContext:
         key = str(fields.get("order_id", event_id)).encode()
         headers = [
             ("streambatch.cause", cause_id.encode()),
-            ("streambatch.handler", self.worker.encode()),
+            (PUBLISHER_HEADER, self.worker.encode()),
         ]
         self.transaction.add_outbox(self.publish_topic, key, orjson.dumps(body), event_id, headers)
         return event_id
