@@ -25,9 +25,10 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import Message, Producer
+from confluent_kafka import Message
 
 from connectors.dead_letters import DeadLetterWriter
+from connectors.kafka_clients import new_producer
 from flows.records import DeadLetter
 from handlers.kafka_io import (
     Activity,
@@ -91,7 +92,7 @@ class EventRouter(ConsumerLoop):
         self._dead_letters = DeadLetterWriter(self._connection, "router")
         self._activity = Activity()
         self._deliveries = deliveries()
-        self._producer = Producer(
+        self._producer = new_producer(
             {
                 **self._connection,
                 "enable.idempotence": "true",

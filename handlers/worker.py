@@ -40,6 +40,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from connectors.dead_letters import DeadLetterWriter
+from connectors.kafka_clients import new_producer
 from flows.records import DeadLetter
 from handlers.config import WorkerPlan
 from handlers.kafka_io import (
@@ -419,7 +420,7 @@ class QueueWorker(ConsumerLoop):
             (_RETRY_ERROR, f"{type(exc).__name__}: {exc}"[:1000].encode()),
         ]
         if self._producer is None:
-            self._producer = Producer(
+            self._producer = new_producer(
                 {
                     **self._connection,
                     "enable.idempotence": "true",
