@@ -384,7 +384,11 @@ def rules_test(
 
 UntilIdleOption = Annotated[
     float | None,
-    typer.Option("--until-idle", min=0.1, help="exit 0 after this many seconds without a message"),
+    typer.Option(
+        "--until-idle",
+        min=0.1,
+        help="exit 0 once settled this many seconds: read to the end, no retry waiting",
+    ),
 ]
 
 
@@ -432,7 +436,8 @@ def worker(
     """Run queue workers (one thread each): at least once, retries, dead letters, inbox.
 
     With --until-idle the process exits 0 once every worker (and the router) has
-    been idle that long at once and the outbox is empty.
+    its partitions, has read each to its end, has no retry waiting, and the
+    outbox is empty, all of that for that many seconds in a row.
     """
     from handlers.config import handler_store_url, load_handlers_config
     from handlers.service import run_workers
