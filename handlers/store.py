@@ -717,6 +717,18 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self.dialect}, {self._driver.location})"
 
+    @property
+    def events_per_transaction(self) -> int:
+        """How many events a queue worker may apply in one transaction of this store.
+
+        SQLite has one writer at a time: a whole batch per transaction saves a
+        sync per event and blocks nobody more. PostgreSQL lets workers write at
+        once: one event per transaction keeps each one's row locks few and in
+        one order (a batch would hold many orders' rows and deadlock with
+        another worker's batch).
+        """
+        return 500 if self.dialect == "sqlite" else 1
+
     def __enter__(self) -> Store:
         return self
 

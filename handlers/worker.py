@@ -6,8 +6,11 @@ Guarantees:
   store transaction committed and its retries and dead letters were
   acknowledged. A crash before that redelivers the batch; the inbox (same
   transaction as the handler's state) makes a second delivery a no-op.
-* One store transaction per consumed batch; each event runs in a savepoint,
-  so a failing event leaves no trace and does not fail the others.
+* One store transaction per consumed batch on SQLite (one writer at a time,
+  so a long transaction blocks nobody it would not block anyway); one per
+  event on PostgreSQL, where a batch would hold the row locks of many orders
+  and workers would deadlock on them. Each event runs in a savepoint, so a
+  failing event leaves no trace and does not fail the others.
 * Non-blocking retries: a transient failure (``TransientError`` or an
   unexpected exception) sends the message to the retry topic of its next
   delay (:class:`~handlers.retry.RetryTopics`) and the worker goes on with
@@ -315,9 +318,18 @@ class QueueWorker(ConsumerLoop):
             return 2
 
     def _commit_batch(self, deliveries: Sequence[_Delivery]) -> _BatchOutcome:
-        """Apply every event in one transaction, retried whole while the store cannot commit."""
-        if not deliveries:
-            return _BatchOutcome()
+        """Apply the events in as few transactions as the store allows, each retried whole
+        while the store cannot commit."""
+        outcome = _BatchOutcome()
+        size = self._store.events_per_transaction
+        for start in range(0, len(deliveries), size):
+            part = self._commit_part(deliveries[start : start + size])
+            outcome.processed += part.processed
+            outcome.duplicates += part.duplicates
+            outcome.failed += part.failed
+        return outcome
+
+    def _commit_part(self, deliveries: Sequence[_Delivery]) -> _BatchOutcome:
         tries = 0
         while True:
             tries += 1
