@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -33,7 +34,7 @@ from rich.console import Console
 from connectors.embedded_broker import EmbeddedBroker, create_topics
 from handlers.config import load_handlers_config
 from handlers.service import build_router
-from handlers.store import open_store
+from handlers.store import Store, open_store
 from streambatch.errors import StreambatchError
 from streambatch.generator import generate_order_records, produce_records
 
@@ -94,6 +95,67 @@ def _instant(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
+def _finished(store: Store) -> tuple[int, int, int]:
+    """Payments, settled reservations and customer messages in the store now."""
+    with store.transaction() as tx:
+        payments = tx.query("SELECT COUNT(*) FROM payments")[0][0]
+        settled = tx.query(
+            "SELECT COUNT(*) FROM inventory_reservations"
+            " WHERE state IN ('decreased', 'released', 'unavailable')"
+        )[0][0]
+        messages = tx.query("SELECT COUNT(*) FROM notifications")[0][0]
+    return int(payments), int(settled), int(messages)
+
+
+def _finished_at(store_url: str) -> tuple[int, int, int]:
+    """:func:`_finished` of the store at ``store_url``, or zeros while its tables are missing."""
+    try:
+        with open_store(store_url) as store:
+            return _finished(store)
+    except Exception:  # the workers create their tables as they start
+        return (0, 0, 0)
+
+
+def _run_split(
+    command: list[str], names: list[str], env: dict[str, str], store_url: str, orders: int
+) -> None:
+    """The router and each worker in a process of its own, stopped (SIGTERM) once done.
+
+    A process of its own has no whole-workflow view to settle on, so the store
+    says when every order finished; then each process stops gracefully.
+    """
+    commands = [[*command, "route"]] + [[*command, "worker", name] for name in names]
+    children = [
+        subprocess.Popen(
+            c, env=env, cwd=_REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        for c in commands
+    ]
+    deadline = time.monotonic() + max(300.0, orders / 10)
+    try:
+        while _finished_at(store_url) != (orders, orders, 2 * orders):
+            if any(child.poll() is not None for child in children):
+                break
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        failed = []
+        for c, child in zip(commands, children, strict=True):
+            try:
+                _, stderr = child.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                _, stderr = child.communicate()
+            if child.returncode != 0:
+                failed.append(f"{' '.join(c[3:])}: exit {child.returncode}: {stderr[-500:]!r}")
+    if failed:
+        raise StreambatchError("workflow bench, split processes: " + "; ".join(failed))
+
+
 def run_workflow_bench(
     console: Console,
     broker: EmbeddedBroker,
@@ -102,8 +164,13 @@ def run_workflow_bench(
     orders: int,
     store_url: str,
     label: str,
+    split: bool = False,
 ) -> dict[str, Any]:
-    """``orders`` checkouts through router and workers on ``store_url``; the numbers."""
+    """``orders`` checkouts through router and workers on ``store_url``; the numbers.
+
+    ``split``: the router and each worker in a process of their own instead of
+    ``worker --all --with-router`` (one process, one interpreter lock).
+    """
     prefix = f"wf-{label}"
     handlers_file = _write_config(scratch, prefix)
     _produce(console, broker, prefix, orders, checkouts_only=True)
@@ -115,26 +182,27 @@ def run_workflow_bench(
         "STREAMBATCH_DATA_DIR": str(scratch / prefix),
         "STREAMBATCH_LOG_LEVEL": "WARNING",
     }
-    command = [sys.executable, "-m", "streambatch.cli", "worker", "--all", "--with-router"]
-    command += ["--until-idle", str(_QUIET_SECONDS)]
+    command = [sys.executable, "-m", "streambatch.cli"]
     started = time.monotonic()
     cpu_before = os.times()
     with console.status(f"workflow on {label}: {orders:,} orders"):
-        run = subprocess.run(command, env=env, cwd=_REPO_ROOT, capture_output=True, check=False)
+        if split:
+            names = sorted(load_handlers_config(handlers_file).workers)
+            _run_split(command, names, env, store_url, orders)
+        else:
+            whole = [*command, "worker", "--all", "--with-router"]
+            whole += ["--until-idle", str(_QUIET_SECONDS)]
+            run = subprocess.run(whole, env=env, cwd=_REPO_ROOT, capture_output=True, check=False)
+            if run.returncode != 0:
+                tail = run.stderr.decode(errors="replace")[-2000:]
+                raise StreambatchError(f"workflow bench on {label} failed:\n{tail}")
     wall = time.monotonic() - started
     cpu_after = os.times()
-    if run.returncode != 0:
-        tail = run.stderr.decode(errors="replace")[-2000:]
-        raise StreambatchError(f"workflow bench on {label} failed:\n{tail}")
-    with open_store(store_url) as store, store.transaction() as tx:
-        first, last = tx.query("SELECT MIN(processed_at), MAX(processed_at) FROM inbox")[0]
-        payments = tx.query("SELECT COUNT(*) FROM payments")[0][0]
-        settled = tx.query(
-            "SELECT COUNT(*) FROM inventory_reservations"
-            " WHERE state IN ('decreased', 'released', 'unavailable')"
-        )[0][0]
-        messages = tx.query("SELECT COUNT(*) FROM notifications")[0][0]
-        handled = tx.query("SELECT COUNT(*) FROM inbox")[0][0]
+    with open_store(store_url) as store:
+        payments, settled, messages = _finished(store)
+        with store.transaction() as tx:
+            first, last = tx.query("SELECT MIN(processed_at), MAX(processed_at) FROM inbox")[0]
+            handled = tx.query("SELECT COUNT(*) FROM inbox")[0][0]
     if (payments, settled, messages) != (orders, orders, 2 * orders):
         raise StreambatchError(
             f"workflow bench on {label}: not every order finished "
@@ -146,11 +214,14 @@ def run_workflow_bench(
     )
     result = {
         "orders": orders,
+        "processes": 1 + len(load_handlers_config(handlers_file).workers) if split else 1,
         "handled_events": int(handled),
         "seconds": round(seconds, 2),
         "orders_per_second": round(orders / seconds),
         "process_wall_seconds": round(wall, 1),
         "process_cores": round(cpu / wall, 2),
+        "cpu_ms_per_order": round(1000 * cpu / orders, 2),
+        "load_average": round(os.getloadavg()[0], 1),
     }
     console.print(f"  workflow, {label}: {result}")
     return result
@@ -222,12 +293,31 @@ def run_workflow_benchmarks(console: Console, *, orders: int, router_events: int
         results["workflow, SQLite"] = run_workflow_bench(
             console, broker, scratch, orders=orders, store_url=sqlite_url, label="sqlite"
         )
-        with postgres_server(scratch) as postgres_url:
-            if postgres_url is None:
-                console.print("PostgreSQL: pgserver not available, run skipped")
-            else:
-                results["workflow, PostgreSQL"] = run_workflow_bench(
-                    console, broker, scratch, orders=orders, store_url=postgres_url, label="pg"
+        results["workflow, SQLite, a process per component"] = run_workflow_bench(
+            console,
+            broker,
+            scratch,
+            orders=orders,
+            store_url=f"sqlite:///{scratch / 'state-split.db'}",
+            label="sqlite-split",
+            split=True,
+        )
+        for split in (False, True):
+            name = "pg-split" if split else "pg"
+            (scratch / name).mkdir()
+            with postgres_server(scratch / name) as postgres_url:
+                if postgres_url is None:
+                    console.print("PostgreSQL: pgserver not available, run skipped")
+                    break
+                row = "workflow, PostgreSQL" + (", a process per component" if split else "")
+                results[row] = run_workflow_bench(
+                    console,
+                    broker,
+                    scratch,
+                    orders=orders,
+                    store_url=postgres_url,
+                    label=name,
+                    split=split,
                 )
     return results
 

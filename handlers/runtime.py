@@ -133,13 +133,17 @@ class HandlerContext:
             "occurred_at": format_instant(self.now()),
             **fields,
         }
-        parse_order_event(body)
+        value = orjson.dumps(body)
+        try:
+            parse_order_json(value)  # the bytes that go out, serialized once
+        except InvalidEventError as exc:
+            raise InvalidEventError(f"{event_type!r} {exc}") from None
         key = str(fields.get("order_id", event_id)).encode()
         headers = [
             ("streambatch.cause", cause_id.encode()),
             (PUBLISHER_HEADER, self.worker.encode()),
         ]
-        self.transaction.add_outbox(self.publish_topic, key, orjson.dumps(body), event_id, headers)
+        self.transaction.add_outbox(self.publish_topic, key, value, event_id, headers)
         return event_id
 
 

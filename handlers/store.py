@@ -626,16 +626,22 @@ class Transaction:
         aborts the whole transaction once it is rolled back to its savepoint).
         The exception is re-raised.
         """
+        # Named by nesting depth, not by a running count: a few statement texts
+        # for a whole batch, so the driver's prepared-statement cache keeps them
+        # (and the handlers' statements) instead of preparing each anew.
         self._savepoints += 1
         name = f"event_{self._savepoints}"
-        self.execute(f"SAVEPOINT {name}")
         try:
-            yield
-        except BaseException:
-            self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            self.execute(f"SAVEPOINT {name}")
+            try:
+                yield
+            except BaseException:
+                self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                self.execute(f"RELEASE SAVEPOINT {name}")
+                raise
             self.execute(f"RELEASE SAVEPOINT {name}")
-            raise
-        self.execute(f"RELEASE SAVEPOINT {name}")
+        finally:
+            self._savepoints -= 1
 
     def add_outbox(
         self,
