@@ -50,9 +50,10 @@ def run_demo(console: Console, *, events: int, data_dir: Path) -> None:
     The broker keeps data in memory, so each demo starts from empty topics and
     an empty lake (a lake's fences only make sense for the topics it read).
     """
-    from sinks.duckdb import connect, render_table, run_report
+    from sinks.duckdb import connect, run_report
     from streambatch.dead_letter_tools import inspect_dead_letters
     from streambatch.generator import generate_stream_records, produce_records
+    from streambatch.tables import render_table
 
     data_dir = data_dir.resolve()
     _fresh_data_dir(data_dir)
