@@ -86,8 +86,8 @@ class MillisClock:
 
 def encode(body: dict[str, Any]) -> bytes:
     """Compact JSON of ``body``, in a bytes object of its own size."""
-    # orjson's result keeps its oversized first allocation: holding 100,000s of
-    # them fragments the heap and costs 2 us a record; a right-sized copy, 0.3 us.
+    # orjson's result keeps its oversized first allocation; many of them held
+    # at once fragment the heap (docs/performance.md).
     return bytes(memoryview(orjson.dumps(body)))
 
 
