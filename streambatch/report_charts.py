@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Final
+from typing import Any, Final
 
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -114,23 +114,8 @@ def line_chart(
     if not series or not windows:
         return _plot(chart_id, 0, _empty_figure())
     x = [_time(start) for start in windows]
-    figure = go.Figure()
-    for index, line in enumerate(series):
-        figure.add_trace(
-            go.Scatter(
-                x=x,
-                y=[None if point is None else float(point.value) for point in line.points],
-                text=[None if point is None else _safe(point.label) for point in line.points],
-                hovertemplate="%{text}<extra></extra>",
-                name=_legend(line),
-                mode="lines+markers",
-                connectgaps=False,
-                line={"color": _color(index), "width": 2},
-                marker={"color": _color(index), "size": 5},
-            )
-        )
-    _lay_out(figure, x_label=x_label, y_label=y_label, time_axis=True)
-    return _plot(chart_id, len(series), figure)
+    traces = [_line(x, index, line) for index, line in enumerate(series)]
+    return _plot(chart_id, len(traces), _figure(traces, x_label, y_label, time_axis=True))
 
 
 def bar_chart(
@@ -145,23 +130,20 @@ def bar_chart(
     if not series or not categories:
         return _plot(chart_id, 0, _empty_figure())
     x = [_safe(name) for name in categories]
-    figure = go.Figure()
-    for index, bars in enumerate(series):
-        figure.add_trace(
-            go.Bar(
-                x=[x[category] for category in bars.values],
-                y=list(bars.values.values()),
-                text=[_safe(bars.labels[category]) for category in bars.values],
-                textposition="none",
-                hovertemplate="%{text}<extra></extra>",
-                name=_legend(bars),
-                marker={"color": _color(index)},
-            )
+    traces = [
+        go.Bar(
+            x=[x[category] for category in bars.values],
+            y=list(bars.values.values()),
+            textposition="none",
+            marker={"color": _color(index)},
+            **_hover(bars, [bars.labels[category] for category in bars.values]),
         )
-    _lay_out(figure, x_label=x_label, y_label=y_label, time_axis=False)
+        for index, bars in enumerate(series)
+    ]
+    figure = _figure(traces, x_label, y_label, time_axis=False)
     figure.update_layout(barmode="stack")
     figure.update_xaxes(categoryorder="array", categoryarray=x)
-    return _plot(chart_id, len(series), figure)
+    return _plot(chart_id, len(traces), figure)
 
 
 def scatter_chart(
@@ -170,21 +152,48 @@ def scatter_chart(
     """A dot per point, coloured by series, over time."""
     if not series:
         return _plot(chart_id, 0, _empty_figure())
-    figure = go.Figure()
-    for index, dots in enumerate(series):
-        figure.add_trace(
-            go.Scatter(
-                x=[_time(at) for at, _, _ in dots.points],
-                y=[float(value) for _, value, _ in dots.points],
-                text=[_safe(label) for _, _, label in dots.points],
-                hovertemplate="%{text}<extra></extra>",
-                name=_legend(dots),
-                mode="markers",
-                marker={"color": _color(index), "size": 7, "opacity": 0.8},
-            )
+    traces = [
+        go.Scatter(
+            x=[_time(at) for at, _, _ in dots.points],
+            y=[float(value) for _, value, _ in dots.points],
+            mode="markers",
+            marker={"color": _color(index), "size": 7, "opacity": 0.8},
+            **_hover(dots, [label for _, _, label in dots.points]),
         )
-    _lay_out(figure, x_label=x_label, y_label=y_label, time_axis=True)
-    return _plot(chart_id, len(series), figure)
+        for index, dots in enumerate(series)
+    ]
+    return _plot(chart_id, len(traces), _figure(traces, x_label, y_label, time_axis=True))
+
+
+def _line(x: list[str], index: int, line: LineSeries) -> go.Scatter:
+    return go.Scatter(
+        x=x,
+        y=[None if point is None else float(point.value) for point in line.points],
+        mode="lines+markers",
+        connectgaps=False,
+        line={"color": _color(index), "width": 2},
+        marker={"color": _color(index), "size": 5},
+        **_hover(line, [None if point is None else point.label for point in line.points]),
+    )
+
+
+def _hover(
+    series: LineSeries | BarSeries | ScatterSeries, labels: Sequence[str | None]
+) -> dict[str, Any]:
+    """A trace's legend entry, and its points' hover texts shown as they are."""
+    return {
+        "name": _legend(series),
+        "text": [None if label is None else _safe(label) for label in labels],
+        "hovertemplate": "%{text}<extra></extra>",
+    }
+
+
+def _figure(
+    traces: Sequence[go.Scatter | go.Bar], x_label: str, y_label: str, *, time_axis: bool
+) -> go.Figure:
+    figure = go.Figure(data=list(traces))
+    _lay_out(figure, x_label=x_label, y_label=y_label, time_axis=time_axis)
+    return figure
 
 
 def _lay_out(figure: go.Figure, *, x_label: str, y_label: str, time_axis: bool) -> None:
