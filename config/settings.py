@@ -138,6 +138,10 @@ class PipelineSettings(_EnvFirstSettings):
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="serve Prometheus metrics on this port"
     )
+    announce_batches: bool = Field(
+        default=True,
+        description="after each commit, publish one record per batch to the batches topic",
+    )
 
 
 class StreamSettings(BaseModel):
@@ -155,6 +159,27 @@ class StreamSettings(BaseModel):
     stop_at_end: bool
     max_record_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    announce_batches: bool = True
+    batches_topic: str | None = Field(
+        default=None,
+        max_length=249,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="where batch announcements go (default <topic>.batches)",
+    )
+
+    @model_validator(mode="after")
+    def _announcement_topic_fits(self) -> StreamSettings:
+        if self.announce_batches and len(self.announcement_topic) > 249:
+            raise ValueError(
+                f"the batches topic {self.announcement_topic!r} is longer than Kafka's 249 "
+                "characters: shorten the TOPIC or set BATCHES_TOPIC"
+            )
+        return self
+
+    @property
+    def announcement_topic(self) -> str:
+        """Where this stream announces its committed batches."""
+        return self.batches_topic or f"{self.topic}.batches"
 
     @property
     def dead_letter_topic(self) -> str:
@@ -253,6 +278,8 @@ def load_stream_settings(stream: str, config_file: Path | None = None) -> Stream
         "stop_at_end": shared.stop_at_end,
         "metrics_port": shared.metrics_port,
         "max_record_bytes": shared.max_record_bytes,
+        "announce_batches": shared.announce_batches,
+        "batches_topic": None,
     }
     for key, value in overrides.items():
         if key.startswith(prefix):
@@ -262,6 +289,7 @@ def load_stream_settings(stream: str, config_file: Path | None = None) -> Stream
                 "data_dir",
                 "stop_at_end",
                 "metrics_port",
+                "announce_batches",
             ):
                 values[field] = value
     try:

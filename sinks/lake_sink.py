@@ -31,9 +31,11 @@ from connectors.dead_letters import DeadLetterWriter
 from flows.dedupe import DedupeIndex, digest_ids
 from flows.progress import COMMITTED
 from flows.records import BatchRange, ClosedBatch, ValidatedBatch, partition_key
+from sinks.batch_announcements import BatchAnnouncer
 from sinks.delta_lake import BatchRecord, DeltaLake
 from streambatch.allocators import release_free_memory
 from streambatch.clock import Clock, utc_now
+from streambatch.failpoints import failpoint
 from streambatch.metrics import (
     BATCH_BYTES,
     BATCH_ROWS,
@@ -74,11 +76,14 @@ class PartitionCommitter:
     partition: int
     horizon: timedelta
     now: Clock = utc_now
+    announcer: BatchAnnouncer | None = None
     fence: int | None = field(init=False)
     index: DedupeIndex = field(init=False)
 
     def __post_init__(self) -> None:
         self.lake.repair_batch_log(self.topic, self.partition)
+        if self.announcer is not None:
+            self.announcer.repair(self.lake, self.topic, self.partition)
         self.fence = self.lake.fence(self.topic, self.partition)
         self.index = DedupeIndex(self.horizon)
         watermark = self.lake.watermark_us(self.topic, self.partition)
@@ -154,6 +159,9 @@ class PartitionCommitter:
             lake_version=-1,
         )
         committed = self.lake.commit(table, record)
+        failpoint("before_announcement")
+        if self.announcer is not None:
+            self.announcer.announce(committed, self.lake.table_path)
         self.index.remember_digests(kept_digests, *_times_and_values(table))
         self.fence = batch.next_offset
         COMMITTED.publish(self.topic, self.partition, self.fence)
@@ -259,6 +267,11 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
         self._horizon = settings.dedupe_horizon
         self._validate = validate
         self._dead_letters = DeadLetterWriter(producer_config, settings.stream)
+        self._announcer = (
+            BatchAnnouncer(producer_config, settings.stream, settings.announcement_topic)
+            if settings.announce_batches
+            else None
+        )
         self._committers: dict[str, PartitionCommitter] = {}
         self._to_validate: queue.Queue[ClosedBatch | None] = queue.Queue(maxsize=_PENDING_BATCHES)
         self._to_commit: queue.Queue[tuple[ValidatedBatch, npt.NDArray[np.uint64]] | None] = (
@@ -283,6 +296,8 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
         for thread in self._threads:
             thread.join()
         self._raise_failure()
+        if self._announcer is not None:
+            self._announcer.close()
 
     def _put(self, stage: queue.Queue[Any], item: Any) -> None:
         """Hand ``item`` to a stage; gives up (silently) once a stage has failed."""
@@ -334,7 +349,12 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
         committer = self._committers.get(key)
         if committer is None:
             committer = PartitionCommitter(
-                self._lake, self._dead_letters, batch.topic, batch.partition, self._horizon
+                self._lake,
+                self._dead_letters,
+                batch.topic,
+                batch.partition,
+                self._horizon,
+                announcer=self._announcer,
             )
             self._committers[key] = committer
         return committer

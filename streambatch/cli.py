@@ -63,7 +63,11 @@ def broker(
     from connectors.embedded_broker import EmbeddedBroker, create_topics
 
     with EmbeddedBroker(port=port) as running:
-        topics = [name for stream in STREAM_NAMES for name in (stream, f"{stream}.dlq")]
+        topics = [
+            name
+            for stream in STREAM_NAMES
+            for name in (stream, f"{stream}.dlq", f"{stream}.batches")
+        ]
         create_topics(running.bootstrap_servers, topics, partitions)
         console.print(
             f"broker ready on [bold]{running.bootstrap_servers}[/] with topics "

@@ -59,7 +59,11 @@ def run_demo(console: Console, *, events: int, data_dir: Path) -> None:
     console.rule("[bold]streambatch demo")
     with EmbeddedBroker(log_file=data_dir / "broker.log") as broker:
         connection = {"bootstrap.servers": broker.bootstrap_servers}
-        topics = [name for stream in STREAM_NAMES for name in (stream, f"{stream}.dlq")]
+        topics = [
+            name
+            for stream in STREAM_NAMES
+            for name in (stream, f"{stream}.dlq", f"{stream}.batches")
+        ]
         create_topics(broker.bootstrap_servers, topics, partitions=3)
         console.print(
             f"1. embedded Kafka broker on {broker.bootstrap_servers}: orders, clicks, logs (x3)"

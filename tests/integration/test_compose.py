@@ -182,6 +182,7 @@ def test_topics_are_created_once_kafka_is_healthy(services: dict[str, dict[str, 
     script = (ROOT / "docker" / "create-topics.sh").read_text()
     assert "--create --if-not-exists" in script
     assert '"$stream.dlq"' in script
+    assert '"$stream.batches"' in script
 
 
 def test_the_three_flows_run_with_restart_lake_volume_and_metrics(
