@@ -13,10 +13,13 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from handlers.batch.rollup import read_rollup
 from handlers.batch.runtime import BatchContext
 from handlers.config import HandlersConfig
 from handlers.service import ServiceResult, run_workers
+from handlers.store import open_store
 from sinks.batch_announcements import BatchAnnouncement, batch_id
+from sinks.duckdb import connect, run_report
 from streambatch.errors import TransientError
 from tests.support import StreamTopics, lake_table
 
@@ -97,6 +100,20 @@ def run_batch_handlers(
         batch_handlers=sorted(config.batch_handlers),
         lake_dir=data_dir / "lake",
     )
+
+
+def rollup_rows(store_url: str) -> list[tuple[Any, ...]]:
+    """The rollup handler's table: (window start, currency, orders, revenue)."""
+    with open_store(store_url) as store:
+        return [(r.window_start, r.currency, r.orders, r.revenue) for r in read_rollup(store)]
+
+
+def report_rows(data_dir: Path) -> list[tuple[Any, ...]]:
+    """DuckDB's ``orders_per_window`` over the lake: (window start, currency, orders, revenue)."""
+    with connect(data_dir) as conn:
+        columns, rows = run_report(conn, "orders_per_window", {"limit": "100000"})
+    named = [dict(zip(columns, row, strict=True)) for row in rows]
+    return [(r["window_start"], r["currency"], r["orders"], r["revenue"]) for r in named]
 
 
 def manifest_batch_ids(data_dir: Path) -> set[str]:

@@ -1,4 +1,8 @@
-"""kill -9 between a commit and its announcement: the restart announces what is missing."""
+"""kill -9 between a commit and its announcement: the restart announces what is missing.
+
+Then the batch handlers: each batch id handled once, and the rollup equals
+DuckDB's report over the lake (duplicates and malformed records included).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from connectors.embedded_broker import create_topics
+from handlers.store import open_store
 from sinks.batch_announcements import BatchAnnouncement, batch_id
 from streambatch.generator import generate_order_records
 from tests.support import (
@@ -21,15 +26,22 @@ from tests.support import (
     run_flow,
     send,
 )
+from tests.support_batch import (
+    CALLS_TABLE,
+    handlers_config,
+    report_rows,
+    rollup_rows,
+    run_batch_handlers,
+)
 
 pytestmark = pytest.mark.slow
 
 
-def test_a_batch_committed_but_not_announced_is_announced_at_restart(
-    topics: StreamTopics, data_dir: Path
+def test_a_batch_committed_but_not_announced_is_announced_at_restart_and_handled_once(
+    topics: StreamTopics, data_dir: Path, tmp_path: Path
 ) -> None:
     create_topics(topics.bootstrap_servers, [f"{topics.name}.batches"], 2)
-    send(topics, generate_order_records(4000, seed=7))
+    send(topics, generate_order_records(4000, seed=7, duplicate_ratio=0.03, malformed_ratio=0.02))
     env = flow_env(topics, data_dir, STREAMBATCH_WINDOW_BYTES="65536")
     for point in ("before_announcement:3", "before_announcement:2"):
         crashed = subprocess.run(
@@ -68,3 +80,19 @@ def test_a_batch_committed_but_not_announced_is_announced_at_restart(
         )
         assert by_id[key].rows == row["rows"]
         assert by_id[key].lake_version == row["lake_version"]
+
+    store_url = f"sqlite:///{tmp_path / 'state.db'}"
+    config = handlers_config(
+        topics,
+        {
+            "recorder": {"handler": "tests.support_batch:RecordingBatchHandler"},
+            "rollup": {"handler": "batch.rollup"},
+        },
+    )
+    result = run_batch_handlers(topics, config, store_url, data_dir)
+    assert result.batch_handlers["recorder"].processed == len(expected)
+    assert result.batch_handlers["recorder"].duplicates == len(announced) - len(expected)
+    with open_store(store_url) as store, store.transaction() as transaction:
+        handled = transaction.query(f"SELECT batch_id FROM {CALLS_TABLE}")
+    assert sorted(row[0] for row in handled) == sorted(expected)
+    assert rollup_rows(store_url) == report_rows(data_dir)

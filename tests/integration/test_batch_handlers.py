@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 from pathlib import Path
 
 from connectors.embedded_broker import create_topics
-from handlers.batch.rollup import read_rollup
 from handlers.store import open_store
-from sinks.duckdb import connect, run_report
 from streambatch.dead_letter_tools import inspect_dead_letters, redrive_dead_letters
 from streambatch.generator import generate_order_records
 from tests.support import StreamTopics, flow_env, lake_table, read_topic, run_flow, send
@@ -18,6 +15,8 @@ from tests.support_batch import (
     batch_receiver,
     handlers_config,
     manifest_batch_ids,
+    report_rows,
+    rollup_rows,
     run_batch_handlers,
 )
 
@@ -38,13 +37,6 @@ def calls(store_url: str, handler: str) -> list[tuple[str, int, list[str]]]:
             (handler,),
         )
     return [(str(b), int(n), json.loads(ids)) for b, n, ids in rows]
-
-
-def report_rows(data_dir: Path) -> list[tuple[object, str, int, Decimal]]:
-    with connect(data_dir) as conn:
-        columns, rows = run_report(conn, "orders_per_window", {"limit": "100000"})
-    named = [dict(zip(columns, row, strict=True)) for row in rows]
-    return [(r["window_start"], r["currency"], r["orders"], r["revenue"]) for r in named]
 
 
 def test_each_batch_is_handled_once_with_exactly_its_rows_after_two_failures(
@@ -72,8 +64,7 @@ def test_each_batch_is_handled_once_with_exactly_its_rows_after_two_failures(
     assert sorted(handed) == sorted(lake_ids)
     assert all(len(ids) == rows for _, rows, ids in made)
     # The rollup equals DuckDB's report over the lake, to the last decimal.
-    with open_store(store_url) as store:
-        rollup = [(r.window_start, r.currency, r.orders, r.revenue) for r in read_rollup(store)]
+    rollup = rollup_rows(store_url)
     assert rollup == report_rows(data_dir)
     assert len(rollup) > 1
     # A second run (the same announcements again) changes nothing.
