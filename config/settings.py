@@ -289,7 +289,6 @@ def load_stream_settings(stream: str, config_file: Path | None = None) -> Stream
                 "data_dir",
                 "stop_at_end",
                 "metrics_port",
-                "announce_batches",
             ):
                 values[field] = value
     try:

@@ -45,6 +45,11 @@ class Activity:
             self._busy = False
             self._last = time.monotonic()
 
+    def mark_assigned(self) -> None:
+        """The consumer got its assignment: idle time counts from now, not from a slow join."""
+        self._last = time.monotonic()
+        self.assigned.set()
+
     @property
     def idle_seconds(self) -> float:
         """Seconds since the last work ended; 0 while working."""

@@ -113,7 +113,7 @@ class EventRouter(ConsumerLoop):
 
     def _on_assign(self, partitions: Sequence[TopicPartition]) -> None:
         log.info("router assigned %s", ", ".join(f"{p.topic}/{p.partition}" for p in partitions))
-        self._activity.assigned.set()
+        self._activity.mark_assigned()
 
     def _route(self, batch: Sequence[Message]) -> None:
         failures = DeliveryFailures()

@@ -169,7 +169,7 @@ class QueueWorker(ConsumerLoop):
             self.plan.name,
             ", ".join(f"{p.topic}/{p.partition}" for p in partitions) or "nothing",
         )
-        self._activity.assigned.set()
+        self._activity.mark_assigned()
 
     def _max_poll_interval_ms(self) -> int:
         # A message may wait through every backoff: never let the group evict us for that.

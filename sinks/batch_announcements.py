@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import zlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 BATCH_ID_HEADER = "batch.id"
 # Records read per step while searching the batches topic backwards at start.
 _TAIL_STEP = 500
+_TAIL_SECONDS = 60
 _REDRIVEN_HEADER = "streambatch.redriven-from"
 _TIMESTAMPS = ("opened_at", "committed_at", "min_occurred_at", "max_occurred_at")
 
@@ -217,7 +219,12 @@ class BatchAnnouncer:
 
         Waits until they are acknowledged. Returns how many were announced.
         """
+        fence = lake.fence(topic, partition)
+        if fence is None:
+            return 0
         announced = self._last_announced(self.stream, topic, partition)
+        if announced is not None and announced >= fence:
+            return 0  # the usual start: nothing to read from the manifest
         rows = _manifest_rows(lake, self.stream, topic, partition, after=announced)
         for record in rows:
             self._produce(
@@ -291,7 +298,9 @@ class BatchAnnouncer:
         """The largest ``next_offset`` announced for a source partition, None if none is.
 
         Reads the batches-topic partition of the source partition backwards,
-        a step at a time, until a step holds one of its announcements.
+        a step at a time, until a step holds one of its announcements. The
+        first step reads to the end-of-partition event, not to the high
+        watermark (which a broker may report late right after a burst).
         Redriven copies (older batches sent back by ``dlq redrive``) are skipped.
         """
         target = TopicPartition(
@@ -303,18 +312,20 @@ class BatchAnnouncer:
                 "group.id": "streambatch-announcer",
                 "enable.auto.commit": "false",
                 "enable.partition.eof": "true",
+                # The end of the partition is what we wait for: don't let the
+                # broker hold the fetch that reports it.
+                "fetch.wait.max.ms": "10",
             }
         )
         try:
             low, high = consumer.get_watermark_offsets(target, timeout=30)
-            stop = high
-            while stop > low:
-                start = max(low, stop - _TAIL_STEP)
+            stop: int | None = None
+            start = max(low, high - _TAIL_STEP)
+            while True:
                 found = _announced_in(consumer, target, start, stop, stream, topic, partition)
-                if found is not None:
+                if found is not None or start <= low:
                     return found
-                stop = start
-            return None
+                stop, start = start, max(low, start - _TAIL_STEP)
         finally:
             consumer.close()
 
@@ -323,38 +334,42 @@ def _announced_in(
     consumer: Consumer,
     target: TopicPartition,
     start: int,
-    stop: int,
+    stop: int | None,
     stream: str,
     topic: str,
     partition: int,
 ) -> int | None:
-    """Largest ``next_offset`` announced for the source partition in ``[start, stop)``."""
+    """Largest ``next_offset`` announced for the source partition in ``[start, stop)``.
+
+    ``stop`` None: up to the end of the partition.
+    """
     consumer.assign([TopicPartition(target.topic, target.partition, start)])
     best: int | None = None
-    position = start
-    while position < stop:
-        messages = consumer.consume(_TAIL_STEP, 5.0)
-        if not messages:
-            break
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    return best
-                raise StreambatchError(f"{target.topic}: {error.str()}")
-            position = int(message.offset() or 0) + 1
-            if position > stop:
-                break
-            headers = cast(list[tuple[str, bytes | None]], message.headers() or [])
-            if any(key == _REDRIVEN_HEADER for key, _ in headers):
-                continue
-            try:
-                announcement = BatchAnnouncement.from_json(message.value() or b"")
-            except (ValueError, KeyError, TypeError):
-                continue
-            if announcement.stream == stream and announcement.source_key == (topic, partition):
-                best = max(best or 0, announcement.next_offset)
-    return best
+    deadline = time.monotonic() + _TAIL_SECONDS
+    while time.monotonic() < deadline:
+        message = consumer.poll(1.0)
+        if message is None:
+            continue
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                return best
+            raise StreambatchError(f"{target.topic}: {error.str()}")
+        if stop is not None and int(message.offset() or 0) >= stop:
+            return best
+        headers = cast(list[tuple[str, bytes | None]], message.headers() or [])
+        if any(key == _REDRIVEN_HEADER for key, _ in headers):
+            continue
+        try:
+            announcement = BatchAnnouncement.from_json(message.value() or b"")
+        except (ValueError, KeyError, TypeError):
+            continue
+        if announcement.stream == stream and announcement.source_key == (topic, partition):
+            best = max(best or 0, announcement.next_offset)
+    raise StreambatchError(
+        f"{target.topic}/{target.partition}: the end of its announcements not reached "
+        f"in {_TAIL_SECONDS} s"
+    )
 
 
 def _manifest_rows(

@@ -137,9 +137,7 @@ class BatchWorker(ConsumerLoop):
             self.plan.name,
             ", ".join(f"{p.topic}/{p.partition}" for p in partitions) or "nothing",
         )
-        # Idle time counts from the assignment, not from the (slow) group join.
-        with self._activity.busy():
-            self._activity.assigned.set()
+        self._activity.mark_assigned()
 
     def _max_poll_interval_ms(self) -> int:
         waits = sum(
