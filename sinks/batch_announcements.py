@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any, cast
 
 import pyarrow.compute as pc
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from deltalake import DeltaTable
 
+from connectors.kafka_clients import new_consumer, new_producer
 from sinks.delta_lake import BatchRecord, DeltaLake
 from streambatch.errors import LakeError, StreambatchError
 
@@ -194,14 +194,14 @@ class BatchAnnouncer:
         self.stream = stream
         self.topic = topic
         self._connection = dict(connection)
-        self._producer = Producer(
+        self._producer = new_producer(
+            self._connection,
             {
-                **self._connection,
                 "enable.idempotence": "true",
                 "acks": "all",
                 "linger.ms": "5",
                 "client.id": f"streambatch-announcer-{topic}",
-            }
+            },
         )
         self._partitions: int | None = None
         self._lock = threading.Lock()
@@ -283,8 +283,10 @@ class BatchAnnouncer:
     def _count(self) -> int:
         with self._lock:
             if self._partitions is None:
-                admin = AdminClient(dict[str, str | int | float | bool](self._connection))
-                described = admin.list_topics(self.topic, timeout=30).topics.get(self.topic)
+                # Asked as producing would ask: a broker that creates topics on
+                # demand creates it, one that does not says so here.
+                metadata = self._producer.list_topics(self.topic, timeout=30)
+                described = metadata.topics.get(self.topic)
                 if described is None or described.error is not None or not described.partitions:
                     reason = described.error.str() if described and described.error else "absent"
                     raise StreambatchError(
@@ -306,16 +308,16 @@ class BatchAnnouncer:
         target = TopicPartition(
             self.topic, announcement_partition(stream, topic, partition, self._count())
         )
-        consumer = Consumer(
+        consumer = new_consumer(
+            self._connection,
             {
-                **self._connection,
                 "group.id": "streambatch-announcer",
                 "enable.auto.commit": "false",
                 "enable.partition.eof": "true",
                 # The end of the partition is what we wait for: don't let the
                 # broker hold the fetch that reports it.
                 "fetch.wait.max.ms": "10",
-            }
+            },
         )
         try:
             low, high = consumer.get_watermark_offsets(target, timeout=30)
