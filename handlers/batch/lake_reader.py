@@ -1,10 +1,10 @@
 """Exactly one committed batch's rows, read back from the lake.
 
-The announcement names the files its commit added: those are read when the
-table still holds all of them (the usual case). After a compaction rewrote
-them, the table is read instead, pruned to the hive partitions of the batch's
-``occurred_at`` range. Either way rows are filtered to the batch's offset
-ranges, so the result is exactly the batch: no more, no less.
+The announcement names the files its commit added: those are read directly
+while they exist (a compaction keeps them, with the same rows, until a vacuum
+deletes them). Otherwise the table is read, pruned to the dates of the
+batch's ``occurred_at`` range. Either way rows are filtered to the batch's
+offset ranges, so the result is exactly the batch: no more, no less.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from deltalake import DeltaTable
 
+from events.registry import get_stream
+from events.stream import PARTITION_COLUMNS
 from sinks.batch_announcements import BatchAnnouncement
 from streambatch.errors import TransientError
 
@@ -26,34 +28,19 @@ __all__ = ["read_batch_rows"]
 def read_batch_rows(lake_dir: Path, batch: BatchAnnouncement) -> pa.Table:
     """The rows of ``batch`` from the stream's table under ``lake_dir``, in offset order.
 
+    Columns are the stream's table columns, in the table's order.
+
     Raises:
         TransientError: the table is not there (yet), or the rows read do not
             number what the announcement says (retried: a lake being restored).
     """
-    path = lake_dir / batch.stream
-    if not DeltaTable.is_deltatable(str(path)):
-        raise TransientError(f"{path} is not a Delta table (yet)")
-    table = DeltaTable(str(path))
-    dataset = table.to_pyarrow_dataset()
+    schema = get_stream(batch.stream).table_schema
     if batch.rows == 0:
-        return dataset.schema.empty_table()
-    wanted = set(batch.files)
-    fragments = [
-        fragment
-        for fragment in dataset.get_fragments()
-        if _relative(fragment.path, str(path)) in wanted
-    ]
-    if wanted and len(fragments) == len(wanted):
-        source: ds.Dataset = ds.FileSystemDataset(
-            fragments, dataset.schema, dataset.format, dataset.filesystem
-        )
-        expression = _offsets(batch)
-    else:
-        source = dataset
-        expression = _offsets(batch) & _hours(batch)
-    rows = source.to_table(filter=expression).sort_by(
-        [("_partition", "ascending"), ("_offset", "ascending")]
-    )
+        return schema.empty_table()
+    path = lake_dir / batch.stream
+    rows = _read_files(path, batch, schema) if batch.files else None
+    if rows is None or rows.num_rows != batch.rows:
+        rows = _read_table(path, batch, schema)
     if rows.num_rows != batch.rows:
         raise TransientError(
             f"{batch.batch_id}: {rows.num_rows} rows in the lake, "
@@ -62,13 +49,39 @@ def read_batch_rows(lake_dir: Path, batch: BatchAnnouncement) -> pa.Table:
     return rows
 
 
-def _relative(fragment_path: str, table_path: str) -> str:
-    """A fragment's path relative to the table root."""
-    root = table_path.rstrip("/") + "/"
-    for prefix in (root, root.lstrip("/")):
-        if fragment_path.startswith(prefix):
-            return fragment_path[len(prefix) :]
-    return fragment_path
+def _read_files(path: Path, batch: BatchAnnouncement, schema: pa.Schema) -> pa.Table | None:
+    """The batch's rows from the files its commit added; None if one of them is gone.
+
+    A compaction rewrites files but keeps the old ones (with the same rows)
+    until a vacuum deletes them: reading them is right as long as they exist.
+    No table load: building a dataset of the whole table costs time with its
+    file count.
+    """
+    files = [str(path / relative) for relative in batch.files]
+    try:
+        dataset = ds.dataset(
+            files,
+            schema=schema,
+            format="parquet",
+            partitioning=ds.partitioning(PARTITION_COLUMNS, flavor="hive"),
+            partition_base_dir=str(path),
+        )
+        return _in_order(dataset.to_table(filter=_offsets(batch)), schema)
+    except FileNotFoundError:
+        return None
+
+
+def _read_table(path: Path, batch: BatchAnnouncement, schema: pa.Schema) -> pa.Table:
+    """The batch's rows from the table's committed files, pruned to the batch's dates."""
+    if not DeltaTable.is_deltatable(str(path)):
+        raise TransientError(f"{path} is not a Delta table (yet)")
+    dataset = DeltaTable(str(path)).to_pyarrow_dataset()
+    return _in_order(dataset.to_table(filter=_offsets(batch) & _hours(batch)), schema)
+
+
+def _in_order(rows: pa.Table, schema: pa.Schema) -> pa.Table:
+    ordered = rows.sort_by([("_partition", "ascending"), ("_offset", "ascending")])
+    return ordered.select(schema.names)
 
 
 def _offsets(batch: BatchAnnouncement) -> pc.Expression:

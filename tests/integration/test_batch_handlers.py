@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from connectors.embedded_broker import create_topics
 from handlers.store import open_store
-from streambatch.dead_letter_tools import inspect_dead_letters, redrive_dead_letters
+from streambatch.dead_letter_tools import inspect_dead_letters
 from streambatch.generator import generate_order_records
-from tests.support import StreamTopics, flow_env, lake_table, read_topic, run_flow, send
+from tests.support import (
+    REPO_ROOT,
+    StreamTopics,
+    flow_env,
+    lake_table,
+    read_topic,
+    run_flow,
+    send,
+)
 from tests.support_batch import (
     CALLS_TABLE,
     batch_receiver,
@@ -95,8 +105,25 @@ def test_always_failing_handler_dead_letters_then_a_redrive_handles_each_batch_o
     assert summary.by_class == {"RuntimeError": len(expected)}
     assert calls(store_url, "broken") == []
 
+    # The operator's commands, with the batch handler's name.
+    handlers_file = tmp_path / "handlers.json"
+    handlers_file.write_text(config.model_dump_json())
+    dlq = [sys.executable, "-m", "streambatch.cli", "dlq"]
+    options = ["--worker", "broken", "--config", str(handlers_file)]
+    options += ["-b", topics.bootstrap_servers]
+    inspected = subprocess.run(
+        [*dlq, "inspect", *options], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
+    assert inspected.returncode == 0, inspected.stderr
+    assert dead_letter_topic in inspected.stdout
+    assert f"{len(expected)} dead letters" in inspected.stdout
+    assert "RuntimeError" in inspected.stdout
     fixed.touch()
-    assert redrive_dead_letters(connection, dead_letter_topic, None, None) == len(expected)
+    redriven = subprocess.run(
+        [*dlq, "redrive", *options], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
+    assert redriven.returncode == 0, redriven.stderr
+    assert f"{len(expected)} dead letters of {dead_letter_topic} sent back" in redriven.stdout
     result = run_batch_handlers(topics, config, store_url, data_dir, until_idle_seconds=2.5)
     assert result.batch_handlers["broken"].processed == len(expected)
     assert sorted(b for b, _, _ in calls(store_url, "broken")) == sorted(expected)
