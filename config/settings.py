@@ -213,6 +213,26 @@ class PipelineSettings(_EnvFirstSettings):
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="serve Prometheus metrics on this port"
     )
+    retry_seconds: int = Field(
+        default=600,
+        ge=1,
+        le=86400,
+        description="transient failures (commit conflicts, the broker away during a dead-letter "
+        "write) are retried this long, then the flow exits",
+    )
+    max_partitions_per_commit: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="a batch whose events span more hive partitions (hours) is committed "
+        "in consecutive offset ranges of at most this many partitions each",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="address the metrics endpoint binds to: loopback only by default (it has no "
+        "authentication); 0.0.0.0 for every interface, as docker-compose.yml sets it",
+    )
     announce_batches: bool = Field(
         default=True,
         description="after each commit, publish one record per batch to the batches topic",
@@ -239,6 +259,9 @@ class StreamSettings(BaseModel):
     stop_at_end: bool
     max_record_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = Field(default="127.0.0.1", min_length=1)
+    retry_seconds: int = Field(default=600, ge=1, le=86400)
+    max_partitions_per_commit: int = Field(default=100, ge=1, le=10_000)
     announce_batches: bool = True
     batches_topic: str | None = Field(
         default=None,
@@ -335,7 +358,7 @@ SETTINGS_MODELS: tuple[type[BaseSettings], ...] = (
 """Every settings model: ``config show`` and the README's table list their fields."""
 
 # Fields of StreamSettings that one stream cannot set apart from the others.
-_NOT_PER_STREAM = frozenset({"stream", "data_dir", "stop_at_end", "metrics_port"})
+_NOT_PER_STREAM = frozenset({"stream", "data_dir", "stop_at_end", "metrics_port", "metrics_host"})
 PER_STREAM_FIELDS = tuple(
     name for name in StreamSettings.model_fields if name not in _NOT_PER_STREAM
 )
@@ -650,6 +673,9 @@ def load_stream_settings(stream: str, config_file: Path | None = None) -> Stream
         "dedupe_horizon_seconds": shared.dedupe_horizon_seconds,
         "stop_at_end": shared.stop_at_end,
         "metrics_port": shared.metrics_port,
+        "metrics_host": shared.metrics_host,
+        "retry_seconds": shared.retry_seconds,
+        "max_partitions_per_commit": shared.max_partitions_per_commit,
         "max_record_bytes": shared.max_record_bytes,
         "announce_batches": shared.announce_batches,
         "batches_topic": None,
