@@ -280,7 +280,9 @@ def _parse_param(item: str) -> tuple[str, str]:
 WorkerOption = Annotated[
     str | None,
     typer.Option(
-        "--worker", "-w", help="a queue worker's or batch handler's dead letters, not a stream's"
+        "--worker",
+        "-w",
+        help="a queue worker's or batch handler's (or 'router': the router's) dead letters",
     ),
 ]
 HandlersFileOption = Annotated[
@@ -365,6 +367,8 @@ def _dead_letter_route(
     batch_handler = config.batch_handlers.get(worker_name)
     if batch_handler is not None:
         return batch_handler.dead_letter_topic or f"{worker_name}.dlq", None
+    if worker_name == "router" and "router" not in config.workers:
+        return config.router_dead_letter_topic, None  # what the router refused to fan out
     return config.plan(worker_name).dead_letter_topic, None
 
 
@@ -408,7 +412,11 @@ def rules_test(
 
 UntilIdleOption = Annotated[
     float | None,
-    typer.Option("--until-idle", min=0.1, help="exit 0 after this many seconds without a message"),
+    typer.Option(
+        "--until-idle",
+        min=0.1,
+        help="exit 0 once settled this many seconds: read to the end, no retry waiting",
+    ),
 ]
 
 
@@ -457,7 +465,8 @@ def worker(
     """Run queue workers and batch handlers (one thread each): at least once, retries, inbox.
 
     With --until-idle the process exits 0 once every worker (and the router) has
-    been idle that long at once and the outbox is empty.
+    its partitions, has read each to its end, has no retry waiting, and the
+    outbox is empty, all of that for that many seconds in a row.
     """
     from handlers.config import handler_store_url, load_handlers_config
     from handlers.service import run_workers
@@ -716,11 +725,16 @@ def bench(
     events: Annotated[int, typer.Option(min=1000, help="order events per run")] = 1_000_000,
     scale: Annotated[int, typer.Option(min=1, help="also run the flow at this many x events")] = 1,
     output: Annotated[Path, typer.Option(help="JSON results file")] = Path("bench-results.json"),
+    workflow_orders: Annotated[
+        int, typer.Option(min=0, help="checkouts through router and workers (0: skip)")
+    ] = 20_000,
 ) -> None:
-    """Events/s and peak RSS of the orders flow against hand-written baselines."""
+    """Events/s and peak RSS of the orders flow against hand-written baselines; the workflow."""
     from bench.run import run_benchmarks
 
-    results: dict[str, Any] = run_benchmarks(console, events=events, scale=scale)
+    results: dict[str, Any] = run_benchmarks(
+        console, events=events, scale=scale, workflow_orders=workflow_orders
+    )
     output.write_text(json.dumps(results, indent=2))
     console.print(f"results written to {output}")
 

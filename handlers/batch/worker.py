@@ -21,11 +21,11 @@ Guarantees, per batch id:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from random import Random
 
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import Message
 
 from connectors.dead_letters import DeadLetterWriter
 from flows.records import DeadLetter
@@ -36,7 +36,16 @@ from handlers.batch.runtime import (
     BatchHandlerPlan,
     resolve_batch_handler,
 )
-from handlers.kafka_io import Activity, ConsumerLoop, ensure_topics, group_consumer, is_record
+from handlers.kafka_io import (
+    Activity,
+    ConsumerLoop,
+    QuietClock,
+    ensure_topics,
+    group_consumer,
+    read_records,
+    track_assignment,
+    track_revoke,
+)
 from handlers.store import Store
 from handlers.worker import WorkerCounts
 from sinks.batch_announcements import BatchAnnouncement
@@ -85,6 +94,7 @@ class BatchWorker(ConsumerLoop):
         rng: Random | None = None,
     ) -> None:
         self.plan = plan
+        self.name = plan.name
         self.counts = WorkerCounts()
         self._handler = handler
         self._store = store
@@ -100,7 +110,10 @@ class BatchWorker(ConsumerLoop):
         ensure_topics(self._connection, [self.plan.topic, self.plan.dead_letter_topic])
 
     def run(self, until_idle_seconds: float | None = None) -> WorkerCounts:
-        """Consume until :meth:`stop`, or until idle that long after the first assignment."""
+        """Consume until :meth:`stop`, or until settled for ``until_idle_seconds``.
+
+        Settled: partitions assigned, each read to its end, nothing in work.
+        """
         consumer = group_consumer(
             self._connection,
             self.plan.group_id,
@@ -108,36 +121,33 @@ class BatchWorker(ConsumerLoop):
             start_from=self.plan.start_from,
             max_poll_interval_ms=self._max_poll_interval_ms(),
         )
+        owner = f"batch handler {self.plan.name}"
         consumer.subscribe(
-            [self.plan.topic], on_assign=lambda _c, partitions: self._on_assign(partitions)
+            [self.plan.topic],
+            on_assign=track_assignment(self._activity, owner),
+            on_revoke=track_revoke(self._activity),
         )
+        quiet = QuietClock()
         try:
             while not self._activity.stopping.is_set():
                 message = consumer.poll(_POLL_SECONDS)
-                if message is None:
-                    if self._activity.idle_for(until_idle_seconds):
-                        break
-                    continue
-                if not is_record(message, f"batch handler {self.plan.name}"):
-                    continue
-                try:
-                    with self._activity.busy():
-                        self._handle(message)
-                except _Stopping:
+                records = read_records([message], self._activity, owner) if message else []
+                for record in records:
+                    try:
+                        with self._activity.busy():
+                            self._handle(record)
+                    except _Stopping:
+                        return self.counts
+                    consumer.store_offsets(message=record)
+                if (
+                    until_idle_seconds is not None
+                    and quiet.held_for(self.settled) >= until_idle_seconds
+                ):
                     break
-                consumer.store_offsets(message=message)
         finally:
             consumer.close()
             self._dead_letters.close()
         return self.counts
-
-    def _on_assign(self, partitions: Sequence[TopicPartition]) -> None:
-        log.info(
-            "batch handler %s assigned %s",
-            self.plan.name,
-            ", ".join(f"{p.topic}/{p.partition}" for p in partitions) or "nothing",
-        )
-        self._activity.mark_assigned()
 
     def _max_poll_interval_ms(self) -> int:
         waits = sum(
