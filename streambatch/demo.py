@@ -232,7 +232,8 @@ def _compare_rollup(
     console: Console, conn: duckdb.DuckDBPyConnection, rollup: list[RollupRow]
 ) -> None:
     """Print the rollup next to DuckDB's report; raise if they differ anywhere."""
-    from sinks.duckdb import render_table, run_report
+    from sinks.duckdb import run_report
+    from streambatch.tables import render_table
 
     columns, rows = run_report(conn, "orders_per_window", {"limit": "1000000"})
     report = {
