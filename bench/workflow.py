@@ -62,6 +62,8 @@ def _write_config(scratch: Path, prefix: str) -> Path:
         worker["group_id"] = f"{prefix}-{name}"
         worker["dead_letter_topic"] = f"{prefix}.{name}.dlq"
         worker["retry_topic_prefix"] = f"{prefix}.{name}.retry"
+    # The scenario is the order workflow: batch handlers (lake announcements) stay out.
+    handlers.pop("batch_handlers", None)
     handlers.update(
         rules=str(rules_file),
         source_topics=[prefix],
