@@ -111,6 +111,13 @@ class PipelineSettings(_EnvFirstSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMBATCH_", extra="ignore")
 
     data_dir: Path = Field(default=Path("data"), description="root of all output")
+    lake_uri: str | None = Field(
+        default=None,
+        description=(
+            "where the Delta tables live: a local path or file://, s3://, gs://, az://, "
+            "abfss:// URI; default <data_dir>/lake"
+        ),
+    )
     window_seconds: int = Field(
         default=600,
         gt=0,
@@ -149,6 +156,7 @@ class StreamSettings(BaseModel):
     # 245: "<topic>.dlq" must fit Kafka's 249-character limit too.
     topic: str = Field(min_length=1, max_length=245, pattern=r"^[A-Za-z0-9._-]+$")
     data_dir: Path
+    lake_uri: str | None = None
     window_seconds: int = Field(gt=0, le=7 * 86400)
     window_bytes: int = Field(ge=1024, le=1024 * 1024 * 1024)
     dedupe_horizon_seconds: int = Field(ge=0, le=365 * 86400)
@@ -247,6 +255,7 @@ def load_stream_settings(stream: str, config_file: Path | None = None) -> Stream
         "stream": stream,
         "topic": stream,
         "data_dir": shared.data_dir,
+        "lake_uri": shared.lake_uri,
         "window_seconds": shared.window_seconds,
         "window_bytes": shared.window_bytes,
         "dedupe_horizon_seconds": shared.dedupe_horizon_seconds,
@@ -260,6 +269,7 @@ def load_stream_settings(stream: str, config_file: Path | None = None) -> Stream
             if field in values and field not in (
                 "stream",
                 "data_dir",
+                "lake_uri",
                 "stop_at_end",
                 "metrics_port",
             ):

@@ -13,6 +13,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
+from deltalake.exceptions import DeltaError
 
 from config.settings import KafkaSettings, StreamSettings, load_kafka_settings, load_stream_settings
 from connectors.kafka_source import LakeFencedKafkaSource
@@ -22,6 +23,7 @@ from flows.batching_source import BatchingSource
 from flows.records import ClosedBatch, ValidatedBatch
 from flows.validation import validate_batch
 from sinks.delta_lake import DeltaLake
+from sinks.lake_location import LakeLocation, lake_location_of
 from sinks.lake_sink import LakeSink
 from streambatch.allocators import use_compact_allocators
 from streambatch.clock import Clock, utc_now
@@ -30,7 +32,7 @@ from streambatch.gc_pause import collect_less_often, freeze_startup_objects
 from streambatch.logs import configure_logging
 from streambatch.metrics import serve_metrics
 
-__all__ = ["build_flow", "flow_from_environment"]
+__all__ = ["build_flow", "check_lake", "flow_from_environment"]
 
 
 def build_flow(
@@ -41,7 +43,7 @@ def build_flow(
     now: Clock = utc_now,
 ) -> Dataflow:
     """The dataflow of one stream, with every setting already validated."""
-    lake = DeltaLake(settings.lake_dir, stream)
+    lake = DeltaLake(lake_location_of(settings), stream)
     lake.ensure_tables()
     if settings.metrics_port is not None:
         serve_metrics(settings.metrics_port)
@@ -87,6 +89,7 @@ def flow_from_environment(stream: StreamSchema) -> Dataflow:
         raise SystemExit(2) from None
     try:
         check_source_topic(kafka, settings.topic)
+        check_lake(stream, lake_location_of(settings))
     except TerminalError as exc:
         print(f"streambatch: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -94,6 +97,21 @@ def flow_from_environment(stream: StreamSchema) -> Dataflow:
     freeze_startup_objects()
     collect_less_often()
     return flow
+
+
+def check_lake(stream: StreamSchema, location: LakeLocation) -> None:
+    """Fail fast, with one line naming the lake, when its storage cannot be used.
+
+    Creates the stream's tables if absent (what the flow does first anyway).
+
+    Raises:
+        LakeError: no such bucket, refused credentials, unreachable endpoint
+            (never the secret), or a table of another schema.
+    """
+    try:
+        DeltaLake(location, stream).ensure_tables()
+    except (OSError, DeltaError) as exc:
+        raise location.error("open", exc) from None
 
 
 def check_source_topic(kafka: KafkaSettings, topic: str, timeout_seconds: float = 30) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import duckdb
 import typer
+from deltalake.exceptions import DeltaError
 from rich.console import Console
 from rich.markup import escape
 
@@ -22,6 +23,7 @@ from config.settings import (
     load_pipeline_settings,
     load_stream_settings,
 )
+from sinks.lake_location import LakeLocation, lake_in, lake_location_of
 from streambatch.errors import StreambatchError
 
 if TYPE_CHECKING:
@@ -50,8 +52,19 @@ ProduceStreamOption = Annotated[
 ]
 DataDirOption = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="root of the lake (default: STREAMBATCH_DATA_DIR or ./data)"),
+    typer.Option(
+        "--data-dir",
+        help="read the lake at DATA_DIR/lake (default: STREAMBATCH_LAKE_URI, "
+        "else STREAMBATCH_DATA_DIR/lake, else ./data/lake)",
+    ),
 ]
+
+
+def _lake(data_dir: Path | None) -> LakeLocation:
+    """``--data-dir``'s lake if given, else the configured one (``STREAMBATCH_LAKE_URI``)."""
+    if data_dir is not None:
+        return lake_in(data_dir)
+    return lake_location_of(load_pipeline_settings())
 
 
 @app.command()
@@ -175,8 +188,7 @@ def query(
         raise StreambatchError("give either SQL or --report NAME (see --list)")
     if output not in ("table", "csv", "json"):
         raise StreambatchError(f"--format must be table, csv or json, not {output!r}")
-    root = data_dir or load_pipeline_settings().data_dir
-    with connect(root) as conn:
+    with connect(_lake(data_dir)) as conn:
         if report is not None:
             params = dict(_parse_param(item) for item in param or [])
             columns, rows = run_report(conn, report, params)
@@ -415,7 +427,7 @@ def status(
 
     statuses = collect_status(
         stream or list(STREAM_NAMES),
-        data_dir or load_pipeline_settings().data_dir,
+        _lake(data_dir),
         load_kafka_settings().librdkafka_config(),
         utc_now,
     )
@@ -439,7 +451,7 @@ def compact(
     from streambatch.maintenance import compact_stream
 
     result = compact_stream(
-        data_dir or load_pipeline_settings().data_dir,
+        _lake(data_dir),
         stream,
         utc_now,
         target_size_bytes=target_size_mib * 1024 * 1024,
@@ -465,7 +477,7 @@ def vacuum(
     from streambatch.maintenance import vacuum_lake
 
     removed = vacuum_lake(
-        data_dir or load_pipeline_settings().data_dir,
+        _lake(data_dir),
         timedelta(hours=retention_hours),
         dry_run=dry_run,
         force=force,
@@ -492,8 +504,7 @@ def report(
 
     from streambatch.html_report import write_report
 
-    root = data_dir or load_pipeline_settings().data_dir
-    written = write_report(root, html_file, title=title, span=timedelta(hours=hours))
+    written = write_report(_lake(data_dir), html_file, title=title, span=timedelta(hours=hours))
     console.print(f"report written to {escape(str(written))}")
 
 
@@ -533,6 +544,11 @@ def main() -> None:
     except (StreambatchError, duckdb.Error) as exc:
         # duckdb.Error: user SQL that DuckDB refuses (syntax, unknown table, locked-down I/O).
         message = " ".join(str(exc).split())
+        errors.print(f"[red]streambatch:[/] {escape(message)}", highlight=False)
+        sys.exit(2)
+    except (OSError, DeltaError) as exc:
+        # The lake's storage refused or could not be reached (no bucket, bad credentials).
+        message = str(lake_location_of(load_pipeline_settings()).error("read", exc))
         errors.print(f"[red]streambatch:[/] {escape(message)}", highlight=False)
         sys.exit(2)
 

@@ -36,7 +36,8 @@ from typing import Any, Final
 
 import duckdb
 
-from sinks.duckdb import connect, run_report
+from sinks.duckdb import connect, lake_cursor, run_report
+from sinks.lake_location import LakeLocation
 
 __all__ = [
     "DEFAULT_SPAN",
@@ -201,14 +202,14 @@ lake. {_e(coverage)}</p>
 
 
 def write_report(
-    data_dir: Path | str,
+    data_dir: LakeLocation | Path | str,
     path: Path | str,
     *,
     title: str = "streambatch report",
     span: timedelta = DEFAULT_SPAN,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Path:
-    """Render the report of the lake under ``data_dir`` and write it to ``path`` atomically.
+    """Render the report of the lake (``data_dir``: its location or data directory) to ``path``.
 
     The page is written to a temporary file next to ``path`` and renamed over
     it: a reader sees the old report or the new one, never half of one.
@@ -242,7 +243,7 @@ def write_report(
 
 def _since(conn: duckdb.DuckDBPyConnection, span: timedelta) -> datetime | None:
     """Start of the first window shown: ``span`` back from the latest event's window."""
-    cursor = conn.cursor()
+    cursor = lake_cursor(conn)
     try:
         cursor.execute(
             "SELECT max(latest) FROM ("
@@ -260,7 +261,7 @@ def _since(conn: duckdb.DuckDBPyConnection, span: timedelta) -> datetime | None:
 
 
 def _latest_batches(conn: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
-    cursor = conn.cursor()
+    cursor = lake_cursor(conn)
     try:
         cursor.execute(
             'SELECT committed_at, stream, "partition", first_offset, next_offset, "rows", '

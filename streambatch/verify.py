@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 import orjson
 import pyarrow.compute as pc
 from confluent_kafka import Message
-from deltalake import DeltaTable
 from rich.table import Table
 
 from config.settings import StreamSettings
 from events.stream import StreamSchema
 from sinks.delta_lake import DeltaLake
+from sinks.lake_location import lake_location_of
 from streambatch.dead_letter_tools import read_topic, source_of
 
 __all__ = ["PartitionReport", "VerifyReport", "verify_stream"]
@@ -135,7 +135,7 @@ def verify_stream(
 ) -> VerifyReport:
     """Read the topic, the dead-letter topic and the lake; account for every offset."""
     topic = settings.topic
-    lake = DeltaLake(settings.lake_dir, stream)
+    lake = DeltaLake(lake_location_of(settings), stream)
     records = read_topic(connection, topic)
     dead: Counter[tuple[int, int]] = Counter()
     for letter in read_topic(connection, settings.dead_letter_topic):
@@ -143,9 +143,9 @@ def verify_stream(
         if source is not None and source[0] == topic:
             dead[(source[1], source[2])] += 1
     rows = None
-    if DeltaTable.is_deltatable(str(lake.table_path)):
+    if lake.table_path.exists():
         rows = (
-            DeltaTable(str(lake.table_path))
+            lake.table_path.open()
             .to_pyarrow_dataset()
             .to_table(
                 columns=["event_id", "_partition", "_offset"], filter=pc.field("_topic") == topic
