@@ -28,7 +28,8 @@ RUN groupadd --system --gid 10001 streambatch \
     && mkdir -p /app /data \
     && chown streambatch:streambatch /app /data
 COPY --from=build /wheels/ /tmp/wheels/
-RUN pip install /tmp/wheels/*.whl && rm -rf /tmp/wheels
+# The postgres extra: the stack keeps the handlers' store in PostgreSQL.
+RUN pip install "$(ls /tmp/wheels/*.whl)[postgres]" && rm -rf /tmp/wheels
 COPY docker/produce-loop.sh /usr/local/bin/streambatch-produce-loop
 COPY docker/report-loop.sh /usr/local/bin/streambatch-report-loop
 RUN chmod 0755 /usr/local/bin/streambatch-produce-loop /usr/local/bin/streambatch-report-loop

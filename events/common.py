@@ -1,6 +1,6 @@
 """Field types and the base model shared by every stream's events.
 
-Contract (CONTRACT.md section 2): every event has ``event_id`` (1..128
+The event contract: every event has ``event_id`` (1..128
 chars), ``event_type`` and ``occurred_at`` (RFC 3339 with an offset). Money is
 a :class:`~decimal.Decimal` that fits ``decimal(18, 4)``: a value with more
 places is refused, never rounded. Timestamps keep their offset here and

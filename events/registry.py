@@ -11,6 +11,7 @@ from events.clicks import CLICK_EVENT_TYPES, CLICKS_ARROW_SCHEMA, ClickEvent
 from events.logs import LOG_EVENT_TYPES, LOGS_ARROW_SCHEMA, LogEvent
 from events.orders import ORDER_EVENT_TYPES, ORDERS_ARROW_SCHEMA, OrderEvent
 from events.stream import StreamSchema
+from streambatch.errors import UnknownStreamError
 
 __all__ = ["CLICKS", "LOGS", "ORDERS", "STREAMS", "get_stream"]
 
@@ -37,8 +38,14 @@ STREAMS: dict[str, StreamSchema] = {stream.name: stream for stream in (ORDERS, C
 
 
 def get_stream(name: str) -> StreamSchema:
-    """The stream called ``name``; raises KeyError naming the known ones."""
+    """The stream called ``name``.
+
+    Raises:
+        UnknownStreamError: naming the known ones.
+    """
     try:
         return STREAMS[name]
     except KeyError:
-        raise KeyError(f"unknown stream {name!r}; known: {', '.join(sorted(STREAMS))}") from None
+        raise UnknownStreamError(
+            f"unknown stream {name!r}; known: {', '.join(sorted(STREAMS))}"
+        ) from None

@@ -11,11 +11,10 @@ import sys
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 from deltalake.exceptions import DeltaError
 
 from config.settings import KafkaSettings, StreamSettings, load_kafka_settings, load_stream_settings
+from connectors.kafka_clients import TopicUnavailable, describe_topic
 from connectors.kafka_source import LakeFencedKafkaSource
 from events.stream import StreamSchema
 from flows.batching import FlushPolicy
@@ -79,9 +78,9 @@ def flow_from_environment(stream: StreamSchema) -> Dataflow:
     A bad setting ends the process with exit code 2 and a message naming the
     variable, before anything connects.
     """
-    configure_logging()
     use_compact_allocators()
     try:
+        configure_logging()
         settings = load_stream_settings(stream.name)
         kafka = load_kafka_settings()
     except ConfigError as exc:
@@ -114,20 +113,13 @@ def check_lake(stream: StreamSchema, location: LakeLocation) -> None:
         raise location.error("open", exc) from None
 
 
-def check_source_topic(kafka: KafkaSettings, topic: str, timeout_seconds: float = 30) -> None:
+def check_source_topic(kafka: KafkaSettings, topic: str) -> None:
     """Fail fast, with one clear line, when Kafka or the topic cannot be reached.
 
     Raises:
         TerminalError: naming the brokers and the client's reason (never the password).
     """
-    admin = AdminClient(dict[str, str | int | float | bool](kafka.librdkafka_config()))
     try:
-        described = admin.list_topics(topic, timeout=timeout_seconds).topics.get(topic)
-    except KafkaException as exc:
-        raise TerminalError(
-            f"cannot reach Kafka at {kafka.bootstrap_servers} "
-            f"({kafka.security_protocol}): {exc.args[0].str() if exc.args else exc}"
-        ) from None
-    if described is None or described.error is not None:
-        reason = described.error.str() if described is not None and described.error else "absent"
-        raise TerminalError(f"source topic {topic!r} is not available: {reason}")
+        describe_topic(kafka.librdkafka_config(), topic)
+    except TopicUnavailable as exc:
+        raise TopicUnavailable(f"source {exc}") from None

@@ -29,6 +29,8 @@ from streambatch.errors import ConfigError
 
 __all__ = [
     "DEFAULT_HANDLERS_FILE",
+    "SHIPPED_HANDLERS_FILE",
+    "SHIPPED_RULES_FILE",
     "HandlersConfig",
     "RetrySettings",
     "WorkerPlan",
@@ -38,6 +40,10 @@ __all__ = [
 ]
 
 DEFAULT_HANDLERS_FILE = Path("config/handlers.toml")
+# The files installed with the package: the defaults when the working
+# directory has no config/ of its own (``pip install`` and run from anywhere).
+SHIPPED_HANDLERS_FILE = Path(__file__).resolve().parent.parent / "config" / "handlers.toml"
+SHIPPED_RULES_FILE = SHIPPED_HANDLERS_FILE.with_name("rules.toml")
 _HANDLERS_FILE_ENV = "STREAMBATCH_HANDLERS_FILE"
 _STORE_ENV = "STREAMBATCH_HANDLER_STORE"
 _TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,245}$"
@@ -166,10 +172,14 @@ class HandlersConfig(BaseModel):
 
 
 def _locate(path: Path | None) -> Path:
+    """The file asked for, else ``$STREAMBATCH_HANDLERS_FILE``, else the working
+    directory's ``config/handlers.toml``, else the one shipped with the package."""
     if path is not None:
         return path
     from_env = os.environ.get(_HANDLERS_FILE_ENV)
-    return Path(from_env) if from_env else DEFAULT_HANDLERS_FILE
+    if from_env:
+        return Path(from_env)
+    return DEFAULT_HANDLERS_FILE if DEFAULT_HANDLERS_FILE.is_file() else SHIPPED_HANDLERS_FILE
 
 
 def load_handlers_config(path: Path | None = None) -> HandlersConfig:

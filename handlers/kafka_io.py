@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
 from connectors.embedded_broker import create_topics
+from connectors.kafka_clients import new_consumer
 from streambatch.errors import StreambatchError
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def group_consumer(
     }
     if max_poll_interval_ms is not None:
         config["max.poll.interval.ms"] = str(max_poll_interval_ms)
-    return Consumer(config)
+    return new_consumer(config)
 
 
 def is_record(message: Message, owner: str) -> bool:

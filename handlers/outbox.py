@@ -15,8 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
-from confluent_kafka import Producer
-
+from connectors.kafka_clients import new_producer
 from handlers.kafka_io import DeliveryFailures, produce_waiting
 from handlers.store import OutboxMessage, Store
 from streambatch.errors import TransientError
@@ -41,7 +40,7 @@ class OutboxRelay:
     ) -> None:
         self._store = store
         self._poll_interval = poll_interval_seconds
-        self._producer = Producer(
+        self._producer = new_producer(
             {
                 **connection,
                 "enable.idempotence": "true",

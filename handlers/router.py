@@ -19,8 +19,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import Message, Producer, TopicPartition
+from confluent_kafka import Message, TopicPartition
 
+from connectors.kafka_clients import new_producer
 from handlers.kafka_io import (
     Activity,
     ConsumerLoop,
@@ -71,7 +72,7 @@ class EventRouter(ConsumerLoop):
         self._target_partitions = target_partitions
         self._activity = Activity()
         self._deliveries = deliveries()
-        self._producer = Producer(
+        self._producer = new_producer(
             {
                 **self._connection,
                 "enable.idempotence": "true",

@@ -26,18 +26,22 @@ patterns", "Matching null values and empty strings"):
   matching).
 * ``null`` and ``""`` are different values; ``[null]`` matches only ``null``.
 
-Where the user guide is silent or a Python dict cannot carry what JSON text
-does, this module decides as follows:
+Where the user guide is silent or says otherwise, AWS's behaviour (what its
+TestEventPattern API answers) is the reference; tests/unit/test_rules_conformance.py
+holds those answers. Where neither says, or a Python dict cannot carry what
+JSON text does, this module decides as follows:
 
-* Exact numbers compare by their JSON text, as the guide says ("300, 300.0
-  and 3.0e2 are not considered equal"); ``anything-but`` uses the same
-  equality. A float parsed by :func:`json.loads` keeps only its shortest
-  repr, so :func:`parse_event` parses floats as :class:`~decimal.Decimal`,
-  which keeps the literal.
-* ``numeric`` compares values exactly (Decimal) over any finite range. The
-  guide limits it to -1.0e9..+1.0e9 (event-ruler's README: +-5.0e9) with six
-  digits after the point; every pattern EventBridge accepts behaves the same
-  here, except for values that differ only past the sixth decimal.
+* Numbers are IEEE 754 doubles, as in EventBridge. Exact values and
+  ``anything-but`` compare numbers by value: ``[300]`` matches ``300.0`` and
+  ``3e2`` (the guide says they differ; AWS matches them). A number a double
+  cannot hold as written (more than 17 significant digits) matches only its
+  own literal, so :func:`parse_event` parses floats as
+  :class:`~decimal.Decimal`, which keeps it. Strings stay strings: ``["300"]``
+  does not match the number 300.
+* A number of a pattern beyond a double's range (``1e309``, ``2.0e422``) or
+  so small that it reads as 0 (``1e-325``) is refused at load, as AWS does; so
+  is an operand of ``numeric`` or ``anything-but`` that a double cannot hold
+  as written (``0.30000000000000001``). ``numeric`` then compares exactly.
 * EventBridge's ``numeric`` only reads JSON numbers, and so do we by default.
   Our money is a decimal string (``"1569.01"``): with ``decimal_strings`` on,
   ``numeric`` also reads strings that are plain decimal literals
@@ -49,9 +53,25 @@ does, this module decides as follows:
 * ``anything-but`` needs the field: an absent field matches only
   ``{"exists": false}``. ``null`` is a value, so ``anything-but`` matches it.
 * ``equals-ignore-case`` compares :meth:`str.lower` of both sides.
-* Field names are literal: ``"items.sku"`` names one field with a dot in it;
-  nest objects instead (``{"items": {"sku": [...]}}``). ``"$or"`` is always
-  the operator, never a field name.
+* Field names are joined with ``"."``, as EventBridge does: the pattern
+  ``{"detail": {"state.status": ["running"]}}`` is ``{"detail": {"state":
+  {"status": ["running"]}}}``, and an event key ``"state.status"`` is the same
+  field as ``"state": {"status": ...}``. An event that has both holds two
+  values for the field (either may match). A pattern that names one path twice
+  (dotted and nested) uses the later one, as for a repeated key.
+* ``"$or"`` is always the operator, never a field name. An operator name
+  (``numeric``, ``prefix``, ``=``, ...) as a field name inside ``$or`` is
+  refused, as AWS does: ``{"$or": [{"numeric": [">", 0]}, ...]}`` under a
+  field is a condition without its field and would never match. Elsewhere an
+  object made only of operator names (``{"price": {"numeric": [...]}}``) is
+  refused for the same reason; a field really named like an operator is
+  written with its parent, ``"price.numeric"``.
+* A ``wildcard`` value holds at most five ``*`` (escaped ``\\*`` do not
+  count), besides AWS's rule against consecutive ``**``. AWS refuses rules
+  whose wildcards make its matcher "too complex" (for example
+  ``*:*:*:*:*:event-bus/*``) without publishing the limit; ours is a fixed
+  count. Our wildcard test runs in linear time whatever the value, so the
+  limit is for portability to EventBridge, not speed.
 """
 
 from __future__ import annotations
@@ -241,7 +261,7 @@ class RuleSet:
         RuleError: Two rules share a name.
     """
 
-    __slots__ = ("_rules", "_tests")
+    __slots__ = ("_probes", "_rules", "_tests")
 
     def __init__(self, rules: Iterable[Rule]) -> None:
         listed = tuple(rules)
@@ -252,7 +272,10 @@ class RuleSet:
                 raise RuleError(message)
             seen.add(rule.name)
         self._rules = listed
-        self._tests = tuple((rule, rule._matcher.test) for rule in listed)
+        # Dotted keys of the event that any rule reads (see _Object): looked up once
+        # per event here rather than once per rule.
+        self._probes = tuple(sorted({p for rule in listed for p in rule._matcher.probes}))
+        self._tests = tuple((rule, rule._matcher.plain_test) for rule in listed)
 
     @classmethod
     def load(cls, path: Path | str) -> RuleSet:
@@ -280,7 +303,8 @@ class RuleSet:
             raise RuleError(message) from None
         try:
             if suffix == ".toml":
-                document: Any = tomllib.loads(data.decode("utf-8"))
+                # Decimal keeps a number's literal, so a refusal can name it (1e309, not inf).
+                document: Any = tomllib.loads(data.decode("utf-8"), parse_float=Decimal)
             else:
                 document = json.loads(data, parse_float=Decimal, parse_constant=_refuse_constant)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -329,7 +353,7 @@ class RuleSet:
 
     def matching_rules(self, event: Mapping[str, Any]) -> list[Rule]:
         """The rules whose pattern matches ``event``, in file order, without reasons (fast)."""
-        event = _as_event(event)
+        event = _view(_as_event(event), self._probes)
         return [rule for rule, test in self._tests if test(event)]
 
     def targets(self, event: Mapping[str, Any]) -> list[str]:
@@ -436,13 +460,24 @@ _OPERATORS: Final = (
     "wildcard",
 )
 _ANYTHING_BUT_OPERATORS: Final = ("equals-ignore-case", "prefix", "suffix", "wildcard")
+# EventBridge refuses these as field names inside "$or".
+_RESERVED_IN_OR: Final = frozenset((*_OPERATORS, *_NUMERIC_OPERATORS))
+# More '*' than this in one wildcard value is refused as too complex (see the module docstring).
+_MAX_WILDCARDS: Final = 5
 
 _ValueTest = Callable[[Any], bool]
 _ObjectTest = Callable[[Mapping[str, Any]], bool]
 
 
 def _exact_key(value: Any) -> Any:
-    """The identity of a scalar for exact matching: strings as is, numbers by JSON text."""
+    """The identity of a scalar for exact matching: strings as is, numbers by value.
+
+    A number that a double holds exactly as written (``300``, ``300.0``,
+    ``3e2``, ``0.1``) is keyed by its value, so all of those are equal, as in
+    EventBridge; one that a double cannot hold (more than 17 significant
+    digits) is keyed by its text. Python's numbers hash by value across
+    ``int`` and ``Decimal``, which makes the key usable in a set.
+    """
     kind = type(value)
     if kind is str:
         return value
@@ -450,15 +485,48 @@ def _exact_key(value: Any) -> Any:
         return _NULL_KEY
     if kind is bool:
         return ("bool", value)
-    if isinstance(value, int):
-        return ("number", str(int(value)))
-    if isinstance(value, float):
-        return ("number", repr(float(value)))
-    if isinstance(value, Decimal):
-        return ("number", str(value))
+    if kind is int or kind is Decimal:
+        return _number_key(value)
+    if kind is float:
+        return ("number", Decimal(repr(value))) if math.isfinite(value) else _UNMATCHABLE
     if isinstance(value, str):
         return str(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _number_key(int(value))
+    if isinstance(value, float):
+        return _exact_key(float(value))
+    if isinstance(value, Decimal):
+        return _number_key(value)
     return _UNMATCHABLE
+
+
+_EXACT_INT: Final = 2**53
+
+
+def _number_key(number: int | Decimal) -> Any:
+    if type(number) is int and -_EXACT_INT <= number <= _EXACT_INT:
+        return ("number", number)
+    if _as_double(number) is not None:
+        return ("number", number)
+    if isinstance(number, Decimal) and not number.is_finite():
+        return _UNMATCHABLE
+    return ("text", str(number))
+
+
+def _as_double(number: int | Decimal) -> float | None:
+    """The double that holds ``number`` exactly as written, or None.
+
+    "Exactly as written" is the test EventBridge's matcher applies: the
+    shortest decimal form of the double equals the number (``0.1`` passes,
+    ``0.30000000000000001`` and ``1e-325`` do not).
+    """
+    try:
+        double = float(number)
+    except OverflowError:
+        return None
+    if not math.isfinite(double) or Decimal(repr(double)) != number:
+        return None
+    return double
 
 
 def _leaf_values(raw: Any) -> Sequence[Any]:
@@ -683,16 +751,34 @@ class _Or:
 
 
 class _Object:
-    """A pattern object: every part (field, nested object, ``$or``) must match."""
+    """A pattern object: every part (field, nested object, ``$or``) must match.
 
-    __slots__ = ("parts", "test")
+    ``probes`` are the dotted names (``"state.status"``) under which an event
+    object could hold one of the pattern's paths; an object that has one is
+    read through :func:`_unflatten` first, so that ``{"state.status": x}`` and
+    ``{"state": {"status": x}}`` are the same field, as in EventBridge. Events
+    without such keys pay one dictionary lookup per probe.
+    """
+
+    __slots__ = ("parts", "paths", "plain_test", "probes", "test")
     test: _ObjectTest
+    plain_test: _ObjectTest
 
     def __init__(self, parts: Sequence[_Field | _Nested | _Or]) -> None:
         self.parts = tuple(parts)
-        self.test = _all_test(tuple(part.test for part in self.parts))
+        paths: set[tuple[str, ...]] = set()
+        for part in self.parts:
+            paths.update(_part_paths(part))
+        self.paths = frozenset(paths)
+        self.probes = tuple(
+            sorted({".".join(path[:end]) for path in paths for end in range(2, len(path) + 1)})
+        )
+        # plain_test skips the probes: RuleSet checks the top-level ones once per event.
+        self.plain_test = _all_test(tuple(part.test for part in self.parts))
+        self.test = _with_probes(self.plain_test, self.probes) if self.probes else self.plain_test
 
     def explain(self, obj: Mapping[str, Any], prefix: str) -> tuple[bool, list[str]]:
+        obj = _view(obj, self.probes)
         held: list[str] = []
         for part in self.parts:
             matched, reasons = part.explain(obj, prefix)
@@ -700,6 +786,19 @@ class _Object:
                 return False, reasons
             held.extend(reasons)
         return True, held
+
+
+def _part_paths(part: _Field | _Nested | _Or) -> Iterator[tuple[str, ...]]:
+    """The field paths a part reads, relative to its object."""
+    if isinstance(part, _Field):
+        yield (part.key,)
+    elif isinstance(part, _Nested):
+        yield (part.key,)
+        for path in part.inner.paths:
+            yield (part.key, *path)
+    else:
+        for branch in part.branches:
+            yield from branch.paths
 
 
 def _all_test(tests: tuple[_ObjectTest, ...]) -> _ObjectTest:
@@ -717,6 +816,71 @@ def _all_test(tests: tuple[_ObjectTest, ...]) -> _ObjectTest:
         return True
 
     return test
+
+
+def _with_probes(inner: _ObjectTest, probes: tuple[str, ...]) -> _ObjectTest:
+    if len(probes) == 1:
+        (probe,) = probes
+        return lambda obj: inner(_unflatten(obj) if probe in obj else obj)
+
+    def test(obj: Mapping[str, Any]) -> bool:
+        for probe in probes:
+            if probe in obj:
+                return inner(_unflatten(obj))
+        return inner(obj)
+
+    return test
+
+
+def _view(obj: Mapping[str, Any], probes: Sequence[str]) -> Mapping[str, Any]:
+    """``obj``, or its :func:`_unflatten` copy if it has one of ``probes`` as a key."""
+    for probe in probes:
+        if probe in obj:
+            return _unflatten(obj)
+    return obj
+
+
+def _unflatten(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``obj`` with every dotted key split into nested objects.
+
+    EventBridge joins field names with ``"."``, so ``{"a.b": 1}`` and
+    ``{"a": {"b": 1}}`` hold the same field ``a.b``; when both are there, the
+    field has both values (as if it were an array of them). An object merged
+    into an array of objects joins each of its objects. The event is not changed.
+    """
+    view = dict(obj)
+    for key in obj:
+        if isinstance(key, str) and "." in key:
+            value = view.pop(key)
+            head, *rest = key.split(".")
+            for segment in reversed(rest):
+                value = {segment: value}
+            view[head] = _merge(view.get(head, _MISSING), value)
+    return view
+
+
+def _merge(existing: Any, new: Any) -> Any:
+    if existing is _MISSING:
+        return new
+    if isinstance(existing, Mapping) and isinstance(new, Mapping):
+        merged = dict(existing)
+        for key, value in new.items():
+            merged[key] = _merge(merged.get(key, _MISSING), value)
+        return merged
+    if isinstance(existing, Mapping) and isinstance(new, list | tuple):
+        existing, new = new, existing
+    if (
+        isinstance(existing, list | tuple)
+        and isinstance(new, Mapping)
+        and any(isinstance(element, Mapping) for element in existing)
+    ):
+        return [
+            _merge(element, new) if isinstance(element, Mapping) else element
+            for element in existing
+        ]
+    left = list(existing) if isinstance(existing, list | tuple) else [existing]
+    right = list(new) if isinstance(new, list | tuple) else [new]
+    return left + right
 
 
 def _any_test(tests: tuple[_ObjectTest, ...]) -> _ObjectTest:
@@ -742,6 +906,38 @@ class _Malformed(Exception):
         self.reason = reason
 
 
+class _Slot:
+    """One name of a pattern object: a leaf list, a nested object, or both ("a.b" and "a.b.c")."""
+
+    __slots__ = ("leaf", "node")
+
+    def __init__(self) -> None:
+        self.leaf: tuple[Sequence[Any], str] | None = None
+        self.node: _Node | None = None
+
+
+class _Node:
+    """A pattern object with its dotted names split into nested fields, before compiling."""
+
+    __slots__ = ("ors", "slots")
+
+    def __init__(self) -> None:
+        self.slots: dict[str, _Slot] = {}
+        self.ors: list[tuple[Any, str]] = []
+
+    def slot(self, name: str) -> _Slot:
+        found = self.slots.get(name)
+        if found is None:
+            found = self.slots[name] = _Slot()
+        return found
+
+    def child(self, name: str) -> _Node:
+        slot = self.slot(name)
+        if slot.node is None:
+            slot.node = _Node()
+        return slot.node
+
+
 class _Compiler:
     __slots__ = ("decimal_strings",)
 
@@ -749,31 +945,80 @@ class _Compiler:
         self.decimal_strings = decimal_strings
 
     def pattern(self, pattern: Any) -> _Object:
-        return self._object(pattern, "pattern")
+        return self._object(pattern, "pattern", in_or=False)
 
-    def _object(self, pattern: Any, path: str) -> _Object:
+    def _object(self, pattern: Any, path: str, *, in_or: bool) -> _Object:
+        node = _Node()
+        self._gather(node, pattern, path, in_or=in_or)
+        return self._compile(node)
+
+    def _gather(self, node: _Node, pattern: Any, path: str, *, in_or: bool) -> None:
+        """Add a pattern object to ``node``, splitting dotted names into nested fields."""
         if not isinstance(pattern, Mapping):
             raise _Malformed(path, f"must be an object of fields, got {_type_name(pattern)}")
         if not pattern:
             raise _Malformed(path, "is empty: name at least one field")
-        fields: list[_Field | _Nested | _Or] = []
-        nested: list[_Field | _Nested | _Or] = []
-        alternatives: list[_Field | _Nested | _Or] = []
+        self._check_field_names(pattern, path, in_or=in_or)
         for key, value in pattern.items():
             where = f"{path}.{key}"
             if not isinstance(key, str):
                 raise _Malformed(where, "field names are strings")
             if key == "$or":
-                alternatives.append(self._or(value, where))
-            elif isinstance(value, Mapping):
-                nested.append(_Nested(key, self._object(value, where)))
+                node.ors.append((value, where))
+                continue
+            *parents, last = key.split(".")
+            target = node
+            for segment in parents:
+                target = target.child(segment)
+            if isinstance(value, Mapping):
+                self._gather(target.child(last), value, where, in_or=in_or)
             elif isinstance(value, list | tuple):
-                fields.append(self._field(key, value, where))
+                # The same path twice ("a.b" and "a": {"b"}): the last one is used,
+                # as EventBridge does with a repeated key.
+                target.slot(last).leaf = (value, where)
             else:
                 reason = (
                     f"must be a list of match values or a nested object, got {_describe(value)}"
                 )
                 raise _Malformed(where, reason)
+
+    def _check_field_names(self, pattern: Mapping[Any, Any], path: str, *, in_or: bool) -> None:
+        # Inside $or, EventBridge refuses an operator name as a field name: a
+        # branch like {"numeric": [">", 0]} is a condition that lost its field
+        # and would never match. Elsewhere an object made only of operator names
+        # is the same mistake (an operator object outside its field's array).
+        names = [key for key in pattern if isinstance(key, str)]
+        if in_or:
+            reserved = [key for key in names if key in _RESERVED_IN_OR]
+            if reserved:
+                name = reserved[0]
+                reason = (
+                    f"{name!r} is an operator, not a field name: each $or branch is a pattern "
+                    "of fields; for any of several conditions on one field, list them in the "
+                    f'field\'s array: "field": [{{"{name}": ...}}, ...]'
+                )
+                raise _Malformed(f"{path}.{name}", reason)
+        elif names and len(names) == len(pattern) and all(key in _OPERATORS for key in names):
+            name = names[0]
+            reason = (
+                f"{name!r} is an operator, not a field name: an operator object goes in the "
+                f'field\'s array, "field": [{{"{name}": ...}}]; a field really named {name!r} '
+                f'is written with its parent, "parent.{name}"'
+            )
+            raise _Malformed(f"{path}.{name}", reason)
+
+    def _compile(self, node: _Node) -> _Object:
+        fields: list[_Field | _Nested | _Or] = []
+        nested: list[_Field | _Nested | _Or] = []
+        alternatives: list[_Field | _Nested | _Or] = []
+        for segment, slot in node.slots.items():
+            if slot.leaf is not None:
+                values, where = slot.leaf
+                fields.append(self._field(segment, values, where))
+            if slot.node is not None:
+                nested.append(_Nested(segment, self._compile(slot.node)))
+        for value, where in node.ors:
+            alternatives.append(self._or(value, where))
         # Cheap leaf tests first; the result does not depend on the order.
         return _Object(fields + nested + alternatives)
 
@@ -781,7 +1026,9 @@ class _Compiler:
         if not isinstance(value, list | tuple) or len(value) < 2:
             reason = f"$or must be a list of at least two patterns, got {_describe(value)}"
             raise _Malformed(path, reason)
-        return _Or([self._object(branch, f"{path}[{n}]") for n, branch in enumerate(value)])
+        return _Or(
+            [self._object(branch, f"{path}[{n}]", in_or=True) for n, branch in enumerate(value)]
+        )
 
     def _field(self, key: str, values: Sequence[Any], path: str) -> _Field:
         if not values:
@@ -829,12 +1076,24 @@ class _Compiler:
         if value is None or isinstance(value, str | bool):
             return
         if isinstance(value, int | float | Decimal):
-            if not _is_finite(value):
-                raise _Malformed(path, f"numbers must be finite, got {value}")
+            problem = _double_problem(value)
+            if problem:
+                raise _Malformed(path, problem)
             return
         reason = (
             "match values are strings, numbers, true, false, null or operator objects, "
             f"got {_describe(value)}"
+        )
+        raise _Malformed(path, reason)
+
+    def _check_exact_double(self, number: int | float | Decimal, operator: str, path: str) -> None:
+        # EventBridge compares these as doubles and refuses a number a double
+        # cannot hold as written; so do we, rather than compare it differently.
+        if isinstance(number, float) or _as_double(number) is not None:
+            return
+        reason = (
+            f"{operator}: {_render(number)} has more significant digits than a double holds "
+            "(EventBridge compares numbers as IEEE 754 doubles)"
         )
         raise _Malformed(path, reason)
 
@@ -890,6 +1149,8 @@ class _Compiler:
             raise _Malformed(path, reason)
         for item in items:
             self._check_scalar(item, path)
+            if numbers:
+                self._check_exact_double(item, "anything-but", path)
         return _not_in(frozenset(_exact_key(item) for item in items))
 
     def _anything_but_operator(self, argument: Mapping[str, Any], path: str) -> _ValueTest:
@@ -938,6 +1199,8 @@ class _Compiler:
             if number is None:
                 reason = f"numeric: {operator!r} needs a finite number, got {_describe(value)}"
                 raise _Malformed(path, reason)
+            self._check_scalar(value, path)
+            self._check_exact_double(number, "numeric", path)
             pairs.append((operator, number))
         decimal_strings = self.decimal_strings
         if len(pairs) == 1:
@@ -1040,6 +1303,12 @@ def _wildcard(text: str, path: str) -> _ValueTest:
             segments[-1].append(char)
             after_star = False
         position += 1
+    if len(segments) - 1 > _MAX_WILDCARDS:
+        reason = (
+            f"wildcard: {len(segments) - 1} wildcard characters; at most {_MAX_WILDCARDS} "
+            "per value (EventBridge refuses such rules as too complex)"
+        )
+        raise _Malformed(path, reason)
     parts = ["".join(segment) for segment in segments]
     if len(parts) == 1:
         literal = parts[0]
@@ -1113,6 +1382,27 @@ def _pattern_number(value: Any) -> Decimal | None:
     if not _is_finite(value):
         return None
     return _to_number(value, decimal_strings=False)
+
+
+def _double_problem(value: int | float | Decimal) -> str | None:
+    """Why a number of a pattern is refused, or None: EventBridge reads them as doubles."""
+    if isinstance(value, float | Decimal) and not _is_finite(value):
+        return f"numbers must be finite, got {_render(value)}"
+    try:
+        double = float(value)
+    except OverflowError:
+        double = math.inf
+    if math.isinf(double):
+        return (
+            f"the number {_render(value)} is beyond the range of a double "
+            "(about 1.8e308; EventBridge refuses it)"
+        )
+    if double == 0 and value != 0:
+        return (
+            f"the number {_render(value)} underflows to 0 as a double "
+            "(the smallest is about 4.9e-324; EventBridge refuses it)"
+        )
+    return None
 
 
 def _is_finite(value: int | float | Decimal) -> bool:

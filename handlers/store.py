@@ -470,7 +470,7 @@ def _postgres_driver(url: str, scheme: str) -> _PostgresDriver:
         from psycopg.conninfo import conninfo_to_dict
     except ImportError:
         raise StoreError(
-            f"a {scheme}:// store needs psycopg: pip install 'psycopg[binary]'"
+            f"a {scheme}:// store needs psycopg: pip install 'streambatch[postgres]'"
         ) from None
     import psycopg
 

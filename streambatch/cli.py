@@ -5,17 +5,21 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import duckdb
 import typer
 from deltalake.exceptions import DeltaError
 from rich.console import Console
 from rich.markup import escape
+
+# Typer vendors click: its usage errors are only importable from here.
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from config.settings import (
     STREAM_NAMES,
@@ -24,7 +28,7 @@ from config.settings import (
     load_stream_settings,
 )
 from sinks.lake_location import LakeLocation, lake_in, lake_location_of
-from streambatch.errors import StreambatchError
+from streambatch.errors import ConfigError, StreambatchError
 
 if TYPE_CHECKING:
     from handlers.router import RouterCounts
@@ -37,9 +41,31 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 dlq_app = typer.Typer(help="Inspect and redrive dead letters.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        print(f"streambatch {version('streambatch')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Kafka event streams into clean, deduplicated, queryable batches."""
+
 
 # At least 120 columns: reports stay readable when piped or logged.
 console = Console(width=max(120, Console().width))
@@ -49,6 +75,14 @@ errors = Console(stderr=True, soft_wrap=True)
 StreamOption = Annotated[str, typer.Option("--stream", "-s", help="orders, clicks or logs")]
 ProduceStreamOption = Annotated[
     str, typer.Option("--stream", "-s", help="orders, clicks, logs or all")
+]
+BootstrapOption = Annotated[
+    str | None,
+    typer.Option(
+        "--bootstrap-server",
+        "-b",
+        help="Kafka brokers, host:port[,host:port] (default: KAFKA_BOOTSTRAP_SERVERS)",
+    ),
 ]
 DataDirOption = Annotated[
     Path | None,
@@ -60,11 +94,44 @@ DataDirOption = Annotated[
 ]
 
 
+def _kafka_connection(bootstrap: str | None) -> dict[str, str]:
+    """The librdkafka connection of the KAFKA_* settings (``-b`` wins), once the cluster answers.
+
+    Raises:
+        KafkaUnreachable: within seconds, naming the brokers.
+    """
+    from connectors.kafka_clients import require_cluster
+
+    if bootstrap is not None:
+        # Through the environment, so processes this command starts see it too.
+        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+    connection = load_kafka_settings().librdkafka_config()
+    require_cluster(connection)
+    return connection
+
+
 def _lake(data_dir: Path | None) -> LakeLocation:
     """``--data-dir``'s lake if given, else the configured one (``STREAMBATCH_LAKE_URI``)."""
     if data_dir is not None:
         return lake_in(data_dir)
     return lake_location_of(load_pipeline_settings())
+
+
+def _data_dir_with_lake(data_dir: Path | None) -> LakeLocation:
+    """The lake of ``data_dir`` (default: the settings), once it holds a lake the flows wrote.
+
+    Only a local lake is checked here; an object store names its own errors.
+
+    Raises:
+        ConfigError: the directory or its lake is absent, naming the path.
+    """
+    location = _lake(data_dir)
+    if location.is_local and not any(location.local_path.glob("*/_delta_log")):
+        raise ConfigError(
+            f"no lake at {location.local_path}: no flow has written there; pass --data-dir "
+            "(or set STREAMBATCH_DATA_DIR or STREAMBATCH_LAKE_URI) to your flows' lake"
+        )
+    return location
 
 
 @app.command()
@@ -104,12 +171,13 @@ def produce(
             help="orders are only OrderPlaced events: the workflow handlers make the rest",
         ),
     ] = False,
+    bootstrap: BootstrapOption = None,
 ) -> None:
     """Send synthetic events (with duplicates and malformed records).
 
-    ``--stream orders`` sends COUNT order workflow events; ``clicks`` or
-    ``logs`` send the click sessions or service logs around COUNT order events
-    (same customers, skus and time range); ``all`` sends the three.
+    --stream orders sends COUNT order workflow events; clicks or
+    logs send the click sessions or service logs around COUNT order events
+    (same customers, skus and time range); all sends the three.
     """
     from streambatch.generator import (
         generate_order_records,
@@ -121,7 +189,7 @@ def produce(
         raise StreambatchError(f"--stream must be one of {', '.join(STREAM_NAMES)} or all")
     if checkouts_only and stream not in ("orders", "all"):
         raise StreambatchError("--checkouts-only needs --stream orders or all")
-    kafka = load_kafka_settings()
+    connection = _kafka_connection(bootstrap)
     if stream == "orders":
         batches = {
             "orders": list(
@@ -149,7 +217,7 @@ def produce(
         topic = load_stream_settings(name).topic
         report = produce_records(
             records,
-            producer_config=kafka.librdkafka_config(),
+            producer_config=connection,
             topic=topic,
             rate=rate,
             progress=progress,
@@ -174,7 +242,9 @@ def query(
         list[str] | None, typer.Option("--param", "-p", help="report parameter NAME=VALUE")
     ] = None,
     list_reports: Annotated[bool, typer.Option("--list", help="list the named reports")] = False,
-    output: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    output: Annotated[
+        str, typer.Option("--format", help="table, csv, json (one array) or jsonl (a line a row)")
+    ] = "table",
     data_dir: DataDirOption = None,
 ) -> None:
     """Run SQL or a named report on DuckDB views of the lake (read-only)."""
@@ -186,9 +256,10 @@ def query(
         return
     if (sql is None) == (report is None):
         raise StreambatchError("give either SQL or --report NAME (see --list)")
-    if output not in ("table", "csv", "json"):
-        raise StreambatchError(f"--format must be table, csv or json, not {output!r}")
-    with connect(_lake(data_dir)) as conn:
+    if output not in ("table", "csv", "json", "jsonl"):
+        raise StreambatchError(f"--format must be table, csv, json or jsonl, not {output!r}")
+    root = _data_dir_with_lake(data_dir)
+    with connect(root) as conn:
         if report is not None:
             params = dict(_parse_param(item) for item in param or [])
             columns, rows = run_report(conn, report, params)
@@ -201,6 +272,9 @@ def query(
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
         writer.writerows(rows)
+    elif output == "json":
+        records = [dict(zip(columns, row, strict=True)) for row in rows]
+        print(json.dumps(records, default=str))
     else:
         for row in rows:
             print(json.dumps(dict(zip(columns, row, strict=True)), default=str))
@@ -232,12 +306,13 @@ def dlq_inspect(
     limit: Annotated[int, typer.Option(min=0, help="sample letters to show")] = 10,
     worker_name: WorkerOption = None,
     config_file: HandlersFileOption = None,
+    bootstrap: BootstrapOption = None,
 ) -> None:
     """Count dead letters by error class and show samples (of a stream or a worker)."""
     from streambatch.dead_letter_tools import inspect_dead_letters
 
     topic, _ = _dead_letter_route(stream, worker_name, config_file)
-    summary = inspect_dead_letters(load_kafka_settings().librdkafka_config(), topic, limit)
+    summary = inspect_dead_letters(_kafka_connection(bootstrap), topic, limit)
     console.print(summary.render())
 
 
@@ -249,6 +324,7 @@ def dlq_redrive(
     ] = None,
     worker_name: WorkerOption = None,
     config_file: HandlersFileOption = None,
+    bootstrap: BootstrapOption = None,
 ) -> None:
     """Send dead letters back to their source topic (after a fix), original bytes and headers.
 
@@ -258,9 +334,7 @@ def dlq_redrive(
     from streambatch.dead_letter_tools import redrive_dead_letters
 
     topic, destination = _dead_letter_route(stream, worker_name, config_file)
-    sent = redrive_dead_letters(
-        load_kafka_settings().librdkafka_config(), topic, destination, error_class
-    )
+    sent = redrive_dead_letters(_kafka_connection(bootstrap), topic, destination, error_class)
     console.print(f"{sent} dead letters of {topic} sent back to {destination or 'their sources'}")
 
 
@@ -269,6 +343,9 @@ def _dead_letter_route(
 ) -> tuple[str, str | None]:
     """(dead-letter topic, where redriven letters go: None = each letter's source.topic)."""
     if worker_name is None:
+        from events.registry import get_stream
+
+        get_stream(stream)  # an unknown name fails here, before Kafka is asked
         settings = load_stream_settings(stream)
         return settings.dead_letter_topic, settings.topic
     from handlers.config import load_handlers_config
@@ -287,16 +364,24 @@ def rules_test(
     event_file: Annotated[
         Path, typer.Argument(metavar="EVENT.json", help="one event, a JSON object")
     ],
-    rules_file: Annotated[Path, typer.Option("--rules", help="rules file, .toml or .json")] = Path(
-        "config/rules.toml"
-    ),
+    rules_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--rules",
+            help="rules file, .toml or .json (default: config/rules.toml, else the shipped one)",
+        ),
+    ] = None,
     misses: Annotated[
         bool, typer.Option("--misses", help="also say why the other rules do not match")
     ] = False,
 ) -> None:
     """Print which rules match an event and why; exit 1 when none does."""
+    from handlers.config import SHIPPED_RULES_FILE
     from handlers.rules import RuleSet, load_event
 
+    if rules_file is None:
+        local = Path("config/rules.toml")
+        rules_file = local if local.is_file() else SHIPPED_RULES_FILE
     rule_set = RuleSet.load(rules_file)
     event = load_event(event_file)
     console.print(
@@ -327,6 +412,7 @@ def route(
     config_file: HandlersFileOption = None,
     until_idle: UntilIdleOption = None,
     metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus metrics")] = None,
+    bootstrap: BootstrapOption = None,
 ) -> None:
     """Run the event router: publish each event to the targets of the rules it matches."""
     from handlers.config import load_handlers_config
@@ -334,9 +420,7 @@ def route(
 
     _start_handler_process(metrics_port)
     config = load_handlers_config(config_file)
-    counts = run_router(
-        config, load_kafka_settings().librdkafka_config(), until_idle_seconds=until_idle
-    )
+    counts = run_router(config, _kafka_connection(bootstrap), until_idle_seconds=until_idle)
     _print_router_counts(counts)
 
 
@@ -352,6 +436,7 @@ def worker(
     config_file: HandlersFileOption = None,
     until_idle: UntilIdleOption = None,
     metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus metrics")] = None,
+    bootstrap: BootstrapOption = None,
 ) -> None:
     """Run queue workers (one thread each): at least once, retries, dead letters, inbox.
 
@@ -370,7 +455,7 @@ def worker(
     result = run_workers(
         chosen,
         config,
-        load_kafka_settings().librdkafka_config(),
+        _kafka_connection(bootstrap),
         store_url,
         with_router=with_router,
         until_idle_seconds=until_idle,
@@ -397,13 +482,21 @@ def _print_router_counts(counts: RouterCounts) -> None:
 
 
 @app.command()
-def verify(stream: StreamOption = "orders") -> None:
+def verify(
+    stream: StreamOption = "orders",
+    data_dir: DataDirOption = None,
+    bootstrap: BootstrapOption = None,
+) -> None:
     """Reconcile a stream: every offset below the fence is a row, a dead letter or a duplicate."""
     from events.registry import get_stream
     from streambatch.verify import verify_stream
 
     report = verify_stream(
-        get_stream(stream), load_stream_settings(stream), load_kafka_settings().librdkafka_config()
+        get_stream(stream),
+        load_stream_settings(stream).model_copy(
+            update={"lake_uri": _data_dir_with_lake(data_dir).root}
+        ),
+        _kafka_connection(bootstrap),
     )
     console.print(report.render())
     for line in report.offenders():
@@ -420,15 +513,20 @@ def status(
         typer.Option("--stream", "-s", help="orders, clicks or logs; repeat it (default: all)"),
     ] = None,
     data_dir: DataDirOption = None,
+    bootstrap: BootstrapOption = None,
 ) -> None:
     """Kafka end offset, lake fence, lag and open-batch age per partition; exit 1 if stalled."""
+    from events.registry import get_stream
     from streambatch.clock import utc_now
     from streambatch.status import collect_status, render_status, stalled
+
+    for name in stream or []:
+        get_stream(name)  # an unknown name fails here, before Kafka is asked
 
     statuses = collect_status(
         stream or list(STREAM_NAMES),
         _lake(data_dir),
-        load_kafka_settings().librdkafka_config(),
+        _kafka_connection(bootstrap),
         utc_now,
     )
     console.print(render_status(statuses))
@@ -451,7 +549,7 @@ def compact(
     from streambatch.maintenance import compact_stream
 
     result = compact_stream(
-        _lake(data_dir),
+        _data_dir_with_lake(data_dir),
         stream,
         utc_now,
         target_size_bytes=target_size_mib * 1024 * 1024,
@@ -477,7 +575,7 @@ def vacuum(
     from streambatch.maintenance import vacuum_lake
 
     removed = vacuum_lake(
-        _lake(data_dir),
+        _data_dir_with_lake(data_dir),
         timedelta(hours=retention_hours),
         dry_run=dry_run,
         force=force,
@@ -497,14 +595,30 @@ def report(
     hours: Annotated[
         int, typer.Option(min=1, help="event time covered by the windowed charts")
     ] = 24,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="end of the windowed charts (ISO 8601, UTC without an offset); "
+            "default: the newest order, click or log line in the lake"
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Revenue, click funnel, error rates, batches and dead letters as one HTML file."""
-    from datetime import timedelta
+    from datetime import UTC, datetime, timedelta
 
     from streambatch.html_report import write_report
 
-    written = write_report(_lake(data_dir), html_file, title=title, span=timedelta(hours=hours))
+    end = None
+    if until is not None:
+        try:
+            end = datetime.fromisoformat(until.strip())
+        except ValueError:
+            message = f"must be an ISO 8601 time such as 2026-11-28T14:00:00Z, got {until!r}"
+            raise typer.BadParameter(message, param_hint="--until") from None
+        end = end if end.tzinfo is not None else end.replace(tzinfo=UTC)
+    root = _data_dir_with_lake(data_dir)
+    written = write_report(root, html_file, title=title, span=timedelta(hours=hours), until=end)
     console.print(f"report written to {escape(str(written))}")
 
 
@@ -538,19 +652,41 @@ def bench(
 
 
 def main() -> None:
-    """Console-script entry point: known errors become one clear line and exit 2."""
+    """Console-script entry point: every failure a user can cause is one line on stderr.
+
+    Exit codes: 0 done, 1 the command ran and found a problem (or an unexpected
+    error: its traceback with ``STREAMBATCH_DEBUG=1``), 2 usage, configuration
+    or an error streambatch names (Kafka unreachable, lake absent, bad SQL),
+    130 interrupted.
+    """
     try:
-        app()
+        code = app(prog_name="streambatch", standalone_mode=False)
+    except NoArgsIsHelpError:
+        code = 2  # the help was printed
+    except UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "streambatch"
+        _fail(f"{exc.format_message()} (see '{where} -h')", 2)
     except (StreambatchError, duckdb.Error) as exc:
         # duckdb.Error: user SQL that DuckDB refuses (syntax, unknown table, locked-down I/O).
-        message = " ".join(str(exc).split())
-        errors.print(f"[red]streambatch:[/] {escape(message)}", highlight=False)
-        sys.exit(2)
+        _fail(str(exc), 2)
     except (OSError, DeltaError) as exc:
         # The lake's storage refused or could not be reached (no bucket, bad credentials).
-        message = str(lake_location_of(load_pipeline_settings()).error("read", exc))
-        errors.print(f"[red]streambatch:[/] {escape(message)}", highlight=False)
-        sys.exit(2)
+        _fail(str(lake_location_of(load_pipeline_settings()).error("read", exc)), 2)
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
+    except Exception as exc:
+        if os.environ.get("STREAMBATCH_DEBUG"):
+            raise
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        _fail(f"unexpected error ({reason}); set STREAMBATCH_DEBUG=1 for the traceback", 1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    """Print ``message`` as one line on stderr and exit with ``code``."""
+    one_line = " ".join(message.split())
+    errors.print(f"[red]streambatch:[/] {escape(one_line)}", highlight=False)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -9,16 +9,14 @@ from typing import cast
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
-    Consumer,
     KafkaError,
     Message,
-    Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
 from rich.console import Group
 from rich.table import Table
 
+from connectors.kafka_clients import describe_topic, new_consumer, new_producer
 from streambatch.errors import StreambatchError
 
 __all__ = [
@@ -45,13 +43,8 @@ def read_topic(
     connection: dict[str, str], topic: str, timeout_seconds: float = 60
 ) -> list[Message]:
     """Every record of ``topic``, from the beginning to its current end."""
-    # Asking Tansu about a topic creates it; a typo must not.
-    admin = AdminClient({**connection, "allow.auto.create.topics": "false"})
-    described = admin.list_topics(topic, timeout=30).topics.get(topic)
-    if described is None or described.error is not None:
-        raise StreambatchError(f"topic {topic!r} is not available")
-    partitions = sorted(described.partitions)
-    consumer = Consumer(
+    partitions = sorted(describe_topic(connection, topic).partitions)
+    consumer = new_consumer(
         {
             **connection,
             "group.id": "streambatch-reader",
@@ -164,7 +157,7 @@ def redrive_dead_letters(
     The error and handler headers are dropped; a ``streambatch.redriven-from``
     header names the dead letter. Returns how many were sent (all acknowledged).
     """
-    producer = Producer({**connection, "enable.idempotence": "true", "acks": "all"})
+    producer = new_producer({**connection, "enable.idempotence": "true", "acks": "all"})
     failures: list[str] = []
     sent = 0
     for message in read_topic(connection, dead_letter_topic):

@@ -13,6 +13,7 @@ __all__ = [
     "StreambatchError",
     "TerminalError",
     "TransientError",
+    "UnknownStreamError",
 ]
 
 
@@ -30,6 +31,10 @@ class TerminalError(StreambatchError):
 
 class ConfigError(TerminalError):
     """A setting is missing or invalid; the message names the variable."""
+
+
+class UnknownStreamError(ConfigError):
+    """A stream name that the registry does not know; the message lists the known ones."""
 
 
 class DeadLetterWriteError(TerminalError):

@@ -2,7 +2,7 @@
 
 Generation is pure: the same arguments give the same records, byte for byte,
 on every machine (no wall clock, no global random state). Each record is one
-Kafka message (CONTRACT.md section 2): its key is the ``order_id``,
+Kafka message: its key is the ``order_id``,
 ``session_id`` or ``service`` and its value an orjson-encoded JSON object, or,
 for the malformed share, bytes that the flow must dead-letter.
 
@@ -36,6 +36,7 @@ from typing import Any, Final, Literal, Protocol, TypeVar
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from connectors.kafka_clients import new_producer
 from streambatch.errors import TransientError
 from streambatch.gc_pause import gc_paused
 
@@ -454,9 +455,11 @@ def produce_records(
         total = len(records)
     use_bar = sys.stderr.isatty() if progress is None else progress
     tally = _DeliveryTally()
-    producer = Producer({**PRODUCER_DEFAULTS, **producer_config})
+    producer = new_producer({**PRODUCER_DEFAULTS, **producer_config})
     produced = 0
     started = time.monotonic()
+    # The progress counts acknowledged records (delivered or refused by the
+    # broker), not records handed to the client's queue.
     with _RichProgress(total) if use_bar else _LineProgress(total) as bar:
         for record in records:
             if rate is not None:
@@ -464,9 +467,9 @@ def produce_records(
             _produce_one(producer, topic, record, tally)
             produced += 1
             producer.poll(0)
-            bar.update(produced)
-        bar.update(produced, force=True)
-    remaining = producer.flush(flush_timeout.total_seconds())
+            bar.update(tally.delivered + tally.failed)
+        remaining = _flush_with_progress(producer, flush_timeout, bar, tally)
+        bar.update(tally.delivered + tally.failed, force=True)
     seconds = time.monotonic() - started
     if remaining > 0:
         message = (
@@ -481,6 +484,18 @@ def produce_records(
         failures=dict(tally.failures),
         seconds=seconds,
     )
+
+
+def _flush_with_progress(
+    producer: Producer, timeout: timedelta, bar: _Progress, tally: _DeliveryTally
+) -> int:
+    """Wait up to ``timeout`` for acknowledgements, moving ``bar``; returns how many are left."""
+    deadline = time.monotonic() + timeout.total_seconds()
+    remaining = producer.flush(0)
+    while remaining > 0 and time.monotonic() < deadline:
+        remaining = producer.flush(min(0.2, max(0.0, deadline - time.monotonic())))
+        bar.update(tally.delivered + tally.failed)
+    return remaining
 
 
 # --- generation internals -------------------------------------------------------------
@@ -1466,7 +1481,8 @@ class _RichProgress:
         from rich.progress import Progress
 
         self._progress = Progress(console=Console(stderr=True), transient=False)
-        self._task = self._progress.add_task("producing", total=total)
+        self._task = self._progress.add_task("acknowledged", total=total)
+        self._shown = 0
 
     def __enter__(self) -> _Progress:
         self._progress.start()
@@ -1482,7 +1498,8 @@ class _RichProgress:
 
     def update(self, produced: int, *, force: bool = False) -> None:
         # Refresh every chunk: a lock round trip per record would cost throughput.
-        if force or produced % _PROGRESS_CHUNK == 0:
+        if force or produced - self._shown >= _PROGRESS_CHUNK:
+            self._shown = produced
             self._progress.update(self._task, completed=produced)
 
 
@@ -1527,8 +1544,9 @@ class _LineProgress:
         self._last_printed = produced
         if self._total:
             line = (
-                f"produced {produced:,}/{self._total:,} records ({100 * produced // self._total}%)"
+                f"acknowledged {produced:,}/{self._total:,} records "
+                f"({100 * produced // self._total}%)"
             )
         else:
-            line = f"produced {produced:,} records"
+            line = f"acknowledged {produced:,} records"
         print(line, file=sys.stderr, flush=True)

@@ -17,7 +17,11 @@ Charts, each an ``<svg data-series-count="N">`` whose series are
 - rows per committed batch over commit time, one colour per close reason;
 - dead letters per error class, stacked by stream.
 
-Event-time charts cover at most the last 24 hours of event time in the lake.
+The windowed charts (revenue, funnel, error rate) cover ``span`` (24 hours)
+of event time ending with the newest order, click or log line in the lake,
+not with the wall clock: a lake of last week's events still shows them. The
+workflow's own step events are stamped when a handler ran, so they do not
+move the window. An explicit ``until`` wins. The page says which window it shows.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ WINDOW: Final = timedelta(minutes=10)
 """Width of the event-time windows of the revenue and error-rate charts."""
 
 DEFAULT_SPAN: Final = timedelta(hours=24)
-"""Event time covered by the windowed charts, back from the latest event in the lake."""
+"""Event time covered by the windowed charts, back from the newest charted event in the lake."""
 
 MAX_SERIES: Final = 10
 """At most this many series per chart (the biggest); the page says how many were left out."""
@@ -128,6 +132,7 @@ def render_report_html(
     generated_at: datetime,
     *,
     span: timedelta = DEFAULT_SPAN,
+    until: datetime | None = None,
 ) -> str:
     """The report page for the views of ``conn`` (see :func:`sinks.duckdb.connect`).
 
@@ -135,22 +140,31 @@ def render_report_html(
         conn: a connection with the views ``orders``, ``clicks``, ``logs``, ``batches``.
         title: the page title (escaped like everything else).
         generated_at: when the report was made; timezone-aware, printed in UTC.
-        span: event time covered by the windowed charts, back from the latest event.
+        span: event time covered by the windowed charts.
+        until: end of the windowed charts' event time; ``None``: the end of the
+            window holding the newest order, click or log line in the lake.
 
     Raises:
-        ValueError: ``generated_at`` is naive, or ``span`` is shorter than a window.
+        ValueError: ``generated_at`` or ``until`` is naive, or ``span`` is
+            shorter than a window.
     """
     if generated_at.tzinfo is None:
         raise ValueError("generated_at must be timezone-aware")
+    if until is not None and until.tzinfo is None:
+        raise ValueError("until must be timezone-aware")
     if span < WINDOW:
         raise ValueError(f"span must be at least one window ({WINDOW}), got {span}")
-    since = _since(conn, span)
+    given = until is not None
+    newest = _newest_charted_event(conn)
+    if until is None and newest is not None:
+        until = _window_start(newest) + WINDOW
     params = {
         "window_minutes": str(WINDOW // timedelta(minutes=1)),
         "limit": str(_REPORT_ROW_LIMIT),
     }
-    if since is not None:
-        params["since"] = since.isoformat()
+    if until is not None:
+        params["since"] = (until - span).isoformat()
+        params["until"] = until.isoformat()
     _, revenue_rows = run_report(conn, "orders_per_window", params)
     _, funnel_rows = run_report(conn, "click_funnel", params)
     _, error_rows = run_report(conn, "error_rate", params)
@@ -166,14 +180,7 @@ def render_report_html(
         _batches_section(batch_rows, batch_totals),
         _dead_letters_section(dead_letter_rows),
     ]
-    if windows:
-        coverage = (
-            f"Windowed charts: {_format_time(windows[0])} to "
-            f"{_format_time(windows[-1] + WINDOW)}, {len(windows)} windows of "
-            f"{_minutes(WINDOW)} minutes (at most the last {_hours(span)} of event time)."
-        )
-    else:
-        coverage = "No orders or log lines in the lake yet."
+    coverage = _coverage(span, until, newest, given=given)
     nav = "".join(f'<a href="#{chart_id}">{_e(label)}</a>' for chart_id, label, _ in sections)
     body = "\n".join(text for _, _, text in sections)
     return f"""<!DOCTYPE html>
@@ -207,6 +214,7 @@ def write_report(
     *,
     title: str = "streambatch report",
     span: timedelta = DEFAULT_SPAN,
+    until: datetime | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Path:
     """Render the report of the lake (``data_dir``: its location or data directory) to ``path``.
@@ -219,7 +227,7 @@ def write_report(
     """
     target = Path(path)
     with connect(data_dir) as conn:
-        page = render_report_html(conn, title, now(), span=span)
+        page = render_report_html(conn, title, now(), span=span, until=until)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(
         dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
@@ -241,13 +249,18 @@ def write_report(
 # --------------------------------------------------------------------------- queries
 
 
-def _since(conn: duckdb.DuckDBPyConnection, span: timedelta) -> datetime | None:
-    """Start of the first window shown: ``span`` back from the latest event's window."""
+def _newest_charted_event(conn: duckdb.DuckDBPyConnection) -> datetime | None:
+    """``occurred_at`` of the newest event a windowed chart draws, or None if there is none.
+
+    Only what the charts draw counts: OrderPlaced (not the workflow's steps,
+    stamped when a handler ran, which would move the window to the wall clock),
+    clicks and log lines.
+    """
     cursor = lake_cursor(conn)
     try:
         cursor.execute(
             "SELECT max(latest) FROM ("
-            " SELECT max(occurred_at) AS latest FROM orders"
+            " SELECT max(occurred_at) AS latest FROM orders WHERE event_type = 'OrderPlaced'"
             " UNION ALL SELECT max(occurred_at) FROM clicks"
             " UNION ALL SELECT max(occurred_at) FROM logs)"
         )
@@ -255,9 +268,26 @@ def _since(conn: duckdb.DuckDBPyConnection, span: timedelta) -> datetime | None:
     finally:
         cursor.close()
     latest = row[0] if row else None
-    if latest is None:
-        return None
-    return _window_start(latest) - span + WINDOW
+    return None if latest is None else latest.astimezone(UTC)
+
+
+def _coverage(
+    span: timedelta, until: datetime | None, newest: datetime | None, *, given: bool
+) -> str:
+    """The sentence of the page that says which event time the windowed charts show."""
+    if until is None:
+        return "No orders, clicks or log lines in the lake yet."
+    shown = (
+        f"Revenue, click funnel and error rate show event time from "
+        f"{_format_time(until - span)} to {_format_time(until)} ({_hours(span)}, "
+        f"windows of {_minutes(WINDOW)} minutes)"
+    )
+    if newest is None:
+        return f"{shown}; the lake has no orders, clicks or log lines yet."
+    newest_text = _format_time(newest)
+    if given:
+        return f"{shown}, as asked; the newest order, click or log line is at {newest_text}."
+    return f"{shown}, ending with the newest order, click or log line in the lake ({newest_text})."
 
 
 def _latest_batches(conn: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:

@@ -15,7 +15,11 @@ import os
 import sys
 from datetime import UTC, datetime
 
-__all__ = ["JsonFormatter", "configure_logging"]
+from streambatch.errors import ConfigError
+
+__all__ = ["LOG_LEVELS", "JsonFormatter", "configure_logging"]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -39,14 +43,25 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging() -> None:
-    """Log to stderr at ``STREAMBATCH_LOG_LEVEL`` in ``STREAMBATCH_LOG_FORMAT``, unless set up."""
+    """Log to stderr at ``STREAMBATCH_LOG_LEVEL`` in ``STREAMBATCH_LOG_FORMAT``, unless set up.
+
+    Raises:
+        ConfigError: either variable has a value we don't know, naming it.
+    """
     root = logging.getLogger()
     if root.handlers:
         return
+    level = os.environ.get("STREAMBATCH_LOG_LEVEL", "INFO").upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(
+            f"STREAMBATCH_LOG_LEVEL: must be one of {', '.join(LOG_LEVELS)} (got {level.lower()!r})"
+        )
+    log_format = os.environ.get("STREAMBATCH_LOG_FORMAT", "json").lower()
+    if log_format not in ("json", "text"):
+        raise ConfigError(f"STREAMBATCH_LOG_FORMAT: must be json or text (got {log_format!r})")
     handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("STREAMBATCH_LOG_FORMAT", "json").lower() == "text":
-        handler.setFormatter(logging.Formatter(_TEXT_FORMAT))
-    else:
-        handler.setFormatter(JsonFormatter())
+    handler.setFormatter(
+        logging.Formatter(_TEXT_FORMAT) if log_format == "text" else JsonFormatter()
+    )
     root.addHandler(handler)
-    root.setLevel(os.environ.get("STREAMBATCH_LOG_LEVEL", "INFO").upper())
+    root.setLevel(level)

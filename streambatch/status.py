@@ -19,7 +19,6 @@ import pyarrow.compute as pc
 from confluent_kafka import (
     OFFSET_BEGINNING,
     TIMESTAMP_NOT_AVAILABLE,
-    Consumer,
     KafkaError,
     KafkaException,
     TopicPartition,
@@ -30,6 +29,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from config.settings import load_stream_settings
+from connectors.kafka_clients import new_admin, new_consumer
 from events.registry import get_stream
 from sinks.delta_lake import BATCHES_TABLE, DeltaLake
 from sinks.lake_location import LakeLocation, LakeTable, lake_in
@@ -159,7 +159,7 @@ def collect_status(
     lake_dir = lake_in(data_dir)
     last_commits = _last_commits(lake_dir.table(BATCHES_TABLE), streams)
     # A status query must not create the topic it asks about (brokers may auto-create).
-    admin = AdminClient({**connection, "allow.auto.create.topics": "false"})
+    admin = new_admin(connection)
     statuses: list[PartitionStatus] = []
     for name in streams:
         try:
@@ -416,7 +416,7 @@ def _probe_topic(
     brokers whose listed offsets lag (the embedded Tansu reports the base offset
     of the last record batch + 1); a record read at the fence proves lag > 0.
     """
-    consumer = Consumer(
+    consumer = new_consumer(
         {
             **connection,
             "group.id": "streambatch-status",  # required by librdkafka; no group is joined

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -221,7 +222,7 @@ def test_report_parameters_are_bound_never_spliced(lake: Lake) -> None:
         stream = f"orders'; COPY (SELECT 1) TO '{target}'; --"
         for report in ("batches", "dead_letters"):
             result = cli(
-                lake, "--report", report, "--param", f"stream={stream}", "--format", "json"
+                lake, "--report", report, "--param", f"stream={stream}", "--format", "jsonl"
             )
             assert result.returncode == 0, result.stderr
             assert result.stdout == "", f"{report}: rows for a stream that does not exist"
@@ -278,3 +279,15 @@ def test_connection_reads_committed_files_only(lake: Lake) -> None:
         # Still usable, and still locked, after the refusals.
         assert conn.execute("SELECT count(*) FROM orders").fetchall()[0][0] == total
     assert list(lake.targets.iterdir()) == []
+
+
+def test_format_json_is_one_json_document_and_jsonl_a_line_per_row(lake: Lake) -> None:
+    sql = "SELECT event_type, count(*) AS n FROM orders GROUP BY 1 ORDER BY 1"
+    as_json = cli(lake, sql, "--format", "json")
+    as_lines = cli(lake, sql, "--format", "jsonl")
+    assert as_json.returncode == 0 and as_lines.returncode == 0, as_json.stderr + as_lines.stderr
+    document = json.loads(as_json.stdout)
+    lines = [json.loads(line) for line in as_lines.stdout.splitlines()]
+    assert isinstance(document, list) and document, as_json.stdout
+    assert document == lines
+    assert set(document[0]) == {"event_type", "n"}

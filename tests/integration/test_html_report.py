@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from confluent_kafka.admin import AdminClient
 from deltalake import write_deltalake
 
 from connectors.embedded_broker import create_topics
-from events.registry import LOGS, ORDERS
+from events.registry import CLICKS, LOGS, ORDERS
 from sinks.delta_lake import BATCHES_SCHEMA
 from sinks.duckdb import connect, run_sql
 from streambatch.generator import generate_stream_records, produce_records
@@ -263,3 +265,165 @@ def test_empty_lake_gives_a_valid_page_with_no_data_notes(data_dir: Path, tmp_pa
 def test_naive_generated_at_is_refused(data_dir: Path) -> None:
     with connect(data_dir) as conn, pytest.raises(ValueError, match="timezone-aware"):
         render_report_html(conn, "t", datetime(2026, 1, 1))
+
+
+# --------------------------------------------------------------------------- the window
+
+
+def _days_old_lake(data_dir: Path, at: datetime, handled_at: datetime) -> None:
+    """A lake like the demo's: orders, clicks and logs at ``at``, the workflow's steps later.
+
+    The workflow's handlers stamp their events when they run (``handled_at``),
+    so the newest event of the lake is not one any windowed chart draws.
+    """
+    lineage = {"_topic": "t", "_partition": 0, "event_date": "2026-11-23", "event_hour": "00"}
+    orders = [
+        {
+            "event_id": f"o{offset}",
+            "event_type": event_type,
+            "occurred_at": occurred_at,
+            "order_id": "o1",
+            "customer_id": "u1",
+            "currency": "EUR",
+            "total_amount": Decimal("10.5000") if event_type == "OrderPlaced" else None,
+            "_offset": offset,
+            **lineage,
+        }
+        for offset, (event_type, occurred_at) in enumerate(
+            [("OrderPlaced", at), ("PaymentAuthorized", handled_at), ("StockReserved", handled_at)]
+        )
+    ]
+    write_deltalake(
+        data_dir / "lake" / "orders",
+        pa.Table.from_pylist(orders, schema=ORDERS.table_schema),
+        partition_by=["event_date", "event_hour"],
+    )
+    clicks = [
+        {
+            "event_id": f"c{offset}",
+            "event_type": event_type,
+            "occurred_at": at - timedelta(minutes=3 - offset),
+            "session_id": "s1",
+            "user_id": "u1",
+            "url": "/",
+            "_offset": offset,
+            **lineage,
+        }
+        for offset, event_type in enumerate(("page_view", "add_to_cart", "checkout_started"))
+    ]
+    write_deltalake(
+        data_dir / "lake" / "clicks",
+        pa.Table.from_pylist(clicks, schema=CLICKS.table_schema),
+        partition_by=["event_date", "event_hour"],
+    )
+    logs = [
+        {
+            "event_id": f"l{offset}",
+            "event_type": "log",
+            "occurred_at": at,
+            "service": "checkout",
+            "level": level,
+            "message": "m",
+            "_offset": offset,
+            **lineage,
+        }
+        for offset, level in enumerate(("INFO", "ERROR"))
+    ]
+    write_deltalake(
+        data_dir / "lake" / "logs",
+        pa.Table.from_pylist(logs, schema=LOGS.table_schema),
+        partition_by=["event_date", "event_hour"],
+    )
+    batch: dict[str, Any] = dict.fromkeys(BATCHES_SCHEMA.names, 0)
+    batch.update(
+        stream="orders",
+        topic="t",
+        rows=3,
+        dead_letters=1,
+        dead_letters_by_class='{"invalid_json": 1}',
+        close_reason="end",
+        opened_at=handled_at,
+        committed_at=handled_at,
+        min_occurred_at=at,
+        max_occurred_at=handled_at,
+    )
+    write_deltalake(
+        data_dir / "lake" / "batches", pa.Table.from_pylist([batch], schema=BATCHES_SCHEMA)
+    )
+
+
+DAYS_AGO = datetime(2026, 11, 23, 0, 5, tzinfo=UTC)
+
+
+def test_default_window_ends_with_the_newest_charted_event(data_dir: Path) -> None:
+    _days_old_lake(data_dir, DAYS_AGO, handled_at=GENERATED_AT)
+    with connect(data_dir) as conn:
+        page = render_report_html(conn, "t", GENERATED_AT)
+    charts, _ = parse_charts(page)
+    for name in CHARTS:
+        assert charts[f"svg-{name}"].series_count > 0, f"{name} has no data"
+    assert "no data yet" not in page
+    # The page says which window it shows, and why.
+    assert "from 2026-11-22 00:10Z to 2026-11-23 00:10Z (24 hours" in page
+    assert "ending with the newest order, click or log line in the lake (2026-11-23 00:05Z)" in page
+
+
+def test_an_explicit_until_wins_and_the_page_says_so(data_dir: Path, tmp_path: Path) -> None:
+    _days_old_lake(data_dir, DAYS_AGO, handled_at=GENERATED_AT)
+    page_path = tmp_path / "report.html"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streambatch.cli",
+            "report",
+            "--html",
+            str(page_path),
+            "--data-dir",
+            str(data_dir),
+            "--until",
+            "2026-11-20T12:00",
+            "--hours",
+            "6",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    page = page_path.read_text(encoding="utf-8")
+    assert "from 2026-11-20 06:00Z to 2026-11-20 12:00Z (6 hours" in page
+    assert "as asked; the newest order, click or log line is at 2026-11-23 00:05Z" in page
+    charts, _ = parse_charts(page)
+    # Nothing happened in the window asked for; the charts that are not windowed still draw.
+    for name in ("revenue", "funnel", "error-rate"):
+        assert charts[f"svg-{name}"].series_count == 0, name
+    for name in ("batches", "dead-letters"):
+        assert charts[f"svg-{name}"].series_count > 0, name
+
+
+def test_a_bad_until_is_one_line_and_exit_2(data_dir: Path, tmp_path: Path) -> None:
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streambatch.cli",
+            "report",
+            "--html",
+            str(tmp_path / "r.html"),
+            "--data-dir",
+            str(data_dir),
+            "--until",
+            "yesterday",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 2
+    assert len([line for line in run.stderr.splitlines() if line.strip()]) == 1, run.stderr
+    assert "--until" in run.stderr and "'yesterday'" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "r.html").exists()

@@ -20,6 +20,7 @@ from streambatch.generator import (
     DEFAULT_START,
     GeneratedRecord,
     ProduceReport,
+    ProduceTimeoutError,
     generate_order_records,
     produce_records,
     summarize,
@@ -348,9 +349,10 @@ def test_progress_lines_and_no_secret_on_stderr(capfd: pytest.CaptureFixture[str
     assert report.failed == 40
     captured = capfd.readouterr()
     assert "hunter2-do-not-print" not in captured.out + captured.err
-    lines = [line for line in captured.err.splitlines() if line.startswith("produced ")]
-    assert len(lines) == 10
-    assert lines[-1] == "produced 40/40 records (100%)"
+    lines = [line for line in captured.err.splitlines() if line.startswith("acknowledged ")]
+    # The progress follows acknowledgements (here: 40 refusals), never the queue.
+    assert lines and len(lines) <= 10
+    assert lines[-1] == "acknowledged 40/40 records (100%)"
 
 
 def test_rate_limits_records_per_second() -> None:
@@ -367,3 +369,20 @@ def test_rate_limits_records_per_second() -> None:
 def test_rate_must_be_positive() -> None:
     with pytest.raises(ValueError, match="rate"):
         produce_records([], producer_config=UNREACHABLE, topic="orders", rate=0)
+
+
+def test_progress_never_counts_records_that_are_only_queued(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    generated = list(generate_order_records(40, duplicate_ratio=0, malformed_ratio=0))
+    config = {**UNREACHABLE, "message.timeout.ms": "30000"}
+    with pytest.raises(ProduceTimeoutError, match="40 of 40 records"):
+        produce_records(
+            generated,
+            producer_config=config,
+            topic="orders",
+            progress=False,
+            flush_timeout=timedelta(milliseconds=500),
+        )
+    lines = [line for line in capfd.readouterr().err.splitlines() if "records" in line]
+    assert "acknowledged 40/40 records (100%)" not in lines

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
+import re
 from collections.abc import Mapping
-from decimal import Decimal, localcontext
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +133,7 @@ pattern = '''{"reason": [null], "amount": [{"numeric": [">", 10]}]}'''
     assert not rules.matching_rules({"reason": None, "amount": "11"})
 
 
-def test_json_rules_file_keeps_number_literals(tmp_path: Path) -> None:
+def test_json_rules_file_numbers_compare_by_value(tmp_path: Path) -> None:
     document = {
         "decimal_strings": True,
         "rules": [
@@ -141,7 +143,31 @@ def test_json_rules_file_keeps_number_literals(tmp_path: Path) -> None:
     path = write(tmp_path, "rules.json", json.dumps(document).replace("1.5", "1.50"))
     rules = RuleSet.load(path)
     assert rules.matching_rules(parse_event('{"x": 1.50, "y": "2.5"}'))
-    assert not rules.matching_rules(parse_event('{"x": 1.5, "y": "2.5"}'))
+    assert rules.matching_rules(parse_event('{"x": 1.5, "y": "2.5"}'))
+    assert rules.matching_rules(parse_event('{"x": 15e-1, "y": "2.5"}'))
+    assert not rules.matching_rules(parse_event('{"x": "1.50", "y": "2.5"}'))
+
+
+@pytest.mark.parametrize(
+    ("suffix", "text", "named"),
+    [
+        (
+            ".json",
+            '{"rules": [{"name": "n", "targets": ["t"], "pattern": {"x": [1e309]}}]}',
+            "1E+309",
+        ),
+        (".toml", '[[rules]]\nname = "n"\ntargets = ["t"]\npattern.x = [1e309]\n', "1E+309"),
+        (".toml", '[[rules]]\nname = "n"\ntargets = ["t"]\npattern.x = [1e-325]\n', "1E-325"),
+        (".toml", '[[rules]]\nname = "n"\ntargets = ["t"]\npattern.x = [inf]\n', "Infinity"),
+    ],
+)
+def test_rules_file_number_beyond_a_double_is_refused_by_its_value(
+    tmp_path: Path, suffix: str, text: str, named: str
+) -> None:
+    path = write(tmp_path, f"rules{suffix}", text)
+    with pytest.raises(RuleError, match=f"rule 'n': pattern.x: .*{re.escape(named)}") as caught:
+        RuleSet.load(path)
+    assert str(caught.value).startswith(str(path))
 
 
 def test_decimal_strings_applies_to_every_rule_of_the_file(tmp_path: Path) -> None:
@@ -363,13 +389,24 @@ def test_floats_compare_by_their_shortest_repr() -> None:
     assert matches({"x": [301.8]}, {"x": 301.8})
 
 
-def test_exact_numbers_compare_by_json_text() -> None:
-    assert not matches({"x": [300]}, {"x": 300.0})
-    assert not matches({"x": [300.0]}, {"x": 300})
-    assert not matches({"x": [300]}, {"x": Decimal("300.0")})
-    assert not matches({"x": [Decimal("300.0")]}, {"x": Decimal("3.0E+2")})
-    assert matches({"x": [300.0]}, {"x": Decimal("300.0")})
-    assert matches({"x": [{"anything-but": 300}]}, {"x": 300.0})
+def test_exact_numbers_compare_by_value() -> None:
+    assert matches({"x": [300]}, {"x": 300.0})
+    assert matches({"x": [300.0]}, {"x": 300})
+    assert matches({"x": [300]}, {"x": Decimal("300.0")})
+    assert matches({"x": [Decimal("300.0")]}, {"x": Decimal("3.0E+2")})
+    assert matches({"x": [0.1]}, {"x": Decimal("0.10")})
+    assert not matches({"x": [300]}, {"x": 301})
+    assert not matches({"x": [{"anything-but": 300}]}, {"x": 300.0})
+    assert not matches({"x": [300]}, {"x": "300"})
+    assert not matches({"x": ["300"]}, {"x": 300})
+
+
+def test_numbers_a_double_cannot_hold_compare_by_text() -> None:
+    # EventBridge matches such a number only by its literal (it cannot compare it as a double).
+    big = 12345678901234567891
+    assert matches({"x": [big]}, {"x": big})
+    assert not matches({"x": [big]}, {"x": Decimal("12345678901234567891.0")})
+    assert not matches({"x": [Decimal("0.30000000000000001")]}, {"x": 0.3})
 
 
 def test_booleans_are_not_numbers() -> None:
@@ -416,9 +453,20 @@ def test_nested_pattern_on_array_elements_is_element_wise() -> None:
     assert matches(pattern, {"items": [5, [{"sku": "A"}]]})
 
 
-def test_field_names_are_literal() -> None:
-    assert not matches({"items.sku": ["A"]}, {"items": {"sku": "A"}})
+def test_dotted_field_names_are_paths() -> None:
+    assert matches({"items.sku": ["A"]}, {"items": {"sku": "A"}})
     assert matches({"items.sku": ["A"]}, {"items.sku": "A"})
+    assert matches({"items": {"sku": ["A"]}}, {"items.sku": "A"})
+    assert matches({"items.sku": ["A"]}, {"items": [{"sku": "B"}, {"sku": "A"}]})
+    assert not matches({"items.sku": ["A"]}, {"items": {"sku": "B"}})
+    assert not matches({"items.sku": ["A"]}, {"items": {"sku.x": "A"}})
+
+
+def test_dotted_event_keys_do_not_change_the_event() -> None:
+    event = {"a": {"b": "x"}, "a.b": "y", "a.c": {"d": 1}}
+    before = json.dumps(event, sort_keys=True)
+    assert matches({"a": {"b": ["y"], "c": {"d": [1]}}}, event)
+    assert json.dumps(event, sort_keys=True) == before
 
 
 def test_wildcards() -> None:
@@ -637,8 +685,8 @@ def test_numeric_half_open_range(a: Any, b: Any, data: st.DataObject) -> None:
         return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
 
     if exact(a) == exact(b):
-        with localcontext(prec=1000):
-            b = exact(a) + 1
+        # The next double up: every bound of a pattern is a double, as in EventBridge.
+        b = math.nextafter(float(exact(a)), math.inf)
     low, high = sorted((a, b), key=exact)
     # The bounds themselves are the interesting points.
     x = data.draw(st.sampled_from([low, high]) | finite_numbers)
@@ -689,3 +737,50 @@ def test_fast_path_and_explanations_agree_on_generated_orders() -> None:
         event = parse_event(record.value)
         fast = rules.matching_rules(event)
         assert [r for r, why in rules.explain(event) if why.matched] == fast
+
+
+# EventBridge joins field names with ".": writing a path dotted or nested, in the
+# pattern or in the event, never changes the answer (arrays aside, which a dotted
+# name cannot cross in an event).
+short_names = st.sampled_from(["a", "b", "c"])
+path_leaves = st.lists(
+    st.sampled_from(["x", "y", 1, None, {"exists": False}, {"exists": True}, {"prefix": "x"}]),
+    min_size=1,
+    max_size=3,
+)
+nested_patterns = st.recursive(
+    st.dictionaries(short_names, path_leaves, min_size=1, max_size=2),
+    lambda inner: st.dictionaries(short_names, inner | path_leaves, min_size=1, max_size=3),
+    max_leaves=6,
+)
+nested_events = st.dictionaries(
+    short_names,
+    st.recursive(
+        st.sampled_from(["x", "y", 1, None]),
+        lambda inner: st.dictionaries(short_names, inner, max_size=3),
+        max_leaves=8,
+    ),
+    max_size=3,
+)
+
+
+def _dotted(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Every path of nested objects as one dotted key (empty objects stay objects)."""
+    flat: dict[str, Any] = {}
+    for key, value in obj.items():
+        if isinstance(value, dict) and value:
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+@settings(max_examples=300, deadline=None)
+@given(nested_patterns, nested_events)
+def test_dotted_and_nested_paths_are_the_same_field(
+    pattern: dict[str, Any], event: dict[str, Any]
+) -> None:
+    expected = matches(pattern, event)
+    assert matches(_dotted(pattern), event) is expected
+    assert matches(pattern, _dotted(event)) is expected
+    assert matches(_dotted(pattern), _dotted(event)) is expected
