@@ -32,6 +32,7 @@ from flows.dedupe import DedupeIndex, digest_ids
 from flows.progress import COMMITTED
 from flows.records import BatchRange, ClosedBatch, ValidatedBatch, partition_key
 from sinks.delta_lake import BatchRecord, DeltaLake
+from sinks.lake_store import LakeStore
 from streambatch.allocators import release_free_memory
 from streambatch.clock import Clock, utc_now
 from streambatch.metrics import (
@@ -68,7 +69,7 @@ class PartitionCommitter:
     any worker that takes the partition over.
     """
 
-    lake: DeltaLake
+    lake: LakeStore
     dead_letters: DeadLetterWriter
     topic: str
     partition: int
@@ -110,6 +111,7 @@ class PartitionCommitter:
             id_digests = digest_ids(table.column("event_id").to_pylist())
         first_offset = offsets[0]
         skipped = 0
+        # Stage 1, drop below the fence: what an earlier run committed already.
         if self.fence is not None and first_offset < self.fence:
             if offsets[-1] < self.fence:
                 COMMITTED.publish(self.topic, self.partition, self.fence)
@@ -121,6 +123,7 @@ class PartitionCommitter:
             id_digests = id_digests[at_or_past]
             letters = [letter for letter in letters if letter.offset >= self.fence]
             first_offset = self.fence
+        # Stage 2, dedupe: within the batch, then against ids committed within the horizon.
         result = self.index.check_digests(id_digests, _int64s(table.column("_value_digest")))
         kept_digests = result.digests
         if result.duplicates:
@@ -128,6 +131,7 @@ class PartitionCommitter:
             table = table.filter(pa.array(keep))
             kept_digests = kept_digests[keep]
         started = time.monotonic()
+        # Stage 3, dead letters: acknowledged before the commit moves the fence past them.
         self.dead_letters.write(letters, self.topic, self.partition)
         occurred = pc.min_max(table.column("occurred_at")).as_py() if table.num_rows else None
         record = BatchRecord(
@@ -153,6 +157,7 @@ class PartitionCommitter:
             max_occurred_at=occurred["max"] if occurred else None,
             lake_version=-1,
         )
+        # Stage 4, commit: rows and fence in one Delta commit, then the batches row.
         committed = self.lake.commit(table, record)
         self.index.remember_digests(kept_digests, *_times_and_values(table))
         self.fence = batch.next_offset
