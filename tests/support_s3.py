@@ -49,7 +49,23 @@ class S3Server:
     secret_access_key: str
     port: int | None = None
     log_file: Path | None = None
+    enforce_auth: bool = False
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @classmethod
+    def moto(cls, log_dir: Path, *, enforce_auth: bool = False) -> S3Server:
+        """moto on a free port; ``enforce_auth``: every request needs known IAM credentials."""
+        port = free_port()
+        server = cls(
+            f"http://127.0.0.1:{port}",
+            "AKIASTREAMBATCHTEST",
+            f"test-secret-{uuid.uuid4().hex}",
+            port=port,
+            log_file=log_dir / "moto.log",
+            enforce_auth=enforce_auth,
+        )
+        server.start()
+        return server
 
     @classmethod
     def from_environment_or_moto(cls, log_dir: Path) -> S3Server:
@@ -60,16 +76,7 @@ class S3Server:
                 os.environ.get("STREAMBATCH_TEST_S3_ACCESS_KEY_ID", "minioadmin"),
                 os.environ.get("STREAMBATCH_TEST_S3_SECRET_ACCESS_KEY", "minioadmin"),
             )
-        port = free_port()
-        server = cls(
-            f"http://127.0.0.1:{port}",
-            "AKIASTREAMBATCHTEST",
-            f"test-secret-{uuid.uuid4().hex}",
-            port=port,
-            log_file=log_dir / "moto.log",
-        )
-        server.start()
-        return server
+        return cls.moto(log_dir)
 
     def start(self) -> None:
         """Start moto on its port and wait until it answers (its buckets start empty)."""
@@ -77,6 +84,10 @@ class S3Server:
         with self.log_file.open("ab") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                # 0 unauthenticated actions: credentials are checked from the first request.
+                env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+                if self.enforce_auth
+                else None,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -19,7 +19,7 @@ from tests.support import (
     run_flow,
     send,
 )
-from tests.support_s3 import S3Lake
+from tests.support_s3 import S3Lake, S3Server
 
 FINISHED_HOUR = datetime(2026, 11, 20, 9, tzinfo=UTC)
 
@@ -114,6 +114,34 @@ def test_a_missing_bucket_is_one_line_naming_it_and_exit_2(
     assert "no-such-bucket-here" in query.stderr
     assert s3_lake.server.secret_access_key not in query.stderr + query.stdout
     assert len(query.stderr.strip().splitlines()) == 1, query.stderr
+
+
+def test_a_wrong_credential_is_one_line_naming_the_bucket_never_the_secret(
+    topics: StreamTopics, data_dir: Path, s3_server: S3Server, tmp_path: Path
+) -> None:
+    send(topics, generate_order_records(50, seed=4))
+    if s3_server.port is None:  # a real MinIO: the right endpoint, a wrong secret
+        server = S3Server(s3_server.endpoint, s3_server.access_key_id, "wrong-secret-123456")
+    else:  # moto checking credentials: these keys are unknown to it
+        server = S3Server.moto(tmp_path, enforce_auth=True)
+    try:
+        lake = S3Lake(server, "guarded-bucket", "s3://guarded-bucket/lake")
+        env = bucket_env(topics, data_dir, lake)
+        flow = subprocess.run(
+            flow_command(), env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180
+        )
+        query = cli(env, "status")
+    finally:
+        if server is not s3_server:
+            server.stop()
+    assert flow.returncode == 2, flow.stderr[-2000:]
+    lines = [line for line in flow.stderr.splitlines() if line.startswith("streambatch:")]
+    assert len(lines) == 1 and "s3://guarded-bucket/lake" in lines[0], flow.stderr[-2000:]
+    assert "403" in lines[0]
+    assert query.returncode == 2 and "guarded-bucket" in query.stderr, query.stderr
+    for output in (flow.stdout, flow.stderr, query.stdout, query.stderr):
+        assert server.secret_access_key not in output
+    assert read_topic(topics.bootstrap_servers, topics.dead_letter_topic) == []
 
 
 def test_compact_and_vacuum_on_a_bucket_keep_every_row(
