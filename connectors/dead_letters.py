@@ -5,14 +5,24 @@ Headers added to the original ones (the README's "What you get"): ``error.stage`
 ``source.offset``. Delivery is acknowledged (``acks=all``, idempotent
 producer) before the lake fence moves past the record: at least once into the
 dead-letter topic, never lost.
+
+A record too large to be a message of its own (over the producer's limit, or
+refused by the broker as too large) is still dead-lettered: its value (and,
+if it must, its key and original headers) is cut to fit, the headers
+``original.size`` and ``original.sha256`` (``original.key.*`` for the key)
+describe what was cut, and ``error.message`` says so. Only what no record
+explains (the topic unwritable, the broker gone for good) stops the flow.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
 import logging
 from collections.abc import Sequence
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from connectors.kafka_clients import new_producer
 from flows.records import DeadLetter
@@ -20,10 +30,67 @@ from streambatch.errors import DeadLetterWriteError
 from streambatch.failpoints import failpoint
 from streambatch.metrics import BROKER_CONNECTED, KAFKA_ERRORS
 
-__all__ = ["DeadLetterWriter", "dead_letter_headers"]
+__all__ = ["MAX_MESSAGE_BYTES", "DeadLetterWriter", "dead_letter_headers", "fitted"]
 
 _FLUSH_SECONDS = 10.0
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+"""The dead-letter producer's ``message.max.bytes``."""
+# Room for the record batch framing and the error headers, under any limit.
+_HEADROOM_BYTES = 64 * 1024
+# When the broker refuses a letter as too large (its own or the topic's limit,
+# 1 MB by default on Apache Kafka), it is cut to these sizes in turn.
+_SMALLER_LIMITS = (1024 * 1024, 128 * 1024)
 log = logging.getLogger(__name__)
+
+
+def _size(data: str | bytes | None) -> int:
+    if data is None:
+        return 0
+    return len(data.encode("utf-8", "replace") if isinstance(data, str) else data)
+
+
+def fitted(letter: DeadLetter, max_bytes: int) -> DeadLetter:
+    """``letter`` as it is if it fits a message of ``max_bytes``, else cut to fit.
+
+    Cut in this order, each only if it must be: original headers larger than a
+    quarter of the room are dropped, a key larger than a quarter is cut to a
+    quarter, the value is cut to what is left. Each cut part gets its size
+    (and, for key and value, its SHA-256) in ``original.*`` headers, and the
+    error message ends by saying what was cut.
+    """
+    room = max_bytes - _HEADROOM_BYTES
+    key, value, headers = letter.key or b"", letter.value or b"", list(letter.headers or [])
+    header_bytes = sum(_size(name) + _size(data) for name, data in headers)
+    if len(key) + len(value) + header_bytes <= room:
+        return letter
+    notes: list[str] = []
+    added: list[tuple[str, str | bytes | None]] = []
+    if header_bytes > room // 4:
+        added.append(("original.headers.size", str(header_bytes).encode()))
+        notes.append(f"original headers ({header_bytes} bytes) dropped")
+        headers, header_bytes = [], 0
+    if len(key) > room // 4:
+        added += _described("original.key", key)
+        notes.append(f"key cut from {len(key)} to {room // 4} bytes")
+        key = key[: room // 4]
+    keep = max(0, room - len(key) - header_bytes)
+    if len(value) > keep:
+        added += _described("original", value)
+        notes.append(f"value cut from {len(value)} to {keep} bytes")
+        value = value[:keep]
+    message = f"{letter.error_message}; dead letter truncated: {', '.join(notes)}"
+    return dataclasses.replace(
+        letter,
+        key=key if letter.key is not None else None,
+        value=value if letter.value is not None else None,
+        headers=[*headers, *added],
+        error_message=message,
+    )
+
+
+def _described(prefix: str, data: bytes) -> list[tuple[str, str | bytes | None]]:
+    digest = hashlib.sha256(data).hexdigest()
+    return [(f"{prefix}.size", str(len(data)).encode()), (f"{prefix}.sha256", digest.encode())]
 
 
 def dead_letter_headers(
@@ -49,14 +116,20 @@ class DeadLetterWriter:
     the broker; otherwise it raises :class:`DeadLetterWriteError`.
     """
 
-    def __init__(self, producer_config: dict[str, str], stream: str) -> None:
+    def __init__(
+        self,
+        producer_config: dict[str, str],
+        stream: str,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ) -> None:
         self._stream = stream
+        self._max_bytes = max_message_bytes
         config: dict[str, object] = {
             **producer_config,
             "enable.idempotence": "true",
             "acks": "all",
             "linger.ms": "5",
-            "message.max.bytes": str(16 * 1024 * 1024),
+            "message.max.bytes": str(max_message_bytes),
             # No delivery timeout: through a broker outage the flow waits (and
             # says so) instead of failing; permanent errors still surface.
             "message.timeout.ms": "0",
@@ -81,17 +154,51 @@ class DeadLetterWriter:
         source_partition: int,
         topic: str | None = None,
     ) -> None:
-        """Produce ``letters`` to ``topic`` (default ``<source_topic>.dlq``), flush; fail closed."""
+        """Produce ``letters`` to ``topic`` (default ``<source_topic>.dlq``), flush; fail closed.
+
+        A letter too large for a message is cut to fit (see :func:`fitted`),
+        first to the producer's limit, then, if the broker refuses it as too
+        large, to smaller sizes in turn.
+        """
         if not letters:
             return
         topic = topic or f"{source_topic}.dlq"
-        failures: list[str] = []
+        pending = list(letters)
+        for limit in (self._max_bytes, *(s for s in _SMALLER_LIMITS if s < self._max_bytes)):
+            pending = self._write(pending, limit, source_topic, source_partition, topic)
+            if not pending:
+                return
+        raise DeadLetterWriteError(
+            f"dead-letter write to {topic} failed: the broker refuses {len(pending)} letters "
+            f"as too large even cut to {_SMALLER_LIMITS[-1]} bytes; stopping rather than "
+            "losing records"
+        )
 
-        def on_delivery(error: KafkaError | None, message: Message) -> None:
-            if error is not None:
+    def _write(
+        self,
+        letters: Sequence[DeadLetter],
+        limit: int,
+        source_topic: str,
+        source_partition: int,
+        topic: str,
+    ) -> list[DeadLetter]:
+        """Produce ``letters`` fitted to ``limit`` and flush; the ones the broker refused
+        as too large are returned (uncut); any other failure raises."""
+        failures: list[str] = []
+        too_large: list[DeadLetter] = []
+
+        def on_delivery(
+            error: KafkaError | None, message: Message, original: DeadLetter | None = None
+        ) -> None:
+            if error is None:
+                return
+            if error.code() == KafkaError.MSG_SIZE_TOO_LARGE and original is not None:
+                too_large.append(original)
+            else:
                 failures.append(error.str())
 
-        for letter in letters:
+        for original in letters:
+            letter = fitted(original, limit)
             headers = dead_letter_headers(letter, source_topic, source_partition)
             while True:
                 try:
@@ -100,12 +207,20 @@ class DeadLetterWriter:
                         value=letter.value,
                         key=letter.key,
                         headers=headers,
-                        on_delivery=on_delivery,
+                        on_delivery=functools.partial(on_delivery, original=original),
                     )
                     failpoint("during_dead_letter_write")
                     break
                 except BufferError:
                     self._producer.poll(0.1)
+                except KafkaException as exc:
+                    if exc.args and exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                        too_large.append(original)
+                        break
+                    raise DeadLetterWriteError(
+                        f"cannot write dead letter of {source_topic}/{source_partition}"
+                        f"@{letter.offset} to {topic}: {exc}"
+                    ) from exc
                 except Exception as exc:
                     raise DeadLetterWriteError(
                         f"cannot write dead letter of {source_topic}/{source_partition}"
@@ -127,3 +242,11 @@ class DeadLetterWriter:
                 f"dead-letter write to {topic} failed ({len(failures) or remaining} of "
                 f"{len(letters)}): {detail}; stopping rather than losing records"
             )
+        if too_large:
+            log.warning(
+                "%d dead letters to %s too large for %d bytes; cutting them further",
+                len(too_large),
+                topic,
+                limit,
+            )
+        return sorted(too_large, key=lambda letter: letter.offset)

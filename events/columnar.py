@@ -41,17 +41,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
-from pydantic import AwareDatetime, BaseModel, StringConstraints
+from pydantic import AwareDatetime, BaseModel, Strict, StringConstraints
 from pydantic.fields import FieldInfo
 
-from events.common import MONEY_PRECISION, MONEY_SCALE
+from events.common import MONEY_PRECISION, MONEY_SCALE, Rfc3339Text
 from events.model_shapes import EVENT_TYPE, length_bounds, require_money, union_members, unwrap
 from events.model_shapes import UnsupportedModel as _Unsupported
 
 __all__ = ["ColumnarValidator", "build_columnar_validator"]
 
 
-# One RFC 3339 form, a subset of what pydantic's strict datetime accepts: upper-case
+# One RFC 3339 form, a subset of ``events.common.RFC3339_PATTERN``: upper-case
 # T and Z, at most microseconds, an offset with a colon under 24 hours.
 _RFC3339 = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$"
 _FIRST_INSTANT_US = -62135596800 * 1_000_000  # 0001-01-01T00:00:00Z
@@ -366,13 +366,14 @@ def _unwrap(annotation: Any, metadata: list[Any]) -> tuple[Any, list[Any]]:
 def _require_strict_timestamp(metadata: list[Any], arrow_type: pa.DataType) -> None:
     if arrow_type != pa.timestamp("us", tz="UTC"):
         raise _Unsupported("timestamps must be stored as timestamp[us, UTC]")
-    if not any(getattr(m, "strict", False) for m in metadata):
-        raise _Unsupported("timestamps must be strict")
+    if not any(isinstance(item, Rfc3339Text) for item in metadata):
+        raise _Unsupported("timestamps must be RFC 3339 text (events.common.UtcTimestamp)")
     for item in metadata:
-        if getattr(item, "strict", False):
+        # The form is checked here by _RFC3339 (a subset), the range as the instant range.
+        if isinstance(item, Rfc3339Text):
             continue
         if getattr(getattr(item, "func", None), "__name__", "") == "_representable_in_utc":
-            continue  # checked here as the instant range
+            continue
         raise _Unsupported(f"timestamp metadata {item!r}")
 
 
@@ -440,6 +441,8 @@ def _string_check(metadata: list[Any]) -> RowCheck | None:
 def _int_check(metadata: list[Any]) -> RowCheck | None:
     bounds: list[tuple[Callable[..., pa.Array], pa.Scalar]] = []
     for item in metadata:
+        if isinstance(item, Strict) and item.strict:
+            continue  # Arrow reads only JSON integers into an integer column
         if isinstance(item, annotated_types.Ge):
             bounds.append((pc.greater_equal, _int(int(item.ge))))  # type: ignore[call-overload]
         elif isinstance(item, annotated_types.Gt):

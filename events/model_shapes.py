@@ -9,6 +9,7 @@ slower paths. These are the shapes both read the same way.
 from __future__ import annotations
 
 import types
+from decimal import Decimal
 from typing import Annotated, Any, Union, get_args, get_origin
 
 import annotated_types
@@ -19,6 +20,7 @@ from events.common import MONEY_PRECISION, MONEY_SCALE
 __all__ = [
     "EVENT_TYPE",
     "UnsupportedModel",
+    "has_decimals",
     "length_bounds",
     "require_money",
     "union_members",
@@ -44,6 +46,15 @@ def union_members(event_model: Any) -> list[type[BaseModel]]:
         if all(isinstance(m, type) and issubclass(m, BaseModel) for m in members):
             return list(members)
     raise UnsupportedModel(f"event model {event_model!r}")
+
+
+def has_decimals(annotation: Any) -> bool:
+    """Whether a decimal appears anywhere in ``annotation`` (models, unions, lists, dicts)."""
+    if annotation is Decimal:
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return any(has_decimals(f.annotation) for f in annotation.model_fields.values())
+    return any(has_decimals(arg) for arg in get_args(annotation))
 
 
 def require_money(metadata: list[Any]) -> None:

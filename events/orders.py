@@ -7,7 +7,15 @@ from typing import Annotated, Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from events.common import MONEY_PRECISION, MONEY_SCALE, EventBase, Identifier, Money, ShortText
+from events.common import (
+    MONEY_PRECISION,
+    MONEY_SCALE,
+    Count,
+    EventBase,
+    Identifier,
+    Money,
+    ShortText,
+)
 
 __all__ = [
     "ORDERS_ARROW_SCHEMA",
@@ -34,7 +42,7 @@ class LineItem(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sku: Identifier
-    quantity: Annotated[int, Field(ge=1, le=1_000_000)]
+    quantity: Annotated[Count, Field(ge=1, le=1_000_000)]
     unit_price: Money
 
 

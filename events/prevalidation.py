@@ -20,15 +20,15 @@ alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types
 import msgspec
-from pydantic import AwareDatetime, BaseModel, StringConstraints
+from pydantic import AwareDatetime, BaseModel, Strict, StringConstraints
 from pydantic.fields import FieldInfo
 
+from events.common import RFC3339_PATTERN, Rfc3339Text
 from events.model_shapes import UnsupportedModel as _Unsupported
 from events.model_shapes import length_bounds, require_money, union_members, unwrap
 
@@ -115,11 +115,18 @@ def _translate(annotation: Any, metadata: list[Any]) -> Any:
         require_money(metadata)
         return Decimal
     if annotation is AwareDatetime:
-        # Strict, plus the UTC-range check that the fast path does on the Arrow column.
-        if not any(getattr(m, "strict", False) for m in metadata):
-            raise _Unsupported("datetimes must be strict")
-        metadata = [m for m in metadata if not _is_utc_range_check(m)]
-        return Annotated[datetime, _Meta(tz=True)]
+        # The RFC 3339 form only, as text: Arrow parses it (refusing impossible
+        # dates) and checks the UTC range on the column.
+        if not any(isinstance(m, Rfc3339Text) for m in metadata):
+            raise _Unsupported("datetimes must be RFC 3339 text (events.common.UtcTimestamp)")
+        # The UTC range is checked on the Arrow column, after this decoder.
+        unknown = [
+            m for m in metadata if not (isinstance(m, Rfc3339Text) or _is_utc_range_check(m))
+        ]
+        if unknown:
+            raise _Unsupported(f"datetime metadata {unknown!r}")
+        # Python's re: "$" would also match before a final newline.
+        return Annotated[str, _Meta(pattern=RFC3339_PATTERN.removesuffix("$") + r"\Z")]
     if origin is list:
         (item,) = get_args(annotation)
         items: Any = list[_translate(item, [])]  # type: ignore[misc]  # a type built at run time
@@ -156,6 +163,8 @@ def _constrained_str(metadata: list[Any]) -> Any:
 def _bounds(metadata: list[Any]) -> dict[str, Any]:
     bounds: dict[str, Any] = {}
     for item in metadata:
+        if isinstance(item, Strict) and item.strict:
+            continue  # msgspec never coerces into an int
         if isinstance(item, annotated_types.Ge):
             bounds["ge"] = item.ge
         elif isinstance(item, annotated_types.Gt):

@@ -13,6 +13,7 @@ import pyarrow.json as pj
 from pydantic import TypeAdapter
 
 from events.columnar import ColumnarValidator, build_columnar_validator
+from events.model_shapes import has_decimals
 from events.prevalidation import Prevalidator, build_prevalidator
 
 __all__ = ["COMMON_COLUMNS", "LINEAGE_COLUMNS", "PARTITION_COLUMNS", "StreamSchema"]
@@ -46,6 +47,9 @@ class StreamSchema:
             that validates one record's JSON.
         event_types: every accepted ``event_type``.
         columns: the stream's own columns, besides common, lineage and partition ones.
+
+    ``has_decimals`` says some event field is a decimal: its JSON numbers must
+    be read exactly, so pydantic never parses its records alone.
     """
 
     name: str
@@ -58,6 +62,7 @@ class StreamSchema:
     arrow_json_readable: bool = field(init=False, repr=False, compare=False)
     prevalidator: Prevalidator | None = field(init=False, repr=False, compare=False)
     columnar: ColumnarValidator | None = field(init=False, repr=False, compare=False)
+    has_decimals: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier() or not self.name.islower():
@@ -75,6 +80,7 @@ class StreamSchema:
         readable = not any(pa.types.is_map(f.type) for f in event_schema)
         object.__setattr__(self, "arrow_json_readable", readable)
         object.__setattr__(self, "prevalidator", build_prevalidator(self.event_model))
+        object.__setattr__(self, "has_decimals", has_decimals(self.event_model))
         columnar = build_columnar_validator(self.event_model, event_schema) if readable else None
         object.__setattr__(self, "columnar", columnar)
         object.__setattr__(

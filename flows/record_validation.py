@@ -9,13 +9,14 @@ reader; otherwise pydantic validates every record and builds the columns.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
@@ -28,9 +29,12 @@ from flows.slices import Slice
 
 __all__ = [
     "VALIDATION_STAGE",
+    "InvalidRecord",
     "classify_error",
     "dead_letter",
+    "decode_exactly",
     "event_schema",
+    "unprocessable",
     "validate_records",
     "value_digest",
     "value_digests",
@@ -60,6 +64,69 @@ _RANGE_ERRORS = (
     "string_pattern_mismatch",
     "literal_error",
 )
+
+
+# Exact JSON: every number with a fraction or an exponent becomes a Decimal of its
+# very text (never a binary float), integers of any size stay ints, and NaN,
+# Infinity and lone surrogates are refused (they are not JSON).
+_EXACT_JSON = msgspec.json.Decoder(float_hook=Decimal)
+# Extra fields as JSON again, numbers as they were sent (1.50 stays 1.50, 2**70 exact).
+_EXTRA_JSON = msgspec.json.Encoder(decimal_format="number")
+
+
+def decode_exactly(value: bytes) -> Any:
+    """``value`` as Python objects, numbers exact; raises :class:`InvalidRecord` if not JSON."""
+    try:
+        return _EXACT_JSON.decode(value)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError as decode_error:
+            raise InvalidRecord("NotUtf8", f"value is not UTF-8: {decode_error}") from None
+        hint = ""
+        if _NOT_JSON_NUMBERS.search(value):
+            hint = " (NaN and Infinity are not JSON numbers)"
+        raise InvalidRecord("InvalidJson", f"invalid JSON: {exc}{hint}") from None
+    except RecursionError:
+        raise InvalidRecord("InvalidJson", "JSON nested too deeply") from None
+
+
+_NOT_JSON_NUMBERS = re.compile(rb"(?<![\w\"])-?(NaN|Infinity)\b")
+
+
+def _exact_validator(stream: StreamSchema) -> Callable[[bytes], BaseModel]:
+    """pydantic's verdict on a record, every number read exactly from its text.
+
+    For a stream without decimal fields, pydantic's own JSON parser is exact
+    on every record it accepts without extra fields (the only place a float, a
+    NaN or a big integer could then sit), so those skip the exact decoder.
+    """
+    adapter = stream.adapter
+
+    def exact(value: bytes) -> BaseModel:
+        event: BaseModel = adapter.validate_python(decode_exactly(value))
+        return event
+
+    if stream.has_decimals:
+        return exact
+
+    def shortcut(value: bytes) -> BaseModel:
+        try:
+            event: BaseModel = adapter.validate_json(value)
+        except ValidationError:
+            return exact(value)  # the exact decoder names the error (NaN: InvalidJson)
+        return exact(value) if event.__pydantic_extra__ else event
+
+    return shortcut
+
+
+class InvalidRecord(Exception):
+    """A record refused before pydantic saw it: error class and message."""
+
+    def __init__(self, error_class: str, message: str) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+        self.message = message
 
 
 def classify_error(exc: ValidationError, value: bytes) -> tuple[str, str]:
@@ -100,7 +167,7 @@ def validate_records(
     """
     records = batch.records
     prevalidator = stream.prevalidator if fast and stream.arrow_json_readable else None
-    validate_json = stream.adapter.validate_json
+    validate = _exact_validator(stream)
     column_names = set(stream.event_column_names)
     events: list[BaseModel] = []
     event_ids: list[str] = []
@@ -122,26 +189,31 @@ def validate_records(
             dead_letters.append(dead_letter(batch, index, "RecordTooLarge", message))
             continue
         event_id = prevalidator.event_id(value) if prevalidator is not None else None
-        extra = None
+        extra_json = None
         if event_id is None:
             try:
-                event = validate_json(value)
+                event = validate(value)
+                extra = event.__pydantic_extra__
+                extra_json = _EXTRA_JSON.encode(extra).decode() if extra else None
+            except InvalidRecord as exc:
+                dead_letters.append(dead_letter(batch, index, exc.error_class, exc.message))
+                continue
             except ValidationError as exc:
                 error_class, message = classify_error(exc, value)
                 dead_letters.append(dead_letter(batch, index, error_class, message))
                 continue
+            except Exception as exc:  # one record never stops a partition
+                dead_letters.append(unprocessable(batch, index, exc))
+                continue
             events.append(event)
             event_id = event.__dict__["event_id"]
-            extra = event.__pydantic_extra__
+            if extra:
+                extras_shadow_columns = extras_shadow_columns or not column_names.isdisjoint(extra)
         valid_values.append(value)
         event_ids.append(event_id)
         offsets.append(records.offsets[index])
         digests.append(value_digest(value))
-        if extra:
-            extras.append(orjson.dumps(extra).decode())
-            extras_shadow_columns = extras_shadow_columns or not column_names.isdisjoint(extra)
-        else:
-            extras.append(None)
+        extras.append(extra_json)
     columns = None
     if stream.arrow_json_readable and not extras_shadow_columns:
         columns = _columns_from_json(stream, valid_values, event_ids)
@@ -321,15 +393,33 @@ def _column(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
     return pa.array(values, type=arrow_type)
 
 
-def dead_letter(batch: ClosedBatch, index: int, error_class: str, message: str) -> DeadLetter:
-    """Record ``index`` of ``batch``, refused at validation, with its original bytes."""
+def dead_letter(
+    batch: ClosedBatch,
+    index: int,
+    error_class: str,
+    message: str,
+    stage: str = VALIDATION_STAGE,
+) -> DeadLetter:
+    """Record ``index`` of ``batch``, refused at ``stage``, with its original bytes."""
     records = batch.records
     return DeadLetter(
         key=records.keys[index],
         value=records.values[index],
         headers=records.headers[index],
         offset=records.offsets[index],
-        stage=VALIDATION_STAGE,
+        stage=stage,
         error_class=error_class,
         error_message=message[:1000],
     )
+
+
+def unprocessable(
+    batch: ClosedBatch, index: int, exc: BaseException, stage: str = VALIDATION_STAGE
+) -> DeadLetter:
+    """Record ``index``, on which processing raised ``exc``: an ``Unprocessable`` letter.
+
+    The last resort that keeps one record from stopping its partition; the
+    message names the exception so the cause can be fixed.
+    """
+    message = f"processing the record failed: {type(exc).__name__}: {exc}"
+    return dead_letter(batch, index, "Unprocessable", message, stage)

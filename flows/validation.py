@@ -17,9 +17,17 @@ pydantic defines what is valid; three paths give its verdict, fastest first:
 3. pydantic for every record of the slice, when Arrow and pydantic disagree.
 
 Property tests hold the fast paths to the third: same rows, same dead letters.
+
+No single record can stop a partition: when a path raises on a slice (an
+input no path foresaw), the next path takes the slice, and the last one
+validates it record by record; a record on which even that raises becomes an
+``Unprocessable`` dead letter naming the exception (stage ``encode`` when its
+columns could not be built).
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +40,7 @@ from flows.record_validation import (
     VALIDATION_STAGE,
     classify_error,
     event_schema,
+    unprocessable,
     validate_records,
     value_digest,
 )
@@ -41,13 +50,17 @@ from streambatch.gc_pause import gc_paused
 
 __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
+    "ENCODE_STAGE",
     "VALIDATION_STAGE",
     "classify_error",
     "validate_batch",
     "value_digest",
 ]
 
+log = logging.getLogger(__name__)
+
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
+ENCODE_STAGE = "encode"
 _SLICE_RECORDS = 8192
 _COLUMNAR_SLICE_RECORDS = 65536
 
@@ -77,23 +90,13 @@ def validate_batch(
     with gc_paused():
         for start in range(0, len(records.values), size):
             stop = min(start + size, len(records.values))
-            part = (
-                validate_columnar(stream, batch, start, stop, max_record_bytes)
-                if columnar
-                else None
-            )
+            part = _columnar(stream, batch, start, stop, max_record_bytes) if columnar else None
             if part is not None:
                 parts.append(part)
                 continue
             for begin in range(start, stop, _SLICE_RECORDS):
                 indices = range(begin, min(begin + _SLICE_RECORDS, stop))
-                found = None
-                if fast_path:
-                    found = validate_records(stream, batch, indices, max_record_bytes, fast=True)
-                if found is None:
-                    found = validate_records(stream, batch, indices, max_record_bytes, fast=False)
-                assert found is not None  # the pydantic path always yields a slice
-                parts.append(found)
+                parts += _per_record(stream, batch, indices, max_record_bytes, fast_path)
     columns = (
         pa.concat_tables([part.columns for part in parts])
         if parts
@@ -112,6 +115,49 @@ def validate_batch(
     return ValidatedBatch(
         stream=stream.name, batch=BatchRange.of(batch), table=table, dead_letters=letters
     )
+
+
+def _columnar(
+    stream: StreamSchema, batch: ClosedBatch, start: int, stop: int, max_record_bytes: int
+) -> Slice | None:
+    """The columnar path; None (the per-record path decides) also when it raises."""
+    try:
+        return validate_columnar(stream, batch, start, stop, max_record_bytes)
+    except Exception:  # the per-record path isolates the record
+        log.warning("columnar validation failed; validating record by record", exc_info=True)
+        return None
+
+
+def _per_record(
+    stream: StreamSchema,
+    batch: ClosedBatch,
+    indices: range,
+    max_record_bytes: int,
+    fast_path: bool,
+) -> list[Slice]:
+    """The per-record paths on ``indices``: fast, then pydantic, then one record at a time."""
+    found = None
+    try:
+        if fast_path:
+            found = validate_records(stream, batch, indices, max_record_bytes, fast=True)
+        if found is None:
+            found = validate_records(stream, batch, indices, max_record_bytes, fast=False)
+    except Exception:  # isolate the record that raised
+        log.warning("validating a slice failed; validating record by record", exc_info=True)
+    if found is not None:
+        return [found]
+    return [_alone(stream, batch, index, max_record_bytes) for index in indices]
+
+
+def _alone(stream: StreamSchema, batch: ClosedBatch, index: int, max_record_bytes: int) -> Slice:
+    """Record ``index`` validated on its own; an ``Unprocessable`` letter if that raises."""
+    try:
+        found = validate_records(stream, batch, [index], max_record_bytes, fast=False)
+    except Exception as exc:  # one record never stops a partition
+        letter = unprocessable(batch, index, exc, ENCODE_STAGE)
+        return Slice(event_schema(stream).empty_table(), NO_INTS, None, NO_INTS, [letter])
+    assert found is not None  # the pydantic path always yields a slice
+    return found
 
 
 def _with_lineage(
