@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -144,24 +146,52 @@ def test_a_wrong_credential_is_one_line_naming_the_bucket_never_the_secret(
     assert read_topic(topics.bootstrap_servers, topics.dead_letter_topic) == []
 
 
-def test_compact_and_vacuum_on_a_bucket_keep_every_row(
+def test_compact_and_vacuum_while_a_flow_commits_to_the_bucket_keep_every_row(
     topics: StreamTopics, data_dir: Path, s3_lake: S3Lake
 ) -> None:
-    records = list(generate_order_records(600, seed=5, start=FINISHED_HOUR))
-    send(topics, records)
+    earlier = list(generate_order_records(600, seed=5, start=FINISHED_HOUR))
+    send(topics, earlier)
     env = bucket_env(topics, data_dir, s3_lake, STREAMBATCH_WINDOW_BYTES="16384")
-    run_flow(env)
-    before = s3_lake.table(columns=["event_id"]).column("event_id").to_pylist()
+    run_flow(env)  # many small files in a finished hour
     files_before = len([k for k in s3_lake.object_keys() if k.endswith(".parquet")])
+    later = list(generate_order_records(3000, seed=6))
+    send(topics, later)
+    expected = summarize(earlier).valid_event_ids | summarize(later).valid_event_ids
 
-    compacted = cli(env, "compact", "orders", "--no-progress")
+    flow = subprocess.Popen(
+        flow_command(), env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        first_phase = len(summarize(earlier).valid_event_ids)
+        deadline = time.monotonic() + 120
+        while s3_lake.table(columns=["_offset"]).num_rows <= first_phase:
+            assert flow.poll() is None and time.monotonic() < deadline, "no commit to overlap"
+            time.sleep(0.2)
+        compacted = cli(env, "compact", "orders", "--no-progress")
+        # A retention of at least an hour: files the flow wrote but has not committed stay.
+        vacuumed = cli(env, "vacuum", "--retention-hours", "1")
+        _, flow_stderr = flow.communicate(timeout=300)
+    finally:
+        if flow.poll() is None:
+            flow.kill()
+            flow.wait()
     assert compacted.returncode == 0, compacted.stderr
-    vacuumed = cli(env, "vacuum", "--retention-hours", "0", "--force")
     assert vacuumed.returncode == 0, vacuumed.stderr
+    assert flow.returncode == 0, flow_stderr.decode(errors="replace")[-3000:]
 
-    after = s3_lake.table(columns=["event_id"]).column("event_id").to_pylist()
-    assert sorted(after) == sorted(before)
-    files_after = len([k for k in s3_lake.object_keys() if k.endswith(".parquet")])
-    assert files_after < files_before, "small files merged and the old ones vacuumed"
+    ids = s3_lake.table(columns=["event_id"]).column("event_id").to_pylist()
+    assert len(ids) == len(set(ids)) and set(ids) == expected
     verified = cli(env, "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
+    # Once nothing runs, the files compaction replaced can go.
+    cleaned = cli(env, "vacuum", "--retention-hours", "0", "--force")
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert sorted(s3_lake.table(columns=["event_id"]).column("event_id").to_pylist()) == sorted(ids)
+    files_after = len([k for k in s3_lake.object_keys() if k.endswith(".parquet")])
+    finished = Counter(
+        key.rsplit("/", 1)[0]
+        for key in s3_lake.object_keys()
+        if "/orders/event_date=2026-11-20/" in key and key.endswith(".parquet")
+    )
+    assert finished and set(finished.values()) == {1}, "each finished hour compacted into one file"
+    assert files_after > 0 and files_before > 1
