@@ -11,10 +11,10 @@ terminal), and an unreachable cluster or an absent topic is one clear error
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, ClusterMetadata, TopicMetadata
 
 from streambatch.errors import TerminalError
@@ -104,14 +104,41 @@ def require_cluster(
     Raises:
         KafkaUnreachable: naming the brokers and the client's reason (never a secret).
     """
-    admin = new_admin(config)
+    # The reason a handshake failed (a CA that did not sign the brokers' certificate,
+    # refused credentials) reaches only the error callback, not list_topics.
+    handshake_errors: list[KafkaError] = []
+    admin = new_admin(config, {"error_cb": _keep_handshake_errors(handshake_errors)})
     try:
         return admin.list_topics(topic, timeout=timeout_seconds)
     except KafkaException as exc:
+        admin.poll(0)  # serves the error callbacks
+        if handshake_errors:
+            raise KafkaUnreachable(_handshake_failure(config, handshake_errors[-1])) from None
         raise KafkaUnreachable(
             f"cannot reach Kafka at {_where(config)}: {kafka_error_text(exc)}; "
             "check KAFKA_BOOTSTRAP_SERVERS (or -b) and that the brokers are up"
         ) from None
+
+
+def _keep_handshake_errors(kept: list[KafkaError]) -> Callable[[KafkaError], None]:
+    def keep(error: KafkaError) -> None:
+        if error.code() in (KafkaError._SSL, KafkaError._AUTHENTICATION):
+            kept.append(error)
+
+    return keep
+
+
+def _handshake_failure(config: ClientConfig, error: KafkaError) -> str:
+    if error.code() == KafkaError._SSL:
+        return (
+            f"TLS handshake with Kafka at {_where(config)} failed: {error.str()}; check "
+            "KAFKA_SSL_CA_LOCATION (the CA that signed the brokers' certificates) and the "
+            "other KAFKA_SSL_* settings"
+        )
+    return (
+        f"Kafka at {_where(config)} refused the credentials: {error.str()}; check "
+        "KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+    )
 
 
 def describe_topic(

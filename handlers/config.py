@@ -15,7 +15,6 @@ default: SQLite under the data directory).
 from __future__ import annotations
 
 import json
-import os
 import re
 import tomllib
 from datetime import timedelta
@@ -24,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from config.settings import load_handler_settings
 from handlers.retry import RetryPolicy
 from streambatch.errors import ConfigError
 
@@ -45,7 +45,6 @@ DEFAULT_HANDLERS_FILE = Path("config/handlers.toml")
 SHIPPED_HANDLERS_FILE = Path(__file__).resolve().parent.parent / "config" / "handlers.toml"
 SHIPPED_RULES_FILE = SHIPPED_HANDLERS_FILE.with_name("rules.toml")
 _HANDLERS_FILE_ENV = "STREAMBATCH_HANDLERS_FILE"
-_STORE_ENV = "STREAMBATCH_HANDLER_STORE"
 _TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,245}$"
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,99}$"
 
@@ -176,9 +175,9 @@ def _locate(path: Path | None) -> Path:
     directory's ``config/handlers.toml``, else the one shipped with the package."""
     if path is not None:
         return path
-    from_env = os.environ.get(_HANDLERS_FILE_ENV)
-    if from_env:
-        return Path(from_env)
+    from_settings = load_handler_settings().handlers_file
+    if from_settings is not None:
+        return from_settings
     return DEFAULT_HANDLERS_FILE if DEFAULT_HANDLERS_FILE.is_file() else SHIPPED_HANDLERS_FILE
 
 
@@ -230,7 +229,7 @@ def load_handlers_config(path: Path | None = None) -> HandlersConfig:
 
 def handler_store_url(data_dir: Path) -> str:
     """``STREAMBATCH_HANDLER_STORE``, else a SQLite file under ``data_dir``."""
-    url = os.environ.get(_STORE_ENV)
-    if url:
-        return url
+    url = load_handler_settings().handler_store
+    if url is not None:
+        return url.get_secret_value()
     return f"sqlite:///{(data_dir / 'handlers' / 'state.db').resolve()}"

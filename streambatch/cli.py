@@ -622,6 +622,33 @@ def report(
     console.print(f"report written to {escape(str(written))}")
 
 
+config_app = typer.Typer(help="Settings: every one, its value and where it came from.")
+app.add_typer(config_app, name="config", no_args_is_help=True)
+
+
+@config_app.command("show")
+def config_show(
+    output: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+) -> None:
+    """Every setting: value (secrets redacted), default and source (environment, file, default)."""
+    from rich.table import Table
+
+    from config.show import list_settings
+    from events.registry import STREAMS
+
+    if output not in ("table", "json"):
+        raise StreambatchError(f"--format must be table or json, not {output!r}")
+    rows = list_settings(list(STREAMS))
+    if output == "json":
+        print(json.dumps([row.as_json() for row in rows], indent=2))
+        return
+    table = Table("setting", "value", "default", "source")
+    for row in rows:
+        source = f"{row.source} ({row.where})" if row.where else row.source
+        table.add_row(*(escape(cell) for cell in (row.name, row.value, row.default, source)))
+    console.print(table)
+
+
 @app.command()
 def demo(
     events: Annotated[

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from datetime import UTC, datetime
 
-from streambatch.errors import ConfigError
+from config.settings import load_log_settings
 
 __all__ = ["LOG_LEVELS", "JsonFormatter", "configure_logging"]
 
@@ -45,23 +44,19 @@ class JsonFormatter(logging.Formatter):
 def configure_logging() -> None:
     """Log to stderr at ``STREAMBATCH_LOG_LEVEL`` in ``STREAMBATCH_LOG_FORMAT``, unless set up.
 
+    Both come from :class:`~config.settings.LogSettings` (environment, then
+    ``streambatch.toml``).
+
     Raises:
         ConfigError: either variable has a value we don't know, naming it.
     """
     root = logging.getLogger()
     if root.handlers:
         return
-    level = os.environ.get("STREAMBATCH_LOG_LEVEL", "INFO").upper()
-    if level not in LOG_LEVELS:
-        raise ConfigError(
-            f"STREAMBATCH_LOG_LEVEL: must be one of {', '.join(LOG_LEVELS)} (got {level.lower()!r})"
-        )
-    log_format = os.environ.get("STREAMBATCH_LOG_FORMAT", "json").lower()
-    if log_format not in ("json", "text"):
-        raise ConfigError(f"STREAMBATCH_LOG_FORMAT: must be json or text (got {log_format!r})")
+    settings = load_log_settings()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        logging.Formatter(_TEXT_FORMAT) if log_format == "text" else JsonFormatter()
+        logging.Formatter(_TEXT_FORMAT) if settings.log_format == "text" else JsonFormatter()
     )
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(settings.log_level)
