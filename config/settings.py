@@ -221,6 +221,26 @@ class PipelineSettings(_EnvFirstSettings):
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="serve Prometheus metrics on this port"
     )
+    retry_seconds: int = Field(
+        default=600,
+        ge=1,
+        le=86400,
+        description="transient failures (commit conflicts, the broker away during a dead-letter "
+        "write) are retried this long, then the flow exits",
+    )
+    max_partitions_per_commit: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="a batch whose events span more hive partitions (hours) is committed "
+        "in consecutive offset ranges of at most this many partitions each",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="address the metrics endpoint binds to: loopback only by default (it has no "
+        "authentication); 0.0.0.0 for every interface, as docker-compose.yml sets it",
+    )
 
 
 class StreamSettings(BaseModel):
@@ -246,6 +266,9 @@ class StreamSettings(BaseModel):
     stop_at_end: bool
     max_record_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = Field(default="127.0.0.1", min_length=1)
+    retry_seconds: int = Field(default=600, ge=1, le=86400)
+    max_partitions_per_commit: int = Field(default=100, ge=1, le=10_000)
 
     @property
     def dead_letter_topic(self) -> str:
@@ -321,7 +344,9 @@ SETTINGS_MODELS: tuple[type[BaseSettings], ...] = (
 """Every settings model: ``config show`` and the README's table list their fields."""
 
 # Fields of StreamSettings that one stream cannot set apart from the others.
-_NOT_PER_STREAM = frozenset({"stream", "data_dir", "lake_uri", "stop_at_end", "metrics_port"})
+_NOT_PER_STREAM = frozenset(
+    {"stream", "data_dir", "lake_uri", "stop_at_end", "metrics_port", "metrics_host"}
+)
 PER_STREAM_FIELDS = tuple(
     name for name in StreamSettings.model_fields if name not in _NOT_PER_STREAM
 )
@@ -637,6 +662,9 @@ def load_stream_settings(stream: str, config_file: Path | None = None) -> Stream
         "dedupe_horizon_seconds": shared.dedupe_horizon_seconds,
         "stop_at_end": shared.stop_at_end,
         "metrics_port": shared.metrics_port,
+        "metrics_host": shared.metrics_host,
+        "retry_seconds": shared.retry_seconds,
+        "max_partitions_per_commit": shared.max_partitions_per_commit,
         "max_record_bytes": shared.max_record_bytes,
     }
     for key, value in overrides.items():

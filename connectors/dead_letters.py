@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import time
 from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Message
@@ -33,6 +34,7 @@ from streambatch.metrics import BROKER_CONNECTED, KAFKA_ERRORS
 __all__ = ["MAX_MESSAGE_BYTES", "DeadLetterWriter", "dead_letter_headers", "fitted"]
 
 _FLUSH_SECONDS = 10.0
+_METADATA_SECONDS = 5.0
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 """The dead-letter producer's ``message.max.bytes``."""
 # Room for the record batch framing and the error headers, under any limit.
@@ -113,7 +115,9 @@ class DeadLetterWriter:
     """Writes dead letters to ``<topic>.dlq`` and waits for every acknowledgement.
 
     Guarantee: :meth:`write` returns only when every letter is acknowledged by
-    the broker; otherwise it raises :class:`DeadLetterWriteError`.
+    the broker; otherwise it raises :class:`DeadLetterWriteError`: at once
+    for a delivery error or a topic the broker says does not exist, after
+    ``max_wait_seconds`` of waiting for a broker that does not answer.
     """
 
     def __init__(
@@ -121,9 +125,11 @@ class DeadLetterWriter:
         producer_config: dict[str, str],
         stream: str,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        max_wait_seconds: float = 600.0,
     ) -> None:
         self._stream = stream
         self._max_bytes = max_message_bytes
+        self._max_wait_seconds = max_wait_seconds
         config: dict[str, object] = {
             **producer_config,
             "enable.idempotence": "true",
@@ -146,6 +152,21 @@ class DeadLetterWriter:
     def _on_error(self, error: KafkaError) -> None:
         KAFKA_ERRORS.labels(self._stream, error.name()).inc()
         log.warning("dead-letter producer: %s", error.str())
+
+    def _check_topic_exists(self, topic: str) -> None:
+        """Raise at once if the broker says ``topic`` does not exist (waiting cannot help)."""
+        try:
+            listed = self._producer.list_topics(topic, timeout=_METADATA_SECONDS)
+            described = listed.topics.get(topic)
+        except KafkaException:
+            return  # the broker is away: keep waiting
+        error = described.error if described is not None else None
+        if described is None or (
+            error is not None and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+        ):
+            raise DeadLetterWriteError(
+                f"dead-letter topic {topic} does not exist; stopping rather than losing records"
+            )
 
     def write(
         self,
@@ -226,18 +247,28 @@ class DeadLetterWriter:
                         f"cannot write dead letter of {source_topic}/{source_partition}"
                         f"@{letter.offset} to {topic}: {exc}"
                     ) from exc
-        remaining = self._producer.flush(_FLUSH_SECONDS)
+        deadline = time.monotonic() + self._max_wait_seconds
+        remaining = self._producer.flush(min(_FLUSH_SECONDS, self._max_wait_seconds))
         connected = BROKER_CONNECTED.labels(self._stream, f"{source_topic}/{source_partition}")
         while remaining and not failures:
-            # The worker waits here (fail closed); say so in the log and the metrics.
+            # The worker waits here (fail closed), for a while: a broker that
+            # is away may come back, a topic that does not exist will not.
+            self._check_topic_exists(topic)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
             connected.set(0)
             log.warning(
                 "waiting for the broker to acknowledge %d dead letters to %s", remaining, topic
             )
-            remaining = self._producer.flush(_FLUSH_SECONDS)
+            remaining = self._producer.flush(min(_FLUSH_SECONDS, left))
         connected.set(1)
         if remaining or failures:
-            detail = failures[0] if failures else f"{remaining} not acknowledged in time"
+            detail = (
+                failures[0]
+                if failures
+                else (f"{remaining} not acknowledged within {self._max_wait_seconds:g} s")
+            )
             raise DeadLetterWriteError(
                 f"dead-letter write to {topic} failed ({len(failures) or remaining} of "
                 f"{len(letters)}): {detail}; stopping rather than losing records"

@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient, ClusterMetadata, TopicMetadata
 from streambatch.errors import TerminalError
 
 __all__ = [
+    "REACH_TIMEOUT_SECONDS",
     "ClientConfig",
     "KafkaUnreachable",
     "TopicUnavailable",

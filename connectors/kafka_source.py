@@ -140,6 +140,7 @@ class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
         }
         self._stream = source.stream
         self._label = partition_key(topic, partition)
+        self._connected: bool | None = None
         self._consumer = new_consumer(config)
         self._consumer.assign([TopicPartition(topic, partition, start)])
         self._start = start
@@ -167,7 +168,14 @@ class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
         log.warning("kafka client error on %s: %s", self._label, error.str())
 
     def _on_stats(self, stats_json: str) -> None:
-        high = observe_client_stats(self._stream, self._label, stats_json)
+        connected, high = observe_client_stats(self._stream, self._label, stats_json)
+        if connected != self._connected:
+            # librdkafka's own lines are debug detail; the change of state is news.
+            if connected:
+                log.info("%s: broker connection up", self._label)
+            elif self._connected is not None:
+                log.warning("no broker connection for %s; retrying", self._label)
+            self._connected = connected
         fence = self._limiter.committed_fence()
         if high is not None:
             CONSUMER_LAG.labels(self._stream, self._label).set(

@@ -25,6 +25,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from flows.batching import FlushPolicy, PartitionBatcher
 from flows.records import ClosedBatch, RecordChunk
 from streambatch.clock import Clock, utc_now
+from streambatch.failure import FailureLatch
 
 __all__ = ["BatchingSource"]
 
@@ -36,13 +37,15 @@ class BatchingSource(FixedPartitionedSource[ClosedBatch, None]):
     chunks: FixedPartitionedSource[RecordChunk, None]
     policy: FlushPolicy
     now: Clock = utc_now
+    failure: FailureLatch | None = None
+    """Polled on every read: a failure downstream (the sink's threads) stops the worker."""
 
     def list_parts(self) -> list[str]:
         return self.chunks.list_parts()
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _BatchingPartition:
         inner = self.chunks.build_part(step_id, for_part, resume_state)
-        return _BatchingPartition(inner, self.policy.build(self.now), self.now)
+        return _BatchingPartition(inner, self.policy.build(self.now), self.now, self.failure)
 
 
 class _BatchingPartition(StatefulSourcePartition[ClosedBatch, None]):
@@ -53,13 +56,17 @@ class _BatchingPartition(StatefulSourcePartition[ClosedBatch, None]):
         chunks: StatefulSourcePartition[RecordChunk, None],
         batcher: PartitionBatcher,
         now: Clock,
+        failure: FailureLatch | None = None,
     ) -> None:
         self._chunks = chunks
         self._batcher = batcher
         self._now = now
+        self._failure = failure
         self._ended = False
 
     def next_batch(self) -> list[ClosedBatch]:
+        if self._failure is not None:
+            self._failure.raise_if_tripped()
         if self._ended:
             raise StopIteration()
         try:

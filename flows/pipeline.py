@@ -7,7 +7,10 @@ partition -> validate, dedupe, dead-letter, commit to the lake exactly once
 
 from __future__ import annotations
 
+import logging
 import sys
+import time
+from datetime import timedelta
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -20,6 +23,7 @@ from events.stream import StreamSchema
 from flows.batching import FlushPolicy
 from flows.batching_source import BatchingSource
 from flows.records import ClosedBatch, ValidatedBatch
+from flows.run_summary import print_summary_at_exit
 from flows.validation import validate_batch
 from sinks.delta_lake import DeltaLake
 from sinks.lake_location import LakeLocation, lake_location_of
@@ -27,11 +31,14 @@ from sinks.lake_sink import LakeSink
 from streambatch.allocators import use_compact_allocators
 from streambatch.clock import Clock, utc_now
 from streambatch.errors import ConfigError, TerminalError
+from streambatch.failure import FailureLatch, exit_on_failure
 from streambatch.gc_pause import collect_less_often, freeze_startup_objects
+from streambatch.health import FlowHealth, serve_flow_endpoints
 from streambatch.logs import configure_logging
-from streambatch.metrics import serve_metrics
 
-__all__ = ["build_flow", "check_lake", "flow_from_environment"]
+__all__ = ["build_flow", "check_lake", "flow_from_environment", "serve_health_and_metrics"]
+
+log = logging.getLogger(__name__)
 
 
 def build_flow(
@@ -40,12 +47,17 @@ def build_flow(
     kafka: KafkaSettings,
     *,
     now: Clock = utc_now,
+    failure: FailureLatch | None = None,
 ) -> Dataflow:
-    """The dataflow of one stream, with every setting already validated."""
+    """The dataflow of one stream, with every setting already validated.
+
+    ``failure``: tripped by a failure the flow cannot get past (see
+    :mod:`streambatch.failure`); the flow's workers then stop.
+    """
     lake = DeltaLake(lake_location_of(settings), stream)
     lake.ensure_tables()
     if settings.metrics_port is not None:
-        serve_metrics(settings.metrics_port)
+        serve_health_and_metrics(stream.name, settings)
     connection = kafka.librdkafka_config()
     flow = Dataflow(f"streambatch_{stream.name}")
     reader = LakeFencedKafkaSource(
@@ -61,15 +73,41 @@ def build_flow(
     )
     policy = FlushPolicy(window=settings.window, max_bytes=settings.window_bytes)
     # Each source partition closes its own batches (see flows.batching_source):
-    # a batch is validated and committed on the worker that read it.
-    closed = op.input("read_and_batch_kafka", flow, BatchingSource(reader, policy, now))
+    # a batch is validated and committed on the worker that read it. A failure
+    # the sink cannot get past trips the latch; the sources raise it.
+    failure = failure or FailureLatch()
+    closed = op.input("read_and_batch_kafka", flow, BatchingSource(reader, policy, now, failure))
 
     def validate(batch: ClosedBatch) -> ValidatedBatch:
         return validate_batch(stream, batch, settings.max_record_bytes)
 
     # The sink validates and commits in threads of its own (see sinks.lake_sink).
-    op.output("validate_commit_lake", closed, LakeSink(lake, settings, connection, validate))
+    op.output(
+        "validate_commit_lake", closed, LakeSink(lake, settings, connection, validate, failure)
+    )
     return flow
+
+
+def serve_health_and_metrics(stream: str, settings: StreamSettings) -> None:
+    """``/metrics``, ``/healthz`` and ``/readyz`` on the metrics port; a taken port is logged.
+
+    Stalled means records waiting and no commit for a window plus two minutes:
+    a batch closes at most one window after its first record.
+    """
+    health = FlowHealth(
+        stream=stream,
+        stall_after=settings.window + timedelta(minutes=2),
+        started_at=time.time(),
+    )
+    assert settings.metrics_port is not None
+    try:
+        serve_flow_endpoints(health, settings.metrics_port, settings.metrics_host)
+    except OSError as exc:
+        log.warning(
+            "metrics not served: %s:%d: %s", settings.metrics_host, settings.metrics_port, exc
+        )
+        return
+    log.info("metrics, /healthz and /readyz on %s:%d", settings.metrics_host, settings.metrics_port)
 
 
 def flow_from_environment(stream: StreamSchema) -> Dataflow:
@@ -92,7 +130,12 @@ def flow_from_environment(stream: StreamSchema) -> Dataflow:
     except TerminalError as exc:
         print(f"streambatch: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    flow = build_flow(stream, settings, kafka)
+    failure = FailureLatch()
+    # Failing closed means exiting: one line on stderr, a non-zero status.
+    exit_on_failure(failure)
+    flow = build_flow(stream, settings, kafka, failure=failure)
+    if settings.stop_at_end:
+        print_summary_at_exit(stream.name)
     freeze_startup_objects()
     collect_less_often()
     return flow

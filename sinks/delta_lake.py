@@ -31,7 +31,7 @@ from deltalake.transaction import AddAction, RemoveAction
 from events.stream import PARTITION_COLUMNS, StreamSchema
 from sinks.delta_log import commits_from, recent_commits
 from sinks.lake_location import LakeLocation, LakeTable
-from streambatch.errors import LakeError, TransientError
+from streambatch.errors import FenceMovedError, LakeError, TransientError
 from streambatch.failpoints import failpoint
 
 __all__ = [
@@ -246,12 +246,13 @@ class DeltaLake:
         Returns the record with its files count and lake version filled in.
 
         Raises:
-            LakeError: the fence is already past this batch's first offset (replay).
+            FenceMovedError: the fence is already past this batch's first offset
+                (replay, or another writer of the partition committed first).
         """
         app_id = self.app_id(record.topic, record.partition)
         current = self.fence(record.topic, record.partition)
         if current is not None and current > record.first_offset:
-            raise LakeError(
+            raise FenceMovedError(
                 f"{app_id}: batch [{record.first_offset}, {record.next_offset}) is below "
                 f"the committed fence {current}; refusing to write it twice"
             )

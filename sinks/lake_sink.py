@@ -31,10 +31,13 @@ from connectors.dead_letters import DeadLetterWriter
 from flows.dedupe import DedupeIndex, digest_ids
 from flows.progress import COMMITTED
 from flows.records import BatchRange, ClosedBatch, ValidatedBatch, partition_key
+from sinks.commit_ranges import DEFAULT_MAX_PARTITIONS_PER_COMMIT, commit_ranges
 from sinks.delta_lake import BatchRecord, DeltaLake
 from sinks.lake_store import LakeStore
 from streambatch.allocators import release_free_memory
 from streambatch.clock import Clock, utc_now
+from streambatch.errors import DeadLetterWriteError
+from streambatch.failure import FailureLatch, is_transient, remedy, root_cause
 from streambatch.metrics import (
     BATCH_BYTES,
     BATCH_ROWS,
@@ -51,6 +54,10 @@ log = logging.getLogger(__name__)
 _PENDING_BATCHES = 1
 Validator = Callable[[ClosedBatch], ValidatedBatch]
 _Int64s = npt.NDArray[np.int64]
+# How often a stage thread waiting for work looks whether another one failed.
+_POLL_SECONDS = 0.5
+_FIRST_RETRY_SECONDS = 0.2
+_MAX_RETRY_DELAY_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +82,8 @@ class PartitionCommitter:
     partition: int
     horizon: timedelta
     now: Clock = utc_now
+    max_partitions: int = DEFAULT_MAX_PARTITIONS_PER_COMMIT
+    """Hive partitions one Delta commit may touch (``STREAMBATCH_MAX_PARTITIONS_PER_COMMIT``)."""
     fence: int | None = field(init=False)
     index: DedupeIndex = field(init=False)
 
@@ -126,6 +135,7 @@ class PartitionCommitter:
         # Stage 2, dedupe: within the batch, then against ids committed within the horizon.
         result = self.index.check_digests(id_digests, _int64s(table.column("_value_digest")))
         kept_digests = result.digests
+        checked_offsets = _int64s(table.column("_offset"))
         if result.duplicates:
             keep = np.asarray(result.keep, dtype=bool)
             table = table.filter(pa.array(keep))
@@ -133,38 +143,65 @@ class PartitionCommitter:
         started = time.monotonic()
         # Stage 3, dead letters: acknowledged before the commit moves the fence past them.
         self.dead_letters.write(letters, self.topic, self.partition)
-        occurred = pc.min_max(table.column("occurred_at")).as_py() if table.num_rows else None
-        record = BatchRecord(
-            stream=validated.stream,
-            topic=self.topic,
-            partition=self.partition,
-            first_offset=first_offset,
-            next_offset=batch.next_offset,
-            rows=table.num_rows,
-            input_records=len(offsets) - skipped,
-            input_bytes=batch.input_bytes,
-            duplicates=result.duplicates,
-            conflicts=result.conflicts,
-            dead_letters=len(letters),
-            dead_letters_by_class=json.dumps(
-                dict(sorted(Counter(letter.error_class for letter in letters).items()))
-            ),
-            files=0,
-            close_reason=batch.reason,
-            opened_at=batch.opened_at,
-            committed_at=self.now(),
-            min_occurred_at=occurred["min"] if occurred else None,
-            max_occurred_at=occurred["max"] if occurred else None,
-            lake_version=-1,
+        # A batch spanning many hours is committed in offset ranges of at most
+        # max_partitions hive partitions each (see sinks.commit_ranges).
+        ranges = commit_ranges(table, first_offset, batch.next_offset, self.max_partitions)
+        dropped = (
+            np.sort(checked_offsets[~np.asarray(result.keep, dtype=bool)])
+            if result.duplicates
+            else checked_offsets[:0]
         )
-        # Stage 4, commit: rows and fence in one Delta commit, then the batches row.
-        committed = self.lake.commit(table, record)
-        self.index.remember_digests(kept_digests, *_times_and_values(table))
-        self.fence = batch.next_offset
-        COMMITTED.publish(self.topic, self.partition, self.fence)
-        _observe(committed, time.monotonic() - started)
-        log.info("batch committed", extra={"fields": {"batch": _log_fields(committed)}})
+        # Stage 4, commit: per offset range, rows and fence in one Delta commit, then
+        # the batches row.
+        in_batch = np.asarray(offsets, dtype=np.int64)
+        committed: BatchRecord | None = None
+        for low, high in ranges:
+            part, part_digests = table, kept_digests
+            if len(ranges) > 1:
+                row_offsets = _int64s(table.column("_offset"))
+                in_range = (row_offsets >= low) & (row_offsets < high)
+                part, part_digests = table.filter(pa.array(in_range)), kept_digests[in_range]
+            part_letters = [letter for letter in letters if low <= letter.offset < high]
+            records = _count_in(in_batch, low, high)
+            occurred = pc.min_max(part.column("occurred_at")).as_py() if part.num_rows else None
+            record = BatchRecord(
+                stream=validated.stream,
+                topic=self.topic,
+                partition=self.partition,
+                first_offset=low,
+                next_offset=high,
+                rows=part.num_rows,
+                input_records=records,
+                # Per range: the batch's bytes in proportion to its records.
+                input_bytes=batch.input_bytes * records // max(len(offsets) - skipped, 1),
+                duplicates=_count_in(dropped, low, high),
+                conflicts=result.conflicts if low == first_offset else 0,
+                dead_letters=len(part_letters),
+                dead_letters_by_class=json.dumps(
+                    dict(sorted(Counter(letter.error_class for letter in part_letters).items()))
+                ),
+                files=0,
+                close_reason=batch.reason,
+                opened_at=batch.opened_at,
+                committed_at=self.now(),
+                min_occurred_at=occurred["min"] if occurred else None,
+                max_occurred_at=occurred["max"] if occurred else None,
+                lake_version=-1,
+            )
+            committed = self.lake.commit(part, record)
+            self.index.remember_digests(part_digests, *_times_and_values(part))
+            self.fence = high
+            COMMITTED.publish(self.topic, self.partition, self.fence)
+            _observe(committed, time.monotonic() - started)
+            log.info("batch committed", extra={"fields": {"batch": _log_fields(committed)}})
+            started = time.monotonic()
         return CommitOutcome(committed, skipped)
+
+
+def _count_in(sorted_offsets: _Int64s, low: int, high: int) -> int:
+    """How many of ``sorted_offsets`` lie in ``[low, high)``."""
+    bounds = np.searchsorted(sorted_offsets, [low, high])
+    return int(bounds[1] - bounds[0])
 
 
 def _dedupe_keys(table: pa.Table) -> tuple[list[str], _Int64s, _Int64s]:
@@ -229,14 +266,18 @@ class LakeSink(DynamicSink[ClosedBatch]):
         settings: StreamSettings,
         producer_config: dict[str, str],
         validate: Validator,
+        failure: FailureLatch | None = None,
     ) -> None:
         self._lake = lake
         self._settings = settings
         self._producer_config = producer_config
         self._validate = validate
+        self.failure = failure or FailureLatch()
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _LakeSinkPartition:
-        return _LakeSinkPartition(self._lake, self._settings, self._producer_config, self._validate)
+        return _LakeSinkPartition(
+            self._lake, self._settings, self._producer_config, self._validate, self.failure
+        )
 
 
 class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
@@ -247,10 +288,16 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
     reader, Parquet encoding, the Delta commit) release the GIL. Batches are
     committed one at a time in arrival order (so per Kafka partition in offset
     order). At most ``_PENDING_BATCHES`` wait before each stage: then
-    ``write_batch`` blocks, on top of the sources' own backpressure. A failure
-    in either thread stops both, and the next ``write_batch`` or ``close``
-    raises it: nothing after it is committed, the flow stops, a restart
-    re-reads from the fence.
+    ``write_batch`` blocks, on top of the sources' own backpressure.
+
+    Failing closed: a transient commit failure (a conflict with another
+    writer, see :func:`~streambatch.failure.is_transient`) is retried from
+    the lake's fence for at most ``STREAMBATCH_RETRY_SECONDS``; any other
+    failure in either thread, or retries running out, trips the flow's
+    :class:`~streambatch.failure.FailureLatch` with one line naming the root
+    cause. Both threads then end, ``write_batch`` and ``close`` raise it (and
+    so does the source, which polls the latch), so the worker stops: nothing
+    after it is committed, a restart re-reads from the fence.
     """
 
     def __init__(
@@ -259,17 +306,22 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
         settings: StreamSettings,
         producer_config: dict[str, str],
         validate: Validator,
+        failure: FailureLatch,
     ) -> None:
         self._lake = lake
         self._horizon = settings.dedupe_horizon
         self._validate = validate
-        self._dead_letters = DeadLetterWriter(producer_config, settings.stream)
+        self._latch = failure
+        self._retry_seconds = settings.retry_seconds
+        self._max_partitions = settings.max_partitions_per_commit
+        self._dead_letters = DeadLetterWriter(
+            producer_config, settings.stream, max_wait_seconds=settings.retry_seconds
+        )
         self._committers: dict[str, PartitionCommitter] = {}
         self._to_validate: queue.Queue[ClosedBatch | None] = queue.Queue(maxsize=_PENDING_BATCHES)
         self._to_commit: queue.Queue[tuple[ValidatedBatch, npt.NDArray[np.uint64]] | None] = (
             queue.Queue(maxsize=_PENDING_BATCHES)
         )
-        self._failure: BaseException | None = None
         self._threads = [
             threading.Thread(target=self._validate_all, name="lake-validate", daemon=True),
             threading.Thread(target=self._commit_all, name="lake-commit", daemon=True),
@@ -279,35 +331,49 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
 
     def write_batch(self, items: list[ClosedBatch]) -> None:
         for item in items:
+            self._latch.raise_if_tripped()
             self._put(self._to_validate, item)
-            self._raise_failure()
+        self._latch.raise_if_tripped()
 
     def close(self) -> None:
-        """Wait for every queued batch to be committed (at the end of finite input)."""
+        """Wait for every queued batch to be committed (at the end of finite input).
+
+        Never hangs on a failed stage: the threads end once the latch trips.
+        Raises a failure the worker has not seen yet; never one it is already
+        unwinding from (Bytewax closes sinks while it unwinds, and a second
+        exception there aborts the process).
+        """
         self._put(self._to_validate, None)
         for thread in self._threads:
             thread.join()
-        self._raise_failure()
+        if not self._latch.raised:
+            self._latch.raise_if_tripped()
 
     def _put(self, stage: queue.Queue[Any], item: Any) -> None:
-        """Hand ``item`` to a stage; gives up (silently) once a stage has failed."""
-        while self._failure is None:
+        """Hand ``item`` to a stage; gives up (silently) once the flow has failed."""
+        while self._latch.failure is None:
             try:
-                stage.put(item, timeout=0.5)
+                stage.put(item, timeout=_POLL_SECONDS)
                 return
             except queue.Full:
                 continue
 
-    def _raise_failure(self) -> None:
-        if self._failure is not None:
-            raise self._failure
+    def _get(self, stage: queue.Queue[Any]) -> Any:
+        """The next item of a stage; None at its end or once the flow has failed."""
+        while self._latch.failure is None:
+            try:
+                return stage.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                continue
+        return None
 
     def _validate_all(self) -> None:
-        while (batch := self._to_validate.get()) is not None:
+        while (batch := self._get(self._to_validate)) is not None:
             try:
                 validated = self._validate(batch)
             except BaseException as exc:
-                self._fail(exc, "validation")
+                where = f"{batch.records.topic}/{batch.records.partition}"
+                self._fail(exc, f"validating a batch of {where}")
                 break
             del batch  # the raw records: freed before waiting for the committer
             # Hashing the ids for dedupe here balances the two threads.
@@ -317,29 +383,83 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
         self._put(self._to_commit, None)
 
     def _commit_all(self) -> None:
-        while (item := self._to_commit.get()) is not None:
+        while (item := self._get(self._to_commit)) is not None:
             validated, id_digests = item
             try:
-                self._committer(validated.batch).commit(validated, id_digests)
+                self._commit_with_retries(validated, id_digests)
             except BaseException as exc:
-                self._fail(exc, "commit")
+                self._fail(exc, _describe(validated.batch), validated.batch)
                 return
             # The batch's table and its encoding are freed now: give their
             # pages back before the next window is parsed (see allocators).
             del item, validated, id_digests
             release_free_memory()
 
-    def _fail(self, exc: BaseException, stage: str) -> None:
-        log.exception("%s failed; the flow stops, a restart resumes at the fence", stage)
-        if self._failure is None:
-            self._failure = exc
+    def _commit_with_retries(
+        self, validated: ValidatedBatch, id_digests: npt.NDArray[np.uint64]
+    ) -> None:
+        """Commit one batch, retrying transient failures for ``retry_seconds`` at most.
+
+        Each retry starts from the lake afresh (a new committer: the fence and
+        dedupe memory as committed), so a batch that another writer of the
+        partition committed meanwhile is skipped, not written twice.
+        """
+        batch = validated.batch
+        deadline = time.monotonic() + self._retry_seconds
+        delay = _FIRST_RETRY_SECONDS
+        while True:
+            try:
+                self._committer(batch).commit(validated, id_digests)
+                return
+            except Exception as exc:
+                if not is_transient(exc) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning(
+                    "%s failed, retrying in %.1f s: %s", _describe(batch), delay, root_cause(exc)
+                )
+                self._committers.pop(partition_key(batch.topic, batch.partition), None)
+                time.sleep(delay)
+                delay = min(2 * delay, _MAX_RETRY_DELAY_SECONDS)
+
+    def _fail(self, exc: BaseException, doing: str, batch: BatchRange | None = None) -> None:
+        """Trip the latch with one line naming the root cause (the first failure wins)."""
+        log.error("%s failed; the flow stops, a restart resumes at the fence", doing, exc_info=exc)
+        if isinstance(exc, DeadLetterWriteError):
+            line = f"{exc}; make the dead-letter topic writable and restart"
+        elif batch is not None and is_transient(exc):
+            line = (
+                f"{batch.topic}/{batch.partition}: another writer owns this partition: our "
+                f"commits kept losing to its commits for {self._retry_seconds:g} s "
+                f"({root_cause(exc)}; a second flow on the same topic and lake?); "
+                "stop the other writer and restart"
+            )
+        elif batch is not None:
+            cause = root_cause(exc)
+            line = f"lake at {self._lake.table_path}: {cause} while {doing}; {remedy(exc)}"
+        else:
+            line = f"{root_cause(exc)} while {doing}; {remedy(exc)}"
+        self._latch.trip(line, exc)
 
     def _committer(self, batch: BatchRange) -> PartitionCommitter:
+        """The partition's committer, built from the lake on first use (and after a retry)."""
         key = partition_key(batch.topic, batch.partition)
         committer = self._committers.get(key)
         if committer is None:
             committer = PartitionCommitter(
-                self._lake, self._dead_letters, batch.topic, batch.partition, self._horizon
+                self._lake,
+                self._dead_letters,
+                batch.topic,
+                batch.partition,
+                self._horizon,
+                max_partitions=self._max_partitions,
             )
             self._committers[key] = committer
         return committer
+
+
+def _describe(batch: BatchRange) -> str:
+    """``committing orders/2 offsets [100, 200)``: what a failure interrupted."""
+    return (
+        f"committing {batch.topic}/{batch.partition} "
+        f"offsets [{batch.offsets[0]}, {batch.next_offset})"
+    )

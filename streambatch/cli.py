@@ -402,9 +402,10 @@ def _start_handler_process(metrics_port: int | None) -> None:
     from streambatch.metrics import serve_metrics
 
     configure_logging()
-    port = metrics_port if metrics_port is not None else load_pipeline_settings().metrics_port
+    shared = load_pipeline_settings()
+    port = metrics_port if metrics_port is not None else shared.metrics_port
     if port is not None:
-        serve_metrics(port)
+        serve_metrics(port, shared.metrics_host)
 
 
 @app.command()

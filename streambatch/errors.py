@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "DeadLetterWriteError",
+    "FenceMovedError",
     "LakeError",
     "StreambatchError",
     "TerminalError",
@@ -39,6 +40,10 @@ class UnknownStreamError(ConfigError):
 
 class DeadLetterWriteError(TerminalError):
     """A dead letter could not be written: the flow stops rather than lose it."""
+
+
+class FenceMovedError(TransientError):
+    """Another writer moved a partition's fence past our batch: retry from the new fence."""
 
 
 class LakeError(TerminalError):

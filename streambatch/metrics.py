@@ -1,5 +1,9 @@
 """Prometheus metrics of the flows (served when ``STREAMBATCH_METRICS_PORT`` is set).
 
+Served on ``STREAMBATCH_METRICS_HOST``, loopback by default: the endpoint has
+no authentication, so exposing it is a deliberate choice (a container sets
+``0.0.0.0`` and publishes the port).
+
 Names follow Prometheus conventions; every series carries the ``stream`` label.
 """
 
@@ -7,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import NamedTuple
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -23,6 +28,7 @@ __all__ = [
     "OUTBOX_PUBLISHED",
     "RECORDS",
     "ROUTED_EVENTS",
+    "ClientStats",
     "observe_client_stats",
     "serve_metrics",
 ]
@@ -87,17 +93,24 @@ OUTBOX_PUBLISHED = Counter(
 )
 
 
-def serve_metrics(port: int) -> None:
-    """Serve ``/metrics`` on ``port``; a taken port is logged, not fatal."""
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Serve ``/metrics`` on ``host:port`` (loopback unless told); a taken port is logged."""
     try:
-        start_http_server(port)
-        log.info("metrics on http://0.0.0.0:%d/metrics", port)
+        start_http_server(port, addr=host)
+        log.info("metrics on http://%s:%d/metrics", host, port)
     except OSError as exc:
-        log.warning("metrics not served: port %d: %s", port, exc)
+        log.warning("metrics not served: %s:%d: %s", host, port, exc)
 
 
-def observe_client_stats(stream: str, partition_label: str, stats_json: str) -> int | None:
-    """Update the connection gauge from librdkafka statistics; return the high watermark."""
+class ClientStats(NamedTuple):
+    """What a partition's consumer statistics say: broker connection, high watermark."""
+
+    connected: bool
+    high_watermark: int | None
+
+
+def observe_client_stats(stream: str, partition_label: str, stats_json: str) -> ClientStats:
+    """Update the connection gauge from librdkafka statistics; return what they say."""
     stats = json.loads(stats_json)
     brokers = stats.get("brokers", {}).values()
     connected = any(
@@ -108,5 +121,5 @@ def observe_client_stats(stream: str, partition_label: str, stats_json: str) -> 
         for number, partition in topic.get("partitions", {}).items():
             if f"{topic.get('topic')}/{number}" == partition_label:
                 high = partition.get("hi_offset", -1)
-                return int(high) if high >= 0 else None
-    return None
+                return ClientStats(connected, int(high) if high >= 0 else None)
+    return ClientStats(connected, None)

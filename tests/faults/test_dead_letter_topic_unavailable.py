@@ -39,10 +39,14 @@ from confluent_kafka.admin import AdminClient
 from deltalake import DeltaTable
 
 from connectors.embedded_broker import create_topics
+from streambatch.failure import EXIT_CODE
 from streambatch.generator import generate_order_records
+from tests.faults import test_broker_outage
+from tests.faults.test_broker_outage import ProxiedBroker
 from tests.support import (
     REPO_ROOT,
     StreamTopics,
+    committed_rows,
     flow_command,
     flow_env,
     lake_table,
@@ -54,6 +58,8 @@ from tests.support import (
 pytestmark = pytest.mark.slow
 
 Offset = tuple[int, int]  # (partition, offset)
+# A broker of its own behind a proxy the test can cut (its clients are spared).
+proxied_broker = test_broker_outage.proxied_broker
 BOUNDED_WAIT_SECONDS = 90.0
 
 
@@ -190,8 +196,9 @@ def assert_no_letter_skipped(
         assert named, outcome.stderr[-3000:]
     if strict:
         # The broker does not create topics: no letter can have been delivered, so the
-        # flow must not have finished as if all were well.
-        assert outcome.returncode != 0, outcome.stderr[-3000:]
+        # flow must not have finished as if all were well, nor wait: failing closed
+        # means exiting, so that a supervisor restarts it.
+        assert outcome.returncode not in (0, None), outcome.stderr[-3000:]
 
 
 def assert_every_offset_accounted_for(
@@ -245,7 +252,9 @@ def test_dead_letter_topic_missing_from_the_start(
     bad = bad_offsets(source, malformed)
     assert len(bad) == 60
 
-    env = flow_env(topics, data_dir, STREAMBATCH_WINDOW_BYTES="65536")
+    env = flow_env(
+        topics, data_dir, STREAMBATCH_WINDOW_BYTES="65536", STREAMBATCH_RETRY_SECONDS="5"
+    )
     outcome = run_bounded(env, tmp_path / "first.log", BOUNDED_WAIT_SECONDS)
     assert_no_letter_skipped(topics, data_dir, bad, strict, outcome)
 
@@ -283,6 +292,7 @@ def test_dead_letter_topic_deleted_while_the_flow_runs(
         STREAMBATCH_STOP_AT_END="false",
         STREAMBATCH_WINDOW_SECONDS="1",
         STREAMBATCH_WINDOW_BYTES="65536",
+        STREAMBATCH_RETRY_SECONDS="5",
     )
     log = tmp_path / "running.log"
     with log.open("wb") as err:
@@ -326,3 +336,62 @@ def test_dead_letter_topic_deleted_while_the_flow_runs(
     run_flow(flow_env(topics, data_dir), timeout=120)
     assert fences(topics, data_dir) == ends
     assert_every_offset_accounted_for(topics, data_dir, source, malformed, deleted_letters)
+
+
+def test_dead_letter_topic_unreachable_past_the_retry_limit_exits_naming_it(
+    proxied_broker: ProxiedBroker, tmp_path: Path
+) -> None:
+    """The broker goes away while letters wait: the flow exits, not waits forever.
+
+    Through a proxy the test cuts once the flow has read the records and
+    before their batches close: the letters cannot be acknowledged, and after
+    ``STREAMBATCH_RETRY_SECONDS`` the flow exits with one line naming the
+    dead-letter topic. With the broker back, a restart accounts for every
+    offset.
+    """
+    name = f"unreachable{uuid.uuid4().hex[:10]}"
+    topics = StreamTopics(proxied_broker.bootstrap_servers, name, 2)
+    create_topics(topics.bootstrap_servers, [name, topics.dead_letter_topic], topics.partitions)
+    malformed = produce(topics, 300, seed=47, malformed_ratio=0.2)
+    source = read_source(topics)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    env = flow_env(
+        topics,
+        data_dir,
+        STREAMBATCH_STOP_AT_END="false",
+        STREAMBATCH_WINDOW_SECONDS="10",
+        STREAMBATCH_RETRY_SECONDS="3",
+    )
+    log = tmp_path / "unreachable.log"
+    proxy = proxied_broker.proxy
+    with log.open("wb") as err:
+        process = subprocess.Popen(
+            flow_command(), env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=err
+        )
+    try:
+        deadline = time.monotonic() + BOUNDED_WAIT_SECONDS
+        while log.read_text(errors="replace").count(f'"reading {name}/') < topics.partitions:
+            assert process.poll() is None, log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "the flow did not start reading"
+            time.sleep(0.1)
+        time.sleep(3)  # the records are fetched; the batches close 10 s after the first
+        proxy.cut()
+        try:
+            returncode = process.wait(timeout=BOUNDED_WAIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            returncode = None
+    finally:
+        proxy.restore()
+        process.kill()
+        process.wait()
+    stderr = log.read_text(errors="replace")
+    assert returncode == EXIT_CODE, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("streambatch: ")]
+    assert len(lines) == 1, stderr[-3000:]
+    assert f"dead-letter write to {topics.dead_letter_topic} failed" in lines[0]
+    assert "not acknowledged within 3 s" in lines[0]
+    assert committed_rows(data_dir) == 0  # nothing committed past an unwritten letter
+
+    run_flow(flow_env(topics, data_dir), timeout=120)
+    assert_every_offset_accounted_for(topics, data_dir, source, malformed)

@@ -212,6 +212,20 @@ def test_the_three_flows_run_with_restart_lake_volume_and_metrics(
     assert sorted(host_ports) == list(range(first, first + len(flows)))
 
 
+def test_every_published_metrics_endpoint_listens_on_all_container_interfaces(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # The default is loopback only, which a published port cannot reach.
+    serving = {
+        name: environment(service)
+        for name, service in services.items()
+        if "STREAMBATCH_METRICS_PORT" in environment(service)
+    }
+    assert len(serving) == len(STREAM_NAMES) + 2  # the flows, the router, the workers
+    for name, settings in serving.items():
+        assert settings.get("STREAMBATCH_METRICS_HOST") == "0.0.0.0", name
+
+
 def test_lake_is_a_minio_bucket_created_once_and_read_by_the_report(
     resolved: dict[str, Any],
 ) -> None:
