@@ -287,7 +287,7 @@ class StreamSettings(BaseModel):
 
     @property
     def lake_dir(self) -> Path:
-        """Root of the Delta tables."""
+        """The default local lake (the lake itself: ``lake_location_of(settings)``)."""
         return self.data_dir / "lake"
 
 
