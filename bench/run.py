@@ -28,6 +28,9 @@ Scenarios (one embedded broker, events produced once per topic):
    topic at least as fast: 1.15 x in the README's run); and the
    read_json baseline, whose set of seen ids grows with the run (its rate
    and memory do not stay flat; the flow's index is bounded by its horizon).
+4. With ``workflow_orders`` > 0: the order workflow (``bench/workflow.py``):
+   the router alone, then ``workflow_orders`` checkouts through
+   ``streambatch worker --all --with-router`` on SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -206,8 +209,12 @@ def _ratio(run: dict[str, Any], other: dict[str, Any], measure: str = "events_pe
     return round(run[measure] / other[measure], 2)
 
 
-def run_benchmarks(console: Console, *, events: int, scale: int = 1) -> dict[str, Any]:
+def run_benchmarks(
+    console: Console, *, events: int, scale: int = 1, workflow_orders: int = 0
+) -> dict[str, Any]:
     """Run the scenarios of the module docstring; return the numbers."""
+    from bench.workflow import run_workflow_benchmarks
+
     with (
         tempfile.TemporaryDirectory(prefix="streambatch-bench-") as scratch,
         EmbeddedBroker() as broker,
@@ -295,4 +302,8 @@ def run_benchmarks(console: Console, *, events: int, scale: int = 1) -> dict[str
     for name, ratio in results["ratios"].items():
         console.print(f"{name} = {ratio}")
     console.print(f"dedupe memory per remembered event id: {BYTES_PER_ID} bytes")
+    if workflow_orders > 0:
+        results["workflow"] = run_workflow_benchmarks(
+            console, orders=workflow_orders, router_events=workflow_orders * 8
+        )
     return results

@@ -34,9 +34,16 @@ from streambatch.errors import ConfigError, TerminalError
 from streambatch.failure import FailureLatch, exit_on_failure
 from streambatch.gc_pause import collect_less_often, freeze_startup_objects
 from streambatch.health import FlowHealth, serve_flow_endpoints
+from streambatch.log_guard import check_logs, mismatch_line
 from streambatch.logs import configure_logging
 
-__all__ = ["build_flow", "check_lake", "flow_from_environment", "serve_health_and_metrics"]
+__all__ = [
+    "build_flow",
+    "check_lake",
+    "check_source_log",
+    "flow_from_environment",
+    "serve_health_and_metrics",
+]
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +134,7 @@ def flow_from_environment(stream: StreamSchema) -> Dataflow:
     try:
         check_source_topic(kafka, settings.topic)
         check_lake(stream, lake_location_of(settings))
+        check_source_log(stream, settings, kafka)
     except TerminalError as exc:
         print(f"streambatch: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -166,3 +174,17 @@ def check_source_topic(kafka: KafkaSettings, topic: str) -> None:
         describe_topic(kafka.librdkafka_config(), topic)
     except TopicUnavailable as exc:
         raise TopicUnavailable(f"source {exc}") from None
+
+
+def check_source_log(stream: StreamSchema, settings: StreamSettings, kafka: KafkaSettings) -> None:
+    """Refuse to start when a partition's fence does not belong to the broker's log.
+
+    Raises:
+        TerminalError: one line naming topic, partition, fence, the broker's
+            offsets and the ``streambatch accept-log`` command that accepts the log.
+    """
+    lake = DeltaLake(lake_location_of(settings), stream)
+    lake.ensure_tables()
+    mismatches = check_logs(stream, lake, kafka.librdkafka_config(), settings.topic)
+    if mismatches:
+        raise TerminalError(mismatch_line(stream.name, mismatches))

@@ -94,6 +94,11 @@ class WorkerSettings(BaseModel):
     )
     dead_letter_topic: str | None = Field(default=None, pattern=_TOPIC_PATTERN)
     group_id: str | None = Field(default=None, min_length=1, max_length=255)
+    retry_topic_prefix: str | None = Field(
+        default=None,
+        pattern=_TOPIC_PATTERN,
+        description="retry topics are '<prefix>.<delay>ms' (default '<name>.retry')",
+    )
 
     @model_validator(mode="after")
     def _topics_are_names(self) -> WorkerSettings:
@@ -117,6 +122,7 @@ class WorkerPlan(BaseModel):
     dead_letter_topic: str
     group_id: str
     publish_topic: str
+    retry_topic_prefix: str
 
 
 class HandlersConfig(BaseModel):
@@ -128,6 +134,15 @@ class HandlersConfig(BaseModel):
     source_topics: list[str] = Field(default_factory=lambda: ["orders"], min_length=1)
     publish_topic: str = Field(default="orders", pattern=_TOPIC_PATTERN)
     router_group: str = Field(default="streambatch-router", min_length=1, max_length=255)
+    router_dead_letter_topic: str = Field(
+        default="router.dlq",
+        pattern=_TOPIC_PATTERN,
+        description="where the router puts events that fail the orders schema (not fanned out)",
+    )
+    router_validates: bool = Field(
+        default=True,
+        description="check every event a rule matches against the orders schema before fan-out",
+    )
     retry: RetrySettings = Field(default_factory=RetrySettings)
     services: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="options shared by the handlers of one service"
@@ -167,6 +182,7 @@ class HandlersConfig(BaseModel):
             dead_letter_topic=settings.dead_letter_topic or f"{name}.dlq",
             group_id=settings.group_id or f"streambatch-{name}",
             publish_topic=self.publish_topic,
+            retry_topic_prefix=settings.retry_topic_prefix or f"{name}.retry",
         )
 
 

@@ -8,6 +8,7 @@ on where the lake lives.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
 import pyarrow as pa
@@ -28,12 +29,8 @@ class LakeStore(Protocol):
         """Append the ``batches`` row of the last commit if a crash lost it."""
         ...
 
-    def watermark_us(self, topic: str, partition: int) -> int | None:
-        """Newest committed ``occurred_at`` of the partition (microseconds)."""
-        ...
-
-    def recent_rows(self, topic: str, partition: int, since_us: int) -> pa.Table:
-        """Read the ids committed within the dedupe horizon (id, time, value digest)."""
+    def recent_arrivals(self, topic: str, partition: int, since: datetime) -> pa.Table:
+        """Read the ids committed within the dedupe horizon (id, value digest, arrival)."""
         ...
 
     def commit(self, table: pa.Table, record: BatchRecord) -> BatchRecord:

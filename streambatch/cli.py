@@ -289,7 +289,9 @@ def _parse_param(item: str) -> tuple[str, str]:
 
 WorkerOption = Annotated[
     str | None,
-    typer.Option("--worker", "-w", help="a queue worker's dead letters instead of a stream's"),
+    typer.Option(
+        "--worker", "-w", help="a queue worker's (or 'router': the router's) dead letters"
+    ),
 ]
 HandlersFileOption = Annotated[
     Path | None,
@@ -325,17 +327,36 @@ def dlq_redrive(
     worker_name: WorkerOption = None,
     config_file: HandlersFileOption = None,
     bootstrap: BootstrapOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print what would be redriven; change nothing")
+    ] = False,
 ) -> None:
     """Send dead letters back to their source topic (after a fix), original bytes and headers.
 
+    Each letter is redriven at most once, ever (recorded in the topic <dlq>.redriven).
     A worker's letters go back to the topic each came from; the other
     subscribers of that topic have it in their inbox already and skip it.
     """
-    from streambatch.dead_letter_tools import redrive_dead_letters
+    from streambatch.redrive import redrive_dead_letters
 
     topic, destination = _dead_letter_route(stream, worker_name, config_file)
-    sent = redrive_dead_letters(_kafka_connection(bootstrap), topic, destination, error_class)
-    console.print(f"{sent} dead letters of {topic} sent back to {destination or 'their sources'}")
+    report = redrive_dead_letters(
+        _kafka_connection(bootstrap), topic, destination, error_class, dry_run=dry_run
+    )
+    for letter in report.letters if dry_run else ():
+        console.print(
+            f"would redrive {letter.position} ({letter.error_class}) to {letter.destination}",
+            soft_wrap=True,
+        )
+    verb = "would be sent" if dry_run else "sent"
+    console.print(
+        f"{len(report.letters)} dead letters of {topic} {verb} back to "
+        f"{destination or 'their sources'}; skipped: {report.already_redriven} redriven "
+        f"before, {report.failed_again} failed again after a redrive, "
+        f"{report.other_class} of another class"
+        + (f"; {report.recovered} found sent by an interrupted run" if report.recovered else ""),
+        soft_wrap=True,
+    )
 
 
 def _dead_letter_route(
@@ -350,7 +371,10 @@ def _dead_letter_route(
         return settings.dead_letter_topic, settings.topic
     from handlers.config import load_handlers_config
 
-    return load_handlers_config(config_file).plan(worker_name).dead_letter_topic, None
+    config = load_handlers_config(config_file)
+    if worker_name == "router" and "router" not in config.workers:
+        return config.router_dead_letter_topic, None  # what the router refused to fan out
+    return config.plan(worker_name).dead_letter_topic, None
 
 
 rules_app = typer.Typer(
@@ -393,7 +417,11 @@ def rules_test(
 
 UntilIdleOption = Annotated[
     float | None,
-    typer.Option("--until-idle", min=0.1, help="exit 0 after this many seconds without a message"),
+    typer.Option(
+        "--until-idle",
+        min=0.1,
+        help="exit 0 once settled this many seconds: read to the end, no retry waiting",
+    ),
 ]
 
 
@@ -442,7 +470,8 @@ def worker(
     """Run queue workers (one thread each): at least once, retries, dead letters, inbox.
 
     With --until-idle the process exits 0 once every worker (and the router) has
-    been idle that long at once and the outbox is empty.
+    its partitions, has read each to its end, has no retry waiting, and the
+    outbox is empty, all of that for that many seconds in a row.
     """
     from handlers.config import handler_store_url, load_handlers_config
     from handlers.service import run_workers
@@ -505,6 +534,35 @@ def verify(
     console.print(f"lost = {report.lost}, duplicated = {report.duplicated}")
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command("accept-log")
+def accept_log(
+    stream: StreamOption = "orders",
+    partition: Annotated[
+        int | None, typer.Option("--partition", "-p", min=0, help="one partition (default: all)")
+    ] = None,
+    data_dir: DataDirOption = None,
+    bootstrap: BootstrapOption = None,
+) -> None:
+    """Accept the broker's log where a fence does not belong to it (topic recreated, data lost).
+
+    Recorded in the lake with the old fence, the new topic id and the offsets
+    given up as lost; the flow then reads the new log from its start. Run it
+    while the stream's flow is stopped.
+    """
+    from events.registry import get_stream
+    from sinks.delta_lake import DeltaLake
+    from streambatch.log_guard import accept_logs
+
+    location = _data_dir_with_lake(data_dir)
+    settings = load_stream_settings(stream).model_copy(update={"lake_uri": location.root})
+    schema = get_stream(stream)
+    lake = DeltaLake(location, schema)
+    lake.ensure_tables()
+    results = accept_logs(schema, lake, _kafka_connection(bootstrap), settings.topic, partition)
+    for result in results:
+        console.print(escape(result.summary()), highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -670,11 +728,16 @@ def bench(
     events: Annotated[int, typer.Option(min=1000, help="order events per run")] = 1_000_000,
     scale: Annotated[int, typer.Option(min=1, help="also run the flow at this many x events")] = 1,
     output: Annotated[Path, typer.Option(help="JSON results file")] = Path("bench-results.json"),
+    workflow_orders: Annotated[
+        int, typer.Option(min=0, help="checkouts through router and workers (0: skip)")
+    ] = 20_000,
 ) -> None:
-    """Events/s and peak RSS of the orders flow against hand-written baselines."""
+    """Events/s and peak RSS of the orders flow against hand-written baselines; the workflow."""
     from bench.run import run_benchmarks
 
-    results: dict[str, Any] = run_benchmarks(console, events=events, scale=scale)
+    results: dict[str, Any] = run_benchmarks(
+        console, events=events, scale=scale, workflow_orders=workflow_orders
+    )
     output.write_text(json.dumps(results, indent=2))
     console.print(f"results written to {output}")
 

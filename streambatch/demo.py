@@ -26,8 +26,10 @@ DEMO_REPORTS: tuple[tuple[str, dict[str, str]], ...] = (
     ("batches", {}),
 )
 _REPO_ROOT = Path(__file__).resolve().parent.parent
-# The workflow has settled when router and workers were all idle this long at once.
+# The workflow has settled when router and workers were all settled this long at once.
 _WORKFLOW_QUIET_SECONDS = 3.0
+# A workflow that has not settled by then has a problem: say so instead of going on.
+_WORKFLOW_SETTLE_TIMEOUT_SECONDS = 600.0
 
 
 def _fresh_data_dir(data_dir: Path) -> None:
@@ -75,7 +77,8 @@ def run_demo(console: Console, *, events: int, data_dir: Path) -> None:
             f"2. produced {counts} (orders are checkouts; about 2 % re-sent duplicates, "
             "1 % malformed)"
         )
-        _run_workflow(console, connection, data_dir)
+        checkouts = len(streams.get("orders", []))
+        _run_workflow(console, connection, data_dir, checkouts)
         env = {
             "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
             "STREAMBATCH_DATA_DIR": str(data_dir),
@@ -106,8 +109,15 @@ def run_demo(console: Console, *, events: int, data_dir: Path) -> None:
     )
 
 
-def _run_workflow(console: Console, connection: dict[str, str], data_dir: Path) -> None:
-    """Router and every worker of config/handlers.toml, in this process, until settled."""
+def _run_workflow(
+    console: Console, connection: dict[str, str], data_dir: Path, checkouts: int
+) -> None:
+    """Router and every worker of config/handlers.toml, in this process, until settled.
+
+    Raises:
+        StreambatchError: the workflow did not settle, or settled without
+            having read the checkouts (one line, the CLI exits non-zero).
+    """
     from handlers.config import load_handlers_config
     from handlers.service import run_workers
 
@@ -127,16 +137,25 @@ def _run_workflow(console: Console, connection: dict[str, str], data_dir: Path) 
                 store_url,
                 with_router=True,
                 until_idle_seconds=_WORKFLOW_QUIET_SECONDS,
+                settle_timeout_seconds=_WORKFLOW_SETTLE_TIMEOUT_SECONDS,
             )
         finally:
             handler_logs.setLevel(level)
+    router_read = result.router.events if result.router else 0
+    if router_read < checkouts:
+        raise StreambatchError(
+            f"the order workflow did not settle: the router read {router_read:,} events, "
+            f"fewer than the {checkouts:,} checkouts produced"
+        )
     processed = sum(counts.processed for counts in result.workers.values())
     retried = sum(counts.retried for counts in result.workers.values())
     dead = sum(counts.dead_lettered for counts in result.workers.values())
     routed = sum(result.router.published.values()) if result.router else 0
+    invalid = (result.router.invalid + result.router.unreadable) if result.router else 0
     console.print(
         f"3. order workflow: router sent {routed:,} copies to the handlers' topics; "
         f"{len(result.workers)} workers handled {processed:,} events ({retried:,} retries, "
-        f"{dead:,} dead-lettered: the malformed checkouts) and published every step to "
-        f"orders in {time.monotonic() - started:.1f} s"
+        f"{dead:,} dead-lettered) and published every step to orders in "
+        f"{time.monotonic() - started:.1f} s; the router dead-lettered "
+        f"{invalid:,} malformed checkouts once each"
     )
