@@ -249,6 +249,10 @@ class PipelineSettings(_EnvFirstSettings):
         description="address the metrics endpoint binds to: loopback only by default (it has no "
         "authentication); 0.0.0.0 for every interface, as docker-compose.yml sets it",
     )
+    announce_batches: bool = Field(
+        default=True,
+        description="after each commit, publish one record per batch to the batches topic",
+    )
 
 
 class StreamSettings(BaseModel):
@@ -277,6 +281,27 @@ class StreamSettings(BaseModel):
     metrics_host: str = Field(default="127.0.0.1", min_length=1)
     retry_seconds: int = Field(default=600, ge=1, le=86400)
     max_partitions_per_commit: int = Field(default=100, ge=1, le=10_000)
+    announce_batches: bool = True
+    batches_topic: str | None = Field(
+        default=None,
+        max_length=249,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="where batch announcements go (default <topic>.batches)",
+    )
+
+    @model_validator(mode="after")
+    def _announcement_topic_fits(self) -> StreamSettings:
+        if self.announce_batches and len(self.announcement_topic) > 249:
+            raise ValueError(
+                f"the batches topic {self.announcement_topic!r} is longer than Kafka's 249 "
+                "characters: shorten the TOPIC or set BATCHES_TOPIC"
+            )
+        return self
+
+    @property
+    def announcement_topic(self) -> str:
+        """Where this stream announces its committed batches."""
+        return self.batches_topic or f"{self.topic}.batches"
 
     @property
     def dead_letter_topic(self) -> str:
@@ -674,6 +699,8 @@ def load_stream_settings(stream: str, config_file: Path | None = None) -> Stream
         "retry_seconds": shared.retry_seconds,
         "max_partitions_per_commit": shared.max_partitions_per_commit,
         "max_record_bytes": shared.max_record_bytes,
+        "announce_batches": shared.announce_batches,
+        "batches_topic": None,
     }
     for key, value in overrides.items():
         if key.startswith(prefix):

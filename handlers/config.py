@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_HANDLERS_FILE",
     "SHIPPED_HANDLERS_FILE",
     "SHIPPED_RULES_FILE",
+    "BatchHandlerSettings",
     "HandlersConfig",
     "RetrySettings",
     "WorkerPlan",
@@ -108,6 +109,23 @@ class WorkerSettings(BaseModel):
         return self
 
 
+class BatchHandlerSettings(BaseModel):
+    """One ``[batch_handlers.<name>]`` table: a handler called once per committed batch."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stream: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$", description="whose batches")
+    handler: str = Field(min_length=1, description="a built-in name or 'package.module:Class'")
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    options: dict[str, Any] = Field(default_factory=dict, description="handler options")
+    topic: str | None = Field(
+        default=None, pattern=_TOPIC_PATTERN, description="default: the stream's batches topic"
+    )
+    start_from: Literal["earliest", "latest"] = "earliest"
+    dead_letter_topic: str | None = Field(default=None, pattern=_TOPIC_PATTERN)
+    group_id: str | None = Field(default=None, min_length=1, max_length=255)
+
+
 class WorkerPlan(BaseModel):
     """Everything a running worker needs, defaults and service options applied."""
 
@@ -148,9 +166,16 @@ class HandlersConfig(BaseModel):
         default_factory=dict, description="options shared by the handlers of one service"
     )
     workers: dict[str, WorkerSettings] = Field(default_factory=dict)
+    batch_handlers: dict[str, BatchHandlerSettings] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _names_are_well_formed(self) -> HandlersConfig:
+        for name in self.batch_handlers:
+            if not re.fullmatch(_NAME_PATTERN, name) or name in self.workers:
+                raise ValueError(
+                    f"batch_handlers: {name!r} is not a handler name (lower case, digits, '.', "
+                    "'_', '-') or is a worker's name too (names key the inbox)"
+                )
         for name in self.workers:
             if not re.fullmatch(_NAME_PATTERN, name):
                 raise ValueError(

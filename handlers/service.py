@@ -23,9 +23,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
+from handlers.batch.service import build_batch_workers
 from handlers.config import HandlersConfig
 from handlers.kafka_io import QuietClock
 from handlers.outbox import OutboxRelay
@@ -67,6 +69,7 @@ class ServiceResult:
 
     workers: dict[str, WorkerCounts]
     router: RouterCounts | None
+    batch_handlers: dict[str, WorkerCounts] = field(default_factory=dict)
 
 
 @contextmanager
@@ -176,9 +179,11 @@ def run_workers(
     with_router: bool = False,
     until_idle_seconds: float | None = None,
     on_ready: Callable[[], None] | None = None,
+    batch_handlers: Sequence[str] = (),
+    lake_dir: Path | None = None,
     settle_timeout_seconds: float | None = None,
 ) -> ServiceResult:
-    """Run the named workers (and the router) until stopped or settled.
+    """Run the named workers, batch handlers (on ``lake_dir``) and router until stopped or settled.
 
     Raises:
         ConfigError: an unknown worker or handler, bad options.
@@ -190,15 +195,22 @@ def run_workers(
     relay = OutboxRelay(store, connection)
     try:
         workers = [build_worker(plan, store, connection, relay) for plan in plans]
+        batch_workers = build_batch_workers(batch_handlers, config, store, connection, lake_dir)
         router = build_router(config, connection) if with_router else None
         if router is not None:
             router.prepare()
         for worker in workers:
             worker.prepare()
+        for batch_worker in batch_workers:
+            batch_worker.prepare()
         relay.publish_pending()  # what a crash left committed but unsent
         relay.start()
         try:
-            components: list[_Component] = [*workers, *([router] if router else [])]
+            components: list[_Component] = [
+                *workers,
+                *batch_workers,
+                *([router] if router else []),
+            ]
             _run_all(
                 components,
                 until_idle_seconds=until_idle_seconds,
@@ -211,12 +223,13 @@ def run_workers(
         result = ServiceResult(
             workers={worker.plan.name: worker.counts for worker in workers},
             router=router.counts if router is not None else None,
+            batch_handlers={worker.plan.name: worker.counts for worker in batch_workers},
         )
     finally:
         store.close()
     # Their Kafka clients sit in reference cycles (callbacks bound to their owners):
     # collect them now, while the broker is still there, not at some later GC.
-    del workers, router, relay
+    del workers, batch_workers, router, relay
     gc.collect()
     return result
 

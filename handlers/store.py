@@ -815,6 +815,14 @@ class Store:
                 "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?", (cutoff,)
             )
 
+    def claimed(self, handler: str, event_id: str) -> bool:
+        """True if ``handler`` has a committed claim of ``event_id`` (see ``Transaction.claim``)."""
+        with self._transaction(write=False, ddl=False) as transaction:
+            rows = transaction.query(
+                "SELECT 1 FROM inbox WHERE handler = ? AND event_id = ?", (handler, event_id)
+            )
+        return bool(rows)
+
     def processed_count(self, handler: str) -> int:
         """How many event ids ``handler`` has claimed (committed ones)."""
         with self._transaction(write=False, ddl=False) as transaction:

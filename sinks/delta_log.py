@@ -18,10 +18,10 @@ from typing import Any
 
 from sinks.lake_location import LakeLocation, LakeTable
 
-__all__ = ["commit_info", "commits_from", "recent_commits"]
+__all__ = ["as_lake_table", "commit_info", "commits_from", "recent_commits"]
 
 
-def _as_table(table: LakeTable | Path | str) -> LakeTable:
+def as_lake_table(table: LakeTable | Path | str) -> LakeTable:
     """A local path names a table in a local lake (its parent directory)."""
     if isinstance(table, LakeTable):
         return table
@@ -39,7 +39,7 @@ def commit_info(table: LakeTable | Path | str, version: int) -> dict[str, Any] |
     Returns None when the commit has no commitInfo or its log file is gone
     (log retention keeps only the checkpointed state of old versions).
     """
-    lake_table = _as_table(table)
+    lake_table = as_lake_table(table)
     return _parse_commit_info(lake_table.location.read_file(_log_file(lake_table, version)))
 
 
@@ -64,7 +64,7 @@ def recent_commits(
     The newest version is fixed when iteration starts; commits that land
     later are not seen. Stops at the first version whose log file is gone.
     """
-    lake_table = _as_table(table)
+    lake_table = as_lake_table(table)
     newest = lake_table.open().version()
     oldest = 0 if limit is None else max(0, newest - limit + 1)
     for version in range(newest, oldest - 1, -1):
@@ -84,7 +84,7 @@ def commits_from(
     Stops at the first version without a log file (not committed yet). Reads
     only those log files: no table load, which replays the whole log.
     """
-    lake_table = _as_table(table)
+    lake_table = as_lake_table(table)
     for current in range(version, version + limit):
         data = lake_table.location.read_file(_log_file(lake_table, current))
         if data is None:

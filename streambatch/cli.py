@@ -143,7 +143,11 @@ def broker(
     from connectors.embedded_broker import EmbeddedBroker, create_topics
 
     with EmbeddedBroker(port=port) as running:
-        topics = [name for stream in STREAM_NAMES for name in (stream, f"{stream}.dlq")]
+        topics = [
+            name
+            for stream in STREAM_NAMES
+            for name in (stream, f"{stream}.dlq", f"{stream}.batches")
+        ]
         create_topics(running.bootstrap_servers, topics, partitions)
         console.print(
             f"broker ready on [bold]{running.bootstrap_servers}[/] with topics "
@@ -290,7 +294,9 @@ def _parse_param(item: str) -> tuple[str, str]:
 WorkerOption = Annotated[
     str | None,
     typer.Option(
-        "--worker", "-w", help="a queue worker's (or 'router': the router's) dead letters"
+        "--worker",
+        "-w",
+        help="a queue worker's or batch handler's (or 'router': the router's) dead letters",
     ),
 ]
 HandlersFileOption = Annotated[
@@ -372,6 +378,9 @@ def _dead_letter_route(
     from handlers.config import load_handlers_config
 
     config = load_handlers_config(config_file)
+    batch_handler = config.batch_handlers.get(worker_name)
+    if batch_handler is not None:
+        return batch_handler.dead_letter_topic or f"{worker_name}.dlq", None
     if worker_name == "router" and "router" not in config.workers:
         return config.router_dead_letter_topic, None  # what the router refused to fan out
     return config.plan(worker_name).dead_letter_topic, None
@@ -467,7 +476,7 @@ def worker(
     metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus metrics")] = None,
     bootstrap: BootstrapOption = None,
 ) -> None:
-    """Run queue workers (one thread each): at least once, retries, dead letters, inbox.
+    """Run queue workers and batch handlers (one thread each): at least once, retries, inbox.
 
     With --until-idle the process exits 0 once every worker (and the router) has
     its partitions, has read each to its end, has no retry waiting, and the
@@ -477,22 +486,25 @@ def worker(
     from handlers.service import run_workers
 
     config = load_handlers_config(config_file)
-    chosen = sorted(config.workers) if run_all else list(names or [])
+    chosen = [*config.workers, *config.batch_handlers] if run_all else list(names or [])
     if not chosen or (run_all and names):
         raise StreambatchError("name one or more workers, or pass --all (not both)")
+    batch = sorted(name for name in chosen if name in config.batch_handlers)
     _start_handler_process(metrics_port)
-    store_url = handler_store_url(load_pipeline_settings().data_dir)
+    data_dir = load_pipeline_settings().data_dir
     result = run_workers(
-        chosen,
+        sorted(name for name in chosen if name not in config.batch_handlers),
         config,
         _kafka_connection(bootstrap),
-        store_url,
+        handler_store_url(data_dir),
         with_router=with_router,
         until_idle_seconds=until_idle,
+        batch_handlers=batch,
+        lake_dir=data_dir / "lake",
     )
     if result.router is not None:
         _print_router_counts(result.router)
-    for name, count in result.workers.items():
+    for name, count in [*result.workers.items(), *result.batch_handlers.items()]:
         console.print(
             f"worker {name}: {count.processed} processed, {count.duplicates} duplicates, "
             f"{count.retried} retries, {count.dead_lettered} dead-lettered",

@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import re
+import sys
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -690,8 +691,10 @@ def test_numeric_half_open_range(a: Any, b: Any, data: st.DataObject) -> None:
         return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
 
     if exact(a) == exact(b):
-        # The next double up: every bound of a pattern is a double, as in EventBridge.
-        b = math.nextafter(float(exact(a)), math.inf)
+        # The next double away from a (toward 0 at the largest double, whose next
+        # one up is infinity, which a pattern refuses): every bound is a double.
+        toward = -math.inf if float(exact(a)) == sys.float_info.max else math.inf
+        b = math.nextafter(float(exact(a)), toward)
     low, high = sorted((a, b), key=exact)
     # The bounds themselves are the interesting points.
     x = data.draw(st.sampled_from([low, high]) | finite_numbers)
