@@ -186,6 +186,14 @@ class PipelineSettings(_EnvFirstSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMBATCH_", extra="ignore")
 
     data_dir: Path = Field(default=Path("data"), description="root of all output")
+    lake_uri: str | None = Field(
+        default=None,
+        description=(
+            "where the Delta tables live: a local path, `file://`, `s3://bucket/prefix`, "
+            "`gs://`, `az://` or `abfss://` (credentials from each cloud's standard "
+            "variables, see Object storage); unset: `<data_dir>/lake`"
+        ),
+    )
     window_seconds: int = Field(
         default=600,
         gt=0,
@@ -261,6 +269,9 @@ class StreamSettings(BaseModel):
         description="the stream's source topic; dead letters go to `<topic>.dlq`",
     )
     data_dir: Path
+    lake_uri: str | None = Field(
+        default=None, description="the lake's URI; unset: `<data_dir>/lake`"
+    )
     window_seconds: int = Field(gt=0, le=7 * 86400)
     window_bytes: int = Field(ge=1024, le=1024 * 1024 * 1024)
     dedupe_horizon_seconds: int = Field(ge=0, le=365 * 86400)
@@ -309,7 +320,7 @@ class StreamSettings(BaseModel):
 
     @property
     def lake_dir(self) -> Path:
-        """Root of the Delta tables."""
+        """The default local lake (the lake itself: ``lake_location_of(settings)``)."""
         return self.data_dir / "lake"
 
 
@@ -366,7 +377,9 @@ SETTINGS_MODELS: tuple[type[BaseSettings], ...] = (
 """Every settings model: ``config show`` and the README's table list their fields."""
 
 # Fields of StreamSettings that one stream cannot set apart from the others.
-_NOT_PER_STREAM = frozenset({"stream", "data_dir", "stop_at_end", "metrics_port", "metrics_host"})
+_NOT_PER_STREAM = frozenset(
+    {"stream", "data_dir", "lake_uri", "stop_at_end", "metrics_port", "metrics_host"}
+)
 PER_STREAM_FIELDS = tuple(
     name for name in StreamSettings.model_fields if name not in _NOT_PER_STREAM
 )
@@ -676,6 +689,7 @@ def load_stream_settings(stream: str, config_file: Path | None = None) -> Stream
         "stream": stream,
         "topic": stream,
         "data_dir": shared.data_dir,
+        "lake_uri": shared.lake_uri,
         "window_seconds": shared.window_seconds,
         "window_bytes": shared.window_bytes,
         "dedupe_horizon_seconds": shared.dedupe_horizon_seconds,
