@@ -32,7 +32,8 @@ Scenarios (one embedded broker, events produced once per topic):
    and memory do not stay flat; the flow's index is bounded by its horizon).
 6. With ``workflow_orders`` > 0: the order workflow (``bench/workflow.py``):
    the router alone, then ``workflow_orders`` checkouts through
-   ``streambatch worker --all --with-router`` on SQLite and on PostgreSQL.
+   ``streambatch worker --all --with-router`` on SQLite and on PostgreSQL,
+   each also with the router and every worker in a process of its own.
 """
 
 from __future__ import annotations

@@ -3,9 +3,12 @@
 ``orders`` checkouts are produced to a topic of their own, then
 ``streambatch worker --all --with-router --until-idle`` runs in a child
 process, with its state in SQLite or in PostgreSQL (``pgserver``'s embedded
-server, when installed). Orders/s is measured from the store, from the first
+server, when installed); then again with ``streambatch route`` and each
+``streambatch worker NAME`` in a process of its own, stopped once the store
+shows every order finished. Orders/s is measured from the store, from the first
 event a handler claimed to the last one (group joins and the quiet seconds
-of ``--until-idle`` left out); the process's wall time is recorded too. After
+of ``--until-idle`` left out); the processes' wall time, cores, CPU time
+per order and the machine's load average are recorded too. After
 each run the store must show every order finished (one payment, a settled
 reservation, two customer messages): a fast run that lost work is an error.
 
