@@ -501,7 +501,7 @@ def worker(
         with_router=with_router,
         until_idle_seconds=until_idle,
         batch_handlers=batch,
-        lake_dir=data_dir / "lake",
+        lake=_lake(None),
     )
     if result.router is not None:
         _print_router_counts(result.router)

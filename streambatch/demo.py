@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 from config.settings import STREAM_NAMES
 from connectors.embedded_broker import EmbeddedBroker, create_topics
+from sinks.lake_location import lake_in
 from streambatch.errors import StreambatchError
 from streambatch.flow_runner import run_flow_to_end
 
@@ -201,7 +202,7 @@ def _run_batch_handlers(
                 store_url,
                 until_idle_seconds=_WORKFLOW_QUIET_SECONDS,
                 batch_handlers=sorted(config.batch_handlers),
-                lake_dir=data_dir / "lake",
+                lake=lake_in(data_dir),
             )
     handled = ", ".join(
         f"{name} {counts.processed} batches" for name, counts in result.batch_handlers.items()

@@ -200,7 +200,7 @@ class BatchWorker(ConsumerLoop):
         """Read the rows, then one transaction: claim and handler. False if done before."""
         if self._store.claimed(self.plan.name, batch.batch_id):
             return False
-        rows = read_batch_rows(self.plan.lake_dir, batch)
+        rows = read_batch_rows(self.plan.lake, batch)
         delay = (self._now() - batch.committed_at).total_seconds()
         BATCH_HANDLER_DELAY.labels(self.plan.name).observe(max(delay, 0.0))
         # Effects outside the store (an HTTP POST) come first: the store is never
