@@ -46,7 +46,6 @@ __all__ = [
     "KAFKA_TOOL_VARIABLES",
     "PER_STREAM_FIELDS",
     "SETTINGS_MODELS",
-    "STREAM_NAMES",
     "ConfigFile",
     "HandlerSettings",
     "KafkaSettings",
@@ -64,7 +63,6 @@ __all__ = [
 ]
 
 CONFIG_FILE_NAME = "streambatch.toml"
-STREAM_NAMES = ("orders", "clicks", "logs")
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
@@ -633,7 +631,7 @@ def load_stream_settings(stream: str, config_file: Path | None = None) -> Stream
     Raises:
         ConfigError: naming the variable whose value is refused.
     """
-    if stream not in STREAM_NAMES and not stream.isidentifier():
+    if not stream.isidentifier():
         raise ConfigError(f"unknown stream name {stream!r}")
     file_values = _read_config_file(config_file or Path(CONFIG_FILE_NAME))
     shared = load_pipeline_settings(config_file)

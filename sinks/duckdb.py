@@ -33,13 +33,12 @@ from deltalake import DeltaTable
 from rich.table import Table
 from rich.text import Text
 
-from events.registry import STREAMS
+from events.registry import STREAMS, stream_names
 from events.stream import COMMON_COLUMNS, LINEAGE_COLUMNS, PARTITION_COLUMNS
 from sinks.delta_lake import BATCHES_SCHEMA, BATCHES_TABLE
 from streambatch.errors import LakeError, StreambatchError
 
 __all__ = [
-    "DEFAULT_STREAMS",
     "REPORTS",
     "ForbiddenStatementError",
     "Report",
@@ -51,8 +50,6 @@ __all__ = [
     "run_report",
     "run_sql",
 ]
-
-DEFAULT_STREAMS: Final[tuple[str, ...]] = ("orders", "clicks", "logs")
 
 ParamKind = Literal["timestamp", "positive_int", "text"]
 
@@ -91,7 +88,7 @@ class _TableSnapshot:
 
 
 def connect(
-    data_dir: Path | str, *, streams: Sequence[str] = DEFAULT_STREAMS
+    data_dir: Path | str, *, streams: Sequence[str] | None = None
 ) -> duckdb.DuckDBPyConnection:
     """Open an in-memory DuckDB connection with one view per stream plus ``batches``.
 
@@ -106,14 +103,15 @@ def connect(
 
     Args:
         data_dir: the data directory; tables live under ``<data_dir>/lake/``.
-        streams: stream names, each a lower-case identifier other than ``batches``.
+        streams: stream names, each a lower-case identifier other than ``batches``
+            (default: every registered stream).
 
     Raises:
         ValueError: a stream name is invalid or repeated.
         LakeError: a table needs Delta features we cannot honour, or lists a
             file outside its own directory.
     """
-    names = _validate_streams(streams)
+    names = _validate_streams(stream_names() if streams is None else streams)
     lake_dir = Path(data_dir).absolute() / "lake"
     conn = duckdb.connect(":memory:")
     try:

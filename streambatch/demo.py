@@ -9,8 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from config.settings import STREAM_NAMES
-from connectors.embedded_broker import EmbeddedBroker, create_topics
+from connectors.embedded_broker import EmbeddedBroker, create_topics, stream_topics
 from streambatch.errors import StreambatchError
 from streambatch.flow_runner import run_flow_to_end
 
@@ -59,7 +58,7 @@ def run_demo(console: Console, *, events: int, data_dir: Path) -> None:
     console.rule("[bold]streambatch demo")
     with EmbeddedBroker(log_file=data_dir / "broker.log") as broker:
         connection = {"bootstrap.servers": broker.bootstrap_servers}
-        topics = [name for stream in STREAM_NAMES for name in (stream, f"{stream}.dlq")]
+        topics = stream_topics()
         create_topics(broker.bootstrap_servers, topics, partitions=3)
         console.print(
             f"1. embedded Kafka broker on {broker.bootstrap_servers}: orders, clicks, logs (x3)"
@@ -82,7 +81,7 @@ def run_demo(console: Console, *, events: int, data_dir: Path) -> None:
             # Small batches so that the demo shows several per partition.
             "STREAMBATCH_WINDOW_BYTES": str(256 * 1024),
         }
-        for name in STREAM_NAMES:
+        for name in streams:
             started = time.monotonic()
             with console.status(f"python -m bytewax.run flows.{name}"):
                 run = run_flow_to_end(name, env, cwd=_REPO_ROOT)
