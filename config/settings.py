@@ -178,10 +178,12 @@ class KafkaSettings(_EnvFirstSettings):
         return config
 
 
-class PipelineSettings(_EnvFirstSettings):
-    """Settings shared by every stream; each may be overridden per stream."""
+class _PipelineFields(BaseModel):
+    """The pipeline's fields, declared once.
 
-    model_config = SettingsConfigDict(env_prefix="STREAMBATCH_", extra="ignore")
+    :class:`PipelineSettings` reads them from ``STREAMBATCH_<FIELD>``;
+    :class:`StreamSettings` holds one stream's values after its overrides.
+    """
 
     data_dir: Path = Field(default=Path("data"), description="root of all output")
     window_seconds: int = Field(
@@ -233,7 +235,13 @@ class PipelineSettings(_EnvFirstSettings):
     )
 
 
-class StreamSettings(BaseModel):
+class PipelineSettings(_EnvFirstSettings, _PipelineFields):
+    """Settings shared by every stream; each may be overridden per stream."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMBATCH_", extra="ignore")
+
+
+class StreamSettings(_PipelineFields):
     """The settings of one stream after per-stream overrides were applied."""
 
     model_config = ConfigDict(frozen=True)
@@ -246,16 +254,6 @@ class StreamSettings(BaseModel):
         pattern=r"^[A-Za-z0-9._-]+$",
         description="the stream's source topic; dead letters go to `<topic>.dlq`",
     )
-    data_dir: Path
-    window_seconds: int = Field(gt=0, le=7 * 86400)
-    window_bytes: int = Field(ge=1024, le=1024 * 1024 * 1024)
-    dedupe_horizon_seconds: int = Field(ge=0, le=365 * 86400)
-    stop_at_end: bool
-    max_record_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
-    metrics_port: int | None = Field(default=None, ge=0, le=65535)
-    metrics_host: str = Field(default="127.0.0.1", min_length=1)
-    retry_seconds: int = Field(default=600, ge=1, le=86400)
-    max_partitions_per_commit: int = Field(default=100, ge=1, le=10_000)
 
     @property
     def dead_letter_topic(self) -> str:
@@ -332,8 +330,9 @@ SETTINGS_MODELS: tuple[type[BaseSettings], ...] = (
 
 # Fields of StreamSettings that one stream cannot set apart from the others.
 _NOT_PER_STREAM = frozenset({"stream", "data_dir", "stop_at_end", "metrics_port", "metrics_host"})
-PER_STREAM_FIELDS = tuple(
-    name for name in StreamSettings.model_fields if name not in _NOT_PER_STREAM
+PER_STREAM_FIELDS = (
+    "topic",
+    *(name for name in PipelineSettings.model_fields if name not in _NOT_PER_STREAM),
 )
 """What ``STREAMBATCH_<STREAM>_<FIELD>`` (or ``[streams.<stream>]``) may set."""
 
@@ -637,20 +636,7 @@ def load_stream_settings(stream: str, config_file: Path | None = None) -> Stream
     shared = load_pipeline_settings(config_file)
     prefix = f"STREAMBATCH_{stream.upper()}_"
     overrides = {**file_values, **{k: v for k, v in os.environ.items() if k.startswith(prefix)}}
-    values: dict[str, Any] = {
-        "stream": stream,
-        "topic": stream,
-        "data_dir": shared.data_dir,
-        "window_seconds": shared.window_seconds,
-        "window_bytes": shared.window_bytes,
-        "dedupe_horizon_seconds": shared.dedupe_horizon_seconds,
-        "stop_at_end": shared.stop_at_end,
-        "metrics_port": shared.metrics_port,
-        "metrics_host": shared.metrics_host,
-        "retry_seconds": shared.retry_seconds,
-        "max_partitions_per_commit": shared.max_partitions_per_commit,
-        "max_record_bytes": shared.max_record_bytes,
-    }
+    values: dict[str, Any] = {"stream": stream, "topic": stream, **shared.model_dump()}
     for key, value in overrides.items():
         if key.startswith(prefix):
             field = key[len(prefix) :].lower()

@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Message, TopicPartition
 
+from connectors.dead_letter_headers import HANDLER_ATTEMPTS, HANDLER_NAME
 from connectors.dead_letters import DeadLetterWriter
 from flows.records import DeadLetter
 from handlers.config import WorkerPlan
@@ -245,8 +246,8 @@ class QueueWorker(ConsumerLoop):
             (str(pair[0]), pair[1]) for pair in message.headers() or []
         ]
         headers += [
-            ("handler.name", self.plan.name.encode()),
-            ("handler.attempts", str(attempts).encode()),
+            (HANDLER_NAME, self.plan.name.encode()),
+            (HANDLER_ATTEMPTS, str(attempts).encode()),
         ]
         letter = DeadLetter(
             key=message.key(),

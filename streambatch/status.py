@@ -23,14 +23,13 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
 from deltalake import DeltaTable
 from rich.console import JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 
 from config.settings import load_stream_settings
-from connectors.kafka_clients import new_admin, new_consumer
+from connectors.kafka_clients import TopicUnavailable, describe_topic, new_consumer
 from events.registry import get_stream
 from sinks.delta_lake import BATCHES_TABLE, DeltaLake
 from streambatch.errors import StreambatchError
@@ -157,8 +156,6 @@ def collect_status(
     observed_at = _aware_utc(now())
     lake_dir = data_dir / "lake"
     last_commits = _last_commits(lake_dir / BATCHES_TABLE, streams)
-    # A status query must not create the topic it asks about (brokers may auto-create).
-    admin = new_admin(connection)
     statuses: list[PartitionStatus] = []
     for name in streams:
         try:
@@ -169,7 +166,7 @@ def collect_status(
         topic = settings.topic
         lake = DeltaLake(lake_dir, schema)
         lake_partitions = {p for (s, t, p) in last_commits if s == name and t == topic}
-        partitions = _topic_partitions(admin, topic)
+        partitions = _topic_partitions(connection, topic)
         wanted = sorted(set(partitions or []) | lake_partitions)
         fences = _fences(lake, topic, set(wanted))
         probe = (
@@ -391,19 +388,17 @@ def _fences(lake: DeltaLake, topic: str, partitions: set[int]) -> dict[int, int 
     return fences
 
 
-def _topic_partitions(admin: AdminClient, topic: str) -> list[int] | None:
-    """The topic's partitions, or ``None`` if it does not exist."""
+def _topic_partitions(connection: dict[str, str], topic: str) -> list[int] | None:
+    """The topic's partitions, or ``None`` if it does not exist (never creating it).
+
+    Raises:
+        KafkaUnreachable: the cluster did not answer.
+    """
     try:
-        metadata = admin.list_topics(topic, timeout=_KAFKA_TIMEOUT_SECONDS)
-    except KafkaException as exc:
-        raise StreambatchError(
-            f"cannot read the metadata of topic {topic!r} (is Kafka reachable at "
-            "KAFKA_BOOTSTRAP_SERVERS?): " + " ".join(str(exc).split())
-        ) from None
-    described = metadata.topics.get(topic)
-    if described is None or described.error is not None or not described.partitions:
+        described = describe_topic(connection, topic, timeout_seconds=_KAFKA_TIMEOUT_SECONDS)
+    except TopicUnavailable:
         return None
-    return sorted(described.partitions)
+    return sorted(described.partitions) or None
 
 
 def _probe_topic(
