@@ -199,7 +199,15 @@ class _PipelineFields(BaseModel):
         description="... or when its buffered input reaches this many bytes",
     )
     dedupe_horizon_seconds: int = Field(
-        default=86400, ge=0, le=365 * 86400, description="repeated event_id within this is dropped"
+        default=86400,
+        ge=0,
+        le=365 * 86400,
+        description=(
+            "a repeated event_id that arrives within this long of the first is dropped (first"
+            " wins); measured in arrival time (when the flow committed the first copy), so no"
+            " event's own timestamp can shrink the window for others; 0 dedupes within a batch"
+            " only"
+        ),
     )
     stop_at_end: bool = Field(
         default=False, description="read to the current end of every partition, flush, exit 0"
@@ -267,7 +275,7 @@ class StreamSettings(_PipelineFields):
 
     @property
     def dedupe_horizon(self) -> timedelta:
-        """How long an event id is remembered, in event time."""
+        """How long an event id is remembered, in arrival time."""
         return timedelta(seconds=self.dedupe_horizon_seconds)
 
     @property

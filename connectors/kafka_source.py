@@ -4,7 +4,9 @@ One Bytewax source partition per Kafka partition, each with its own
 ``assign()``-ed consumer (no consumer group, no Kafka commits): the offset of
 record lives in the lake, committed atomically with the data. Emits one
 :class:`~flows.records.RecordChunk` per ``consume()`` call, not one item per
-record.
+record. While reading, each partition stops the flow when its offsets go
+backwards or its topic is replaced (another topic id): the fence the flow
+started from belongs to the old log (see :mod:`connectors.kafka_log`).
 """
 
 from __future__ import annotations
@@ -17,9 +19,17 @@ from functools import cached_property
 from typing import cast
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicCollection,
+    TopicPartition,
+)
 
-from connectors.kafka_clients import TopicUnavailable, describe_topic, new_consumer
+from connectors.kafka_clients import TopicUnavailable, describe_topic, new_admin, new_consumer
+from connectors.kafka_log import BrokerLog, LogMismatch
 from flows.progress import InFlightLimiter
 from flows.records import Headers, RecordChunk, partition_key
 from streambatch.clock import utc_now
@@ -40,6 +50,9 @@ FenceReader = Callable[[str, int], int | None]
 """``(topic, partition) -> next offset to read`` or None for the beginning."""
 
 _IDLE_WAIT = timedelta(milliseconds=20)
+_LOG_CHECK_INTERVAL = timedelta(seconds=5)
+# Records after at least this long at the end of the log get the topic id checked first.
+_END_WAIT = timedelta(seconds=1)
 _FATAL_CODES = {
     KafkaError.UNKNOWN_TOPIC_OR_PART,
     KafkaError._UNKNOWN_TOPIC,
@@ -138,6 +151,7 @@ class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
         }
         self._stream = source.stream
         self._label = partition_key(topic, partition)
+        self._connected: bool | None = None
         self._consumer = new_consumer(config)
         self._consumer.assign([TopicPartition(topic, partition, start)])
         self._start = start
@@ -151,6 +165,13 @@ class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
         self._limiter = InFlightLimiter(
             topic, partition, source.max_in_flight_bytes, source.read_fence
         )
+        # The log this partition reads (checked against the lake's when the
+        # flow started): a recreated topic under a running flow gets another id.
+        self._admin = new_admin(source.consumer_config)
+        self._topic_id = self._describe_topic_id()
+        self._next_offset = fence
+        self._read_nothing_since: datetime | None = None  # consume() returned nothing since
+        self._log_checked_at = utc_now()
         log.info(
             "reading %s from %s",
             partition_key(topic, partition),
@@ -165,7 +186,14 @@ class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
         log.warning("kafka client error on %s: %s", self._label, error.str())
 
     def _on_stats(self, stats_json: str) -> None:
-        high = observe_client_stats(self._stream, self._label, stats_json)
+        connected, high = observe_client_stats(self._stream, self._label, stats_json)
+        if connected != self._connected:
+            # librdkafka's own lines are debug detail; the change of state is news.
+            if connected:
+                log.info("%s: broker connection up", self._label)
+            elif self._connected is not None:
+                log.warning("no broker connection for %s; retrying", self._label)
+            self._connected = connected
         fence = self._limiter.committed_fence()
         if high is not None:
             CONSUMER_LAG.labels(self._stream, self._label).set(
@@ -198,10 +226,74 @@ class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
             )
             del messages
         self._idle = not chunk.offsets
+        now = utc_now()
+        waited = self._read_nothing_since
+        if chunk.offsets:
+            self._read_nothing_since = None
+        elif waited is None:
+            self._read_nothing_since = now
+        after_wait = bool(chunk.offsets) and waited is not None and now - waited >= _END_WAIT
+        self._check_log(chunk.offsets, after_wait, now)
         if not chunk.offsets:
             return []
         self._limiter.record_read(chunk.offsets, chunk.record_sizes())
         return [chunk]
+
+    def _describe_topic_id(self) -> str | None:
+        future = self._admin.describe_topics(TopicCollection([self._topic]), request_timeout=10)
+        try:
+            described = future[self._topic].result(timeout=10)
+        except TimeoutError:
+            log.warning("cannot describe %s: no answer in 10 s", self._label)
+            return None
+        except KafkaException as exc:
+            if exc.args and exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                return ""  # deleted: no id, which differs from every id
+            log.warning("cannot describe %s: %s", self._label, exc)
+            return None  # unknown for now (broker away): checked again later
+        return None if described.topic_id is None else str(described.topic_id)
+
+    def _check_log(self, offsets: list[int], after_wait: bool, now: datetime) -> None:
+        """Stop when offsets go backwards or the topic is replaced while running.
+
+        A gap forwards is fine (transaction markers, compaction); a jump past
+        the log's end cannot be read. The topic id is asked every few seconds,
+        and before the first records that arrive after a second or more at the
+        end (what a recreated topic's records look like to a reader at the old
+        end): those are never handed on if the id changed.
+        """
+        if offsets:
+            if self._next_offset is not None and offsets[0] < self._next_offset:
+                self._stop_on_mismatch(
+                    self._topic_id, f"offset {offsets[0]} read after {self._next_offset - 1}"
+                )
+            self._next_offset = offsets[-1] + 1
+        if not after_wait and now - self._log_checked_at < _LOG_CHECK_INTERVAL:
+            return
+        self._log_checked_at = now
+        current = self._describe_topic_id()
+        if self._topic_id is None:
+            self._topic_id = current
+        elif current is not None and current != self._topic_id:
+            self._stop_on_mismatch(current)
+
+    def _stop_on_mismatch(self, broker_topic_id: str | None, detail: str | None = None) -> None:
+        try:
+            low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self._topic, self._partition), timeout=5, cached=False
+            )
+        except KafkaException:
+            low, high = -1, -1  # shown as such: the broker did not say
+        fence = self._limiter.committed_fence()
+        mismatch = LogMismatch(
+            self._topic,
+            self._partition,
+            fence if fence is not None else self._start_offset,
+            self._topic_id,
+            BrokerLog(broker_topic_id or "(none: topic deleted)", int(low), int(high)),
+            detail,
+        )
+        raise TerminalError(mismatch.line(self._stream))
 
     def _handle_errors(self, messages: list[Message]) -> None:
         """End of partition, a fence outside the topic, fatal or passing errors."""
@@ -214,11 +306,8 @@ class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
                     self._at_end = True
                 continue
             if error.code() == KafkaError._AUTO_OFFSET_RESET:
-                raise TerminalError(
-                    f"{partition_key(self._topic, self._partition)}: the lake's fence "
-                    f"{self._start} is outside the topic's offsets ({error.str()}); was "
-                    "the topic recreated or its records deleted before they were read? "
-                    "Use a new STREAMBATCH_DATA_DIR for a new topic."
+                self._stop_on_mismatch(
+                    self._describe_topic_id(), f"the fence is outside the log ({error.str()})"
                 )
             if error.code() in _FATAL_CODES or error.fatal():
                 raise TerminalError(f"{partition_key(self._topic, self._partition)}: {error.str()}")

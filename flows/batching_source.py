@@ -25,6 +25,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from flows.batching import FlushPolicy, PartitionBatcher
 from flows.records import ClosedBatch, RecordChunk
 from streambatch.clock import Clock, utc_now
+from streambatch.errors import TerminalError
 from streambatch.failure import FailureLatch
 
 __all__ = ["BatchingSource"]
@@ -38,7 +39,8 @@ class BatchingSource(FixedPartitionedSource[ClosedBatch, None]):
     policy: FlushPolicy
     now: Clock = utc_now
     failure: FailureLatch | None = None
-    """Polled on every read: a failure downstream (the sink's threads) stops the worker."""
+    """Polled on every read: a failure downstream (the sink's threads) stops the worker;
+    a reader's terminal error (its log changed) trips it, so it ends the flow in one line."""
 
     def list_parts(self) -> list[str]:
         return self.chunks.list_parts()
@@ -79,6 +81,11 @@ class _BatchingPartition(StatefulSourcePartition[ClosedBatch, None]):
             if not batches:
                 raise
             return batches
+        except TerminalError as exc:
+            # The reader cannot go on (e.g. its log changed): fail closed, in one line.
+            if self._failure is not None:
+                self._failure.trip(str(exc), exc)
+            raise
         batches = list(self._batcher.on_batch(list(chunks))[0]) if chunks else []
         deadline = self._batcher.notify_at()
         if deadline is not None and self._now() >= deadline:

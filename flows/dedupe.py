@@ -1,19 +1,21 @@
-"""Compact memory of recent event ids, per Kafka partition, in event time.
+"""Compact memory of recent event ids, per Kafka partition, in arrival time.
 
-An id is kept as a 128-bit digest (two ``uint64``), its ``occurred_at`` in
-microseconds and the 64-bit digest of its raw value: 32 bytes per remembered
-id, with no Python object per id. The id digest is two SipHash values
-(Python's ``hash`` of ``id`` and of ``id + "\\0"``), keyed with a random
-per-process key, so nobody can craft colliding ids; the chance that two
-distinct ids share a digest is about ``n**2 / 2**129``: nil for any real
-stream, so no valid event is dropped. The key changes with every process,
-which is fine: the index is rebuilt from the ids in the lake at start.
+An id is kept as a 128-bit digest (two ``uint64``), the time its first copy
+arrived (microseconds of the flow's clock) and the 64-bit digest of its raw
+value: 32 bytes per remembered id, with no Python object per id. The id
+digest is two SipHash values (Python's ``hash`` of ``id`` and of
+``id + "\\0"``), keyed with a random per-process key, so nobody can craft
+colliding ids; the chance that two distinct ids share a digest is about
+``n**2 / 2**129``: nil for any real stream, so no valid event is dropped. The
+key changes with every process, which is fine: the index is rebuilt from the
+ids in the lake at start.
 
-Horizon: the index remembers every id whose ``occurred_at`` is within
-``horizon`` of the newest ``occurred_at`` it has seen (the watermark). An
-event whose id is remembered is a duplicate; the first occurrence wins. A
-duplicate whose value differs from the first one's is also a *conflict*
-(same id, other payload): still dropped, but counted apart.
+Horizon: an event whose id arrived first less than ``horizon`` before it (in
+arrival time, never in the events' own ``occurred_at``) is a duplicate; the
+first occurrence wins. No event can move the window of others: an event dated
+days ahead or behind is remembered from when it arrived, like any other. A
+duplicate whose value differs from the first one's is also a *conflict* (same
+id, other payload): still dropped, but counted apart.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ class DedupeResult:
 
 
 class _Run:
-    """A sorted run of digests (by high word) with event times and value digests."""
+    """A sorted run of digests (by high word) with arrival times and value digests."""
 
     __slots__ = ("high", "low", "newest_us", "oldest_us", "times", "values")
     COLUMNS = ("high", "low", "times", "values")
@@ -133,7 +135,7 @@ class _Run:
     def lookup(
         self, high: _U64, low: _U64, cutoff_us: int
     ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.intp]]:
-        """Which digests are here (event time at or after ``cutoff_us``), and where."""
+        """Which digests are here (arrived at or after ``cutoff_us``), and where."""
         if self.high.size == 0:
             return np.zeros(high.size, dtype=bool), np.zeros(high.size, dtype=np.intp)
         position = np.minimum(np.searchsorted(self.high, high), self.high.size - 1)
@@ -146,7 +148,14 @@ class _Run:
 
 
 class DedupeIndex:
-    """Remembers event ids for ``horizon`` of event time; first occurrence wins."""
+    """Remembers event ids for ``horizon`` of arrival time; first occurrence wins.
+
+    Arrival times come from the caller's clock (the flow's), one per batch;
+    the newest one remembered or checked is the watermark, and an id is
+    forgotten once it arrived ``horizon`` or more before it (a horizon of 0
+    dedupes within a batch only). A clock that
+    steps back never brings a forgotten id back.
+    """
 
     def __init__(self, horizon: timedelta) -> None:
         if horizon < timedelta(0):
@@ -168,14 +177,28 @@ class DedupeIndex:
         """Memory held by the remembered ids (arrays only)."""
         return sum(run.nbytes for run in self._runs)
 
-    def check(self, event_ids: Sequence[str], value_digests: Sequence[int] | _I64) -> DedupeResult:
-        """Mark the rows to keep, without remembering them (see :meth:`remember`)."""
-        return self.check_digests(digest_ids(event_ids), value_digests)
+    def check(
+        self,
+        event_ids: Sequence[str],
+        value_digests: Sequence[int] | _I64,
+        arrived_at_us: int | None = None,
+    ) -> DedupeResult:
+        """Mark the rows to keep, without remembering them (see :meth:`remember`).
+
+        ``arrived_at_us``: when these rows arrived; ids that arrived first
+        ``horizon`` or more before that are not duplicates any more. None:
+        the watermark (the newest arrival remembered).
+        """
+        return self.check_digests(digest_ids(event_ids), value_digests, arrived_at_us)
 
     def check_digests(
-        self, digests: npt.NDArray[np.uint64], value_digests: Sequence[int] | _I64
+        self,
+        digests: npt.NDArray[np.uint64],
+        value_digests: Sequence[int] | _I64,
+        arrived_at_us: int | None = None,
     ) -> DedupeResult:
         """:meth:`check` for ids already hashed by :func:`digest_ids` (row for row)."""
+        self._advance(arrived_at_us)
         count = len(digests)
         if not count:
             return DedupeResult([], 0, 0, digests)
@@ -212,28 +235,38 @@ class DedupeIndex:
     def remember(
         self,
         event_ids: Sequence[str],
-        occurred_at_us: Sequence[int] | _I64,
+        arrived_at_us: int | Sequence[int] | _I64,
         value_digests: Sequence[int] | _I64,
     ) -> None:
-        """Add committed ids; forget those older than the horizon."""
-        self.remember_digests(digest_ids(event_ids), occurred_at_us, value_digests)
+        """Add committed ids with when they arrived (one time for all, or row for row).
+
+        Forgets the ids that arrived ``horizon`` or more before the watermark.
+        """
+        self.remember_digests(digest_ids(event_ids), arrived_at_us, value_digests)
 
     def remember_digests(
         self,
         digests: npt.NDArray[np.uint64],
-        occurred_at_us: Sequence[int] | _I64,
+        arrived_at_us: int | Sequence[int] | _I64,
         value_digests: Sequence[int] | _I64,
     ) -> None:
         """:meth:`remember` for ids already hashed by :func:`digest_ids` (row for row)."""
         if not len(digests):
             return
-        times = np.asarray(occurred_at_us, dtype=np.int64)
+        times = np.asarray(arrived_at_us, dtype=np.int64)
+        if times.ndim == 0:
+            times = np.full(len(digests), times, dtype=np.int64)
         values = np.asarray(value_digests, dtype=np.int64)
         self._runs.append(_Run.sorting(digests[:, 0], digests[:, 1], times, values))
-        newest = int(times.max())
-        if self._watermark_us is None or newest > self._watermark_us:
-            self._watermark_us = newest
+        self._advance(int(times.max()))
         self._compact()
+
+    def _advance(self, arrived_at_us: int | None) -> None:
+        """Move the watermark forwards to ``arrived_at_us`` (never backwards)."""
+        if arrived_at_us is not None and (
+            self._watermark_us is None or arrived_at_us > self._watermark_us
+        ):
+            self._watermark_us = arrived_at_us
 
     def _compact(self) -> None:
         """Drop runs past the horizon; merge runs size-tiered (LSM style).
@@ -258,9 +291,10 @@ class DedupeIndex:
             self._runs = [functools.reduce(lambda a, b: _merge(a, b, cutoff), self._runs)]
 
     def _cutoff_us(self) -> int:
+        """The earliest arrival still remembered: less than ``horizon`` before the watermark."""
         if self._watermark_us is None:
             return int(np.iinfo(np.int64).min)
-        return self._watermark_us - self._horizon_us
+        return self._watermark_us - self._horizon_us + 1
 
 
 def _merge(older: _Run, newer: _Run, cutoff_us: int) -> _Run:

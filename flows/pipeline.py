@@ -7,7 +7,10 @@ partition -> validate, dedupe, dead-letter, commit to the lake exactly once
 
 from __future__ import annotations
 
+import logging
 import sys
+import time
+from datetime import timedelta
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -19,6 +22,7 @@ from events.stream import StreamSchema
 from flows.batching import FlushPolicy
 from flows.batching_source import BatchingSource
 from flows.records import ClosedBatch, ValidatedBatch
+from flows.run_summary import print_summary_at_exit
 from flows.validation import validate_batch
 from sinks.delta_lake import DeltaLake
 from sinks.lake_sink import LakeSink
@@ -27,10 +31,13 @@ from streambatch.clock import Clock, utc_now
 from streambatch.errors import ConfigError, TerminalError
 from streambatch.failure import FailureLatch, exit_on_failure
 from streambatch.gc_pause import collect_less_often, freeze_startup_objects
+from streambatch.health import FlowHealth, serve_flow_endpoints
+from streambatch.log_guard import check_logs, mismatch_line
 from streambatch.logs import configure_logging
-from streambatch.metrics import serve_metrics
 
-__all__ = ["build_flow", "flow_from_environment"]
+__all__ = ["build_flow", "check_source_log", "flow_from_environment", "serve_health_and_metrics"]
+
+log = logging.getLogger(__name__)
 
 
 def build_flow(
@@ -49,7 +56,7 @@ def build_flow(
     lake = DeltaLake(settings.lake_dir, stream)
     lake.ensure_tables()
     if settings.metrics_port is not None:
-        serve_metrics(settings.metrics_port, settings.metrics_host)
+        serve_health_and_metrics(stream.name, settings)
     connection = kafka.librdkafka_config()
     flow = Dataflow(f"streambatch_{stream.name}")
     reader = LakeFencedKafkaSource(
@@ -80,6 +87,28 @@ def build_flow(
     return flow
 
 
+def serve_health_and_metrics(stream: str, settings: StreamSettings) -> None:
+    """``/metrics``, ``/healthz`` and ``/readyz`` on the metrics port; a taken port is logged.
+
+    Stalled means records waiting and no commit for a window plus two minutes:
+    a batch closes at most one window after its first record.
+    """
+    health = FlowHealth(
+        stream=stream,
+        stall_after=settings.window + timedelta(minutes=2),
+        started_at=time.time(),
+    )
+    assert settings.metrics_port is not None
+    try:
+        serve_flow_endpoints(health, settings.metrics_port, settings.metrics_host)
+    except OSError as exc:
+        log.warning(
+            "metrics not served: %s:%d: %s", settings.metrics_host, settings.metrics_port, exc
+        )
+        return
+    log.info("metrics, /healthz and /readyz on %s:%d", settings.metrics_host, settings.metrics_port)
+
+
 def flow_from_environment(stream: StreamSchema) -> Dataflow:
     """Build ``stream``'s flow from env and ``streambatch.toml``.
 
@@ -96,6 +125,7 @@ def flow_from_environment(stream: StreamSchema) -> Dataflow:
         raise SystemExit(2) from None
     try:
         check_source_topic(kafka, settings.topic)
+        check_source_log(stream, settings, kafka)
     except TerminalError as exc:
         print(f"streambatch: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -103,6 +133,8 @@ def flow_from_environment(stream: StreamSchema) -> Dataflow:
     # Failing closed means exiting: one line on stderr, a non-zero status.
     exit_on_failure(failure)
     flow = build_flow(stream, settings, kafka, failure=failure)
+    if settings.stop_at_end:
+        print_summary_at_exit(stream.name)
     freeze_startup_objects()
     collect_less_often()
     return flow
@@ -118,3 +150,17 @@ def check_source_topic(kafka: KafkaSettings, topic: str) -> None:
         describe_topic(kafka.librdkafka_config(), topic)
     except TopicUnavailable as exc:
         raise TopicUnavailable(f"source {exc}") from None
+
+
+def check_source_log(stream: StreamSchema, settings: StreamSettings, kafka: KafkaSettings) -> None:
+    """Refuse to start when a partition's fence does not belong to the broker's log.
+
+    Raises:
+        TerminalError: one line naming topic, partition, fence, the broker's
+            offsets and the ``streambatch accept-log`` command that accepts the log.
+    """
+    lake = DeltaLake(settings.lake_dir, stream)
+    lake.ensure_tables()
+    mismatches = check_logs(stream, lake, kafka.librdkafka_config(), settings.topic)
+    if mismatches:
+        raise TerminalError(mismatch_line(stream.name, mismatches))

@@ -356,7 +356,8 @@ class DeltaLake:
         Returns True when a row was written.
         """
         fence = self.fence(topic, partition)
-        if fence is None or (self.batch_log_fence(topic, partition) or -1) >= fence:
+        logged = self.batch_log_fence(topic, partition)
+        if fence is None or (logged is not None and logged >= fence):
             return False
         app_id = self.app_id(topic, partition)
         for version, commit in recent_commits(self.table_path):
@@ -371,34 +372,84 @@ class DeltaLake:
                 return True
         raise LakeError(f"{app_id}: no commit metadata found for fence {fence}")
 
-    def watermark_us(self, topic: str, partition: int) -> int | None:
-        """Newest committed ``occurred_at`` of a partition, from ``batches``."""
-        if not DeltaTable.is_deltatable(str(self.batches_path)):
-            return None
-        dataset = DeltaTable(str(self.batches_path)).to_pyarrow_dataset()
-        expression = (
-            (pc.field("stream") == self._stream.name)
-            & (pc.field("topic") == topic)
-            & (pc.field("partition") == partition)
-        )
-        column = dataset.to_table(columns=["max_occurred_at"], filter=expression).column(0)
-        newest = pc.max(column.cast(pa.int64())).as_py()
-        return None if newest is None else int(newest)
+    def last_row_digest(self, topic: str, partition: int, fence: int) -> tuple[int, int] | None:
+        """``(offset, value digest)`` of a partition's highest-offset row below ``fence``.
 
-    def recent_rows(self, topic: str, partition: int, since_us: int) -> pa.Table:
-        """Dedupe keys (id, time, value digest) of a partition's rows since ``since_us``."""
-        columns = ["event_id", "occurred_at", "_value_digest"]
+        Looks at the last 10,000 offsets first (file statistics prune the rest).
+        """
         if not DeltaTable.is_deltatable(str(self.table_path)):
-            return self._stream.table_schema.empty_table().select(columns)
-        since = datetime.fromtimestamp(since_us / 1_000_000, tz=UTC)
+            return None
         dataset = DeltaTable(str(self.table_path)).to_pyarrow_dataset()
-        expression = (
-            (pc.field("event_date") >= since.strftime("%Y-%m-%d"))
-            & (pc.field("_topic") == topic)
-            & (pc.field("_partition") == partition)
-            & (pc.field("occurred_at") >= pa.scalar(since_us, pa.timestamp("us", tz="UTC")))
+        mine = (pc.field("_topic") == topic) & (pc.field("_partition") == partition)
+        for low in (max(0, fence - 10_000), 0):
+            rows = dataset.to_table(
+                columns=["_offset", "_value_digest"],
+                filter=mine & (pc.field("_offset") >= low) & (pc.field("_offset") < fence),
+            )
+            if rows.num_rows:
+                index = pc.index(rows.column("_offset"), pc.max(rows.column("_offset"))).as_py()
+                return int(rows.column("_offset")[index].as_py()), int(
+                    rows.column("_value_digest")[index].as_py()
+                )
+        return None
+
+    def recent_arrivals(self, topic: str, partition: int, since: datetime) -> pa.Table:
+        """Dedupe keys of a partition's rows committed after ``since``.
+
+        Columns ``event_id``, ``_value_digest`` and ``_arrived_at``: the
+        ``committed_at`` of the batch that holds the row's offset (the flow's
+        clock, recorded in ``batches`` for every commit), whatever the row's
+        ``occurred_at``.
+        """
+        columns = ["event_id", "_value_digest", "_arrived_at"]
+        empty = pa.schema(
+            [
+                ("event_id", pa.string()),
+                ("_value_digest", pa.int64()),
+                ("_arrived_at", pa.timestamp("us", tz="UTC")),
+            ]
+        ).empty_table()
+        if not (
+            DeltaTable.is_deltatable(str(self.batches_path))
+            and DeltaTable.is_deltatable(str(self.table_path))
+        ):
+            return empty
+        recent = (
+            DeltaTable(str(self.batches_path))
+            .to_pyarrow_dataset()
+            .to_table(
+                columns=["first_offset", "next_offset", "committed_at"],
+                filter=(
+                    (pc.field("stream") == self._stream.name)
+                    & (pc.field("topic") == topic)
+                    & (pc.field("partition") == partition)
+                    & (pc.field("committed_at") > pa.scalar(since, pa.timestamp("us", tz="UTC")))
+                ),
+            )
+            .sort_by("first_offset")
         )
-        return dataset.to_table(columns=columns, filter=expression)
+        if not recent.num_rows:
+            return empty
+        starts = recent.column("first_offset").to_numpy()
+        stops = recent.column("next_offset").to_numpy()
+        rows = (
+            DeltaTable(str(self.table_path))
+            .to_pyarrow_dataset()
+            .to_table(
+                columns=["event_id", "_value_digest", "_offset"],
+                filter=(
+                    (pc.field("_topic") == topic)
+                    & (pc.field("_partition") == partition)
+                    & (pc.field("_offset") >= int(starts[0]))
+                    & (pc.field("_offset") < int(stops.max()))
+                ),
+            )
+        )
+        offsets = rows.column("_offset").to_numpy()
+        batch = np.searchsorted(starts, offsets, side="right") - 1
+        inside = offsets < stops[batch]  # offsets between recent batches: older commits
+        arrived = recent.column("committed_at").take(pa.array(batch[inside]))
+        return rows.filter(pa.array(inside)).append_column("_arrived_at", arrived).select(columns)
 
 
 def _write_file(

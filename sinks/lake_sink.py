@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 _PENDING_BATCHES = 1
 Validator = Callable[[ClosedBatch], ValidatedBatch]
 _Int64s = npt.NDArray[np.int64]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # How often a stage thread waiting for work looks whether another one failed.
 _POLL_SECONDS = 0.5
 _FIRST_RETRY_SECONDS = 0.2
@@ -90,10 +91,9 @@ class PartitionCommitter:
         self.lake.repair_batch_log(self.topic, self.partition)
         self.fence = self.lake.fence(self.topic, self.partition)
         self.index = DedupeIndex(self.horizon)
-        watermark = self.lake.watermark_us(self.topic, self.partition)
-        if watermark is not None:
-            since = watermark - int(self.horizon / timedelta(microseconds=1))
-            recent = self.lake.recent_rows(self.topic, self.partition, since)
+        # Arrival time is the flow's clock at commit (``batches.committed_at``).
+        recent = self.lake.recent_arrivals(self.topic, self.partition, self.now() - self.horizon)
+        if recent.num_rows:
             self.index.remember(*_dedupe_keys(recent))
             log.info(
                 "%s/%d: fence %s, %d event ids remembered for dedupe",
@@ -130,7 +130,9 @@ class PartitionCommitter:
             id_digests = id_digests[at_or_past]
             letters = [letter for letter in letters if letter.offset >= self.fence]
             first_offset = self.fence
-        result = self.index.check_digests(id_digests, _int64s(table.column("_value_digest")))
+        result = self.index.check_digests(
+            id_digests, _int64s(table.column("_value_digest")), _microseconds(self.now())
+        )
         kept_digests = result.digests
         checked_offsets = _int64s(table.column("_offset"))
         if result.duplicates:
@@ -183,7 +185,12 @@ class PartitionCommitter:
                 lake_version=-1,
             )
             committed = self.lake.commit(part, record)
-            self.index.remember_digests(part_digests, *_times_and_values(part))
+            # Arrival time is committed_at: what a rebuild reads back from ``batches``.
+            self.index.remember_digests(
+                part_digests,
+                _microseconds(record.committed_at),
+                _int64s(part.column("_value_digest")),
+            )
             self.fence = high
             COMMITTED.publish(self.topic, self.partition, self.fence)
             _observe(committed, time.monotonic() - started)
@@ -199,16 +206,16 @@ def _count_in(sorted_offsets: _Int64s, low: int, high: int) -> int:
 
 
 def _dedupe_keys(table: pa.Table) -> tuple[list[str], _Int64s, _Int64s]:
-    """Event ids, event times (us) and value digests of ``table``, row for row."""
-    return (table.column("event_id").to_pylist(), *_times_and_values(table))
-
-
-def _times_and_values(table: pa.Table) -> tuple[_Int64s, _Int64s]:
-    """Event times (us) and value digests of ``table``, row for row."""
+    """Event ids, arrival times (us) and value digests of ``table``, row for row."""
     return (
-        _int64s(table.column("occurred_at").cast(pa.int64())),
+        table.column("event_id").to_pylist(),
+        _int64s(table.column("_arrived_at").cast(pa.int64())),
         _int64s(table.column("_value_digest")),
     )
+
+
+def _microseconds(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 def _int64s(column: pa.ChunkedArray) -> _Int64s:

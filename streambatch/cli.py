@@ -315,17 +315,36 @@ def dlq_redrive(
     worker_name: WorkerOption = None,
     config_file: HandlersFileOption = None,
     bootstrap: BootstrapOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print what would be redriven; change nothing")
+    ] = False,
 ) -> None:
     """Send dead letters back to their source topic (after a fix), original bytes and headers.
 
+    Each letter is redriven at most once, ever (recorded in the topic <dlq>.redriven).
     A worker's letters go back to the topic each came from; the other
     subscribers of that topic have it in their inbox already and skip it.
     """
-    from streambatch.dead_letter_tools import redrive_dead_letters
+    from streambatch.redrive import redrive_dead_letters
 
     topic, destination = _dead_letter_route(stream, worker_name, config_file)
-    sent = redrive_dead_letters(_kafka_connection(bootstrap), topic, destination, error_class)
-    console.print(f"{sent} dead letters of {topic} sent back to {destination or 'their sources'}")
+    report = redrive_dead_letters(
+        _kafka_connection(bootstrap), topic, destination, error_class, dry_run=dry_run
+    )
+    for letter in report.letters if dry_run else ():
+        console.print(
+            f"would redrive {letter.position} ({letter.error_class}) to {letter.destination}",
+            soft_wrap=True,
+        )
+    verb = "would be sent" if dry_run else "sent"
+    console.print(
+        f"{len(report.letters)} dead letters of {topic} {verb} back to "
+        f"{destination or 'their sources'}; skipped: {report.already_redriven} redriven "
+        f"before, {report.failed_again} failed again after a redrive, "
+        f"{report.other_class} of another class"
+        + (f"; {report.recovered} found sent by an interrupted run" if report.recovered else ""),
+        soft_wrap=True,
+    )
 
 
 def _dead_letter_route(
@@ -493,6 +512,36 @@ def verify(
     console.print(f"lost = {report.lost}, duplicated = {report.duplicated}")
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command("accept-log")
+def accept_log(
+    stream: StreamOption = "orders",
+    partition: Annotated[
+        int | None, typer.Option("--partition", "-p", min=0, help="one partition (default: all)")
+    ] = None,
+    data_dir: DataDirOption = None,
+    bootstrap: BootstrapOption = None,
+) -> None:
+    """Accept the broker's log where a fence does not belong to it (topic recreated, data lost).
+
+    Recorded in the lake with the old fence, the new topic id and the offsets
+    given up as lost; the flow then reads the new log from its start. Run it
+    while the stream's flow is stopped.
+    """
+    from events.registry import get_stream
+    from sinks.delta_lake import DeltaLake
+    from streambatch.log_guard import accept_logs
+
+    settings = load_stream_settings(stream).model_copy(
+        update={"data_dir": _data_dir_with_lake(data_dir)}
+    )
+    schema = get_stream(stream)
+    lake = DeltaLake(settings.lake_dir, schema)
+    lake.ensure_tables()
+    results = accept_logs(schema, lake, _kafka_connection(bootstrap), settings.topic, partition)
+    for result in results:
+        console.print(escape(result.summary()), highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -1,9 +1,10 @@
-"""Reading and redriving a dead-letter topic."""
+"""Reading a dead-letter topic (redriving it: :mod:`streambatch.redrive`)."""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -24,15 +25,18 @@ from connectors.dead_letter_headers import (
     SOURCE_PARTITION,
     SOURCE_TOPIC,
 )
-from connectors.kafka_clients import describe_topic, new_consumer, new_producer
+from connectors.kafka_clients import describe_topic, new_consumer
 from streambatch.errors import StreambatchError
 
 __all__ = [
     "ERROR_HEADER_NAMES",
     "DeadLetterSummary",
+    "header",
+    "header_pairs",
     "inspect_dead_letters",
+    "iter_topic",
     "read_topic",
-    "redrive_dead_letters",
+    "source_of",
 ]
 
 
@@ -40,6 +44,21 @@ def read_topic(
     connection: dict[str, str], topic: str, timeout_seconds: float = 60
 ) -> list[Message]:
     """Every record of ``topic``, from the beginning to its current end."""
+    return list(iter_topic(connection, topic, timeout_seconds=timeout_seconds))
+
+
+def iter_topic(
+    connection: dict[str, str],
+    topic: str,
+    start_offsets: Mapping[int, int] | None = None,
+    timeout_seconds: float = 60,
+) -> Iterator[Message]:
+    """The records of ``topic`` up to its current end, from ``start_offsets`` on.
+
+    ``start_offsets``: partition -> first offset to read; partitions it does
+    not name are read from the beginning.
+    """
+    starts = start_offsets or {}
     partitions = sorted(describe_topic(connection, topic).partitions)
     consumer = new_consumer(
         {
@@ -49,8 +68,7 @@ def read_topic(
             "enable.partition.eof": "true",
         }
     )
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-    messages: list[Message] = []
+    consumer.assign([TopicPartition(topic, p, starts.get(p, OFFSET_BEGINNING)) for p in partitions])
     at_end: set[int | None] = set()
     deadline = time.monotonic() + timeout_seconds
     try:
@@ -60,17 +78,16 @@ def read_topic(
             for message in consumer.consume(1000, 0.5):
                 error = message.error()
                 if error is None:
-                    messages.append(message)
+                    yield message
                 elif error.code() == KafkaError._PARTITION_EOF:
                     at_end.add(message.partition())
                 else:
                     raise StreambatchError(f"{topic}: {error.str()}")
     finally:
         consumer.close()
-    return messages
 
 
-def _header_pairs(message: Message) -> list[tuple[str, str | bytes | None]]:
+def header_pairs(message: Message) -> list[tuple[str, str | bytes | None]]:
     # Consumed messages carry headers as a list of pairs; the stubs also allow a
     # dict, which only producers pass.
     return cast(list[tuple[str, str | bytes | None]], message.headers() or [])
@@ -89,7 +106,8 @@ def source_of(message: Message) -> tuple[str, int, int] | None:
 
 
 def header(message: Message, name: str) -> str:
-    for key, value in _header_pairs(message):
+    """The value of the header ``name`` as text ("" when absent)."""
+    for key, value in header_pairs(message):
         if key == name and value is not None:
             return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
     return ""
@@ -139,55 +157,3 @@ def inspect_dead_letters(connection: dict[str, str], topic: str, limit: int) -> 
                 (source, error_class, header(message, ERROR_MESSAGE)[:200], value)
             )
     return summary
-
-
-def redrive_dead_letters(
-    connection: dict[str, str],
-    dead_letter_topic: str,
-    source_topic: str | None,
-    error_class: str | None,
-) -> int:
-    """Produce the original key, value and headers of dead letters to ``source_topic``.
-
-    With ``source_topic`` None each letter goes back to the topic its
-    ``source.topic`` header names (a queue worker's letters come from several).
-    The error and handler headers are dropped; a ``streambatch.redriven-from``
-    header names the dead letter. Returns how many were sent (all acknowledged).
-    """
-    producer = new_producer({**connection, "enable.idempotence": "true", "acks": "all"})
-    failures: list[str] = []
-    sent = 0
-    for message in read_topic(connection, dead_letter_topic):
-        if error_class is not None and header(message, ERROR_CLASS) != error_class:
-            continue
-        headers = [
-            (key, value) for key, value in _header_pairs(message) if key not in ERROR_HEADER_NAMES
-        ]
-        headers.append(
-            (
-                "streambatch.redriven-from",
-                f"{dead_letter_topic}/{message.partition()}@{message.offset()}".encode(),
-            )
-        )
-        destination = source_topic or header(message, SOURCE_TOPIC)
-        if not destination:
-            raise StreambatchError(
-                f"{dead_letter_topic}/{message.partition()}@{message.offset()}: "
-                "no source.topic header; pass the topic to send it to"
-            )
-        producer.produce(
-            destination,
-            value=message.value(),
-            key=message.key(),
-            headers=headers,
-            on_delivery=lambda error, _m: failures.append(error.str()) if error else None,
-        )
-        producer.poll(0)
-        sent += 1
-    remaining = producer.flush(60)
-    if remaining or failures:
-        raise StreambatchError(
-            f"redrive from {dead_letter_topic}: {len(failures) or remaining} of {sent} "
-            f"not delivered ({failures[0] if failures else 'timed out'})"
-        )
-    return sent

@@ -10,7 +10,12 @@ not made), ``after_commit`` (data and fence committed, ``batches`` row not
 yet), ``during_dead_letter_write`` (some dead letters produced, not flushed);
 of the queue workers: ``handler_after_commit`` (state, inbox and outbox
 committed, Kafka offset not stored), ``outbox_after_publish`` (outbox events
-acknowledged by Kafka, not yet marked sent).
+acknowledged by Kafka, not yet marked sent); of ``dlq redrive``:
+``during_redrive`` (some letters produced, not flushed), ``redrive_before_marks``
+(every letter acknowledged, none recorded as redriven); of ``accept-log``:
+``accept_log_after_row`` (the new log's row written, not in force yet),
+``accept_log_after_commit`` (new log and fence committed, the ``batches``
+table's fence not moved yet).
 
 ``STREAMBATCH_REDELIVER=<n>`` makes queue workers handle every message ``n``
 times and the router publish every routed event ``n`` times: what a consumer
@@ -22,11 +27,21 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["FAILPOINTS", "FLOW_FAILPOINTS", "HANDLER_FAILPOINTS", "deliveries", "failpoint"]
+__all__ = [
+    "FAILPOINTS",
+    "FLOW_FAILPOINTS",
+    "HANDLER_FAILPOINTS",
+    "LOG_FAILPOINTS",
+    "REDRIVE_FAILPOINTS",
+    "deliveries",
+    "failpoint",
+]
 
 FLOW_FAILPOINTS = ("after_files_before_commit", "after_commit", "during_dead_letter_write")
 HANDLER_FAILPOINTS = ("handler_after_commit", "outbox_after_publish")
-FAILPOINTS = FLOW_FAILPOINTS + HANDLER_FAILPOINTS
+REDRIVE_FAILPOINTS = ("during_redrive", "redrive_before_marks")
+LOG_FAILPOINTS = ("accept_log_after_row", "accept_log_after_commit")
+FAILPOINTS = FLOW_FAILPOINTS + HANDLER_FAILPOINTS + REDRIVE_FAILPOINTS + LOG_FAILPOINTS
 _ENV = "STREAMBATCH_FAILPOINT"
 
 

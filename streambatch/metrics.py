@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import NamedTuple
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -27,6 +28,7 @@ __all__ = [
     "OUTBOX_PUBLISHED",
     "RECORDS",
     "ROUTED_EVENTS",
+    "ClientStats",
     "observe_client_stats",
     "serve_metrics",
 ]
@@ -100,8 +102,15 @@ def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
         log.warning("metrics not served: %s:%d: %s", host, port, exc)
 
 
-def observe_client_stats(stream: str, partition_label: str, stats_json: str) -> int | None:
-    """Update the connection gauge from librdkafka statistics; return the high watermark."""
+class ClientStats(NamedTuple):
+    """What a partition's consumer statistics say: broker connection, high watermark."""
+
+    connected: bool
+    high_watermark: int | None
+
+
+def observe_client_stats(stream: str, partition_label: str, stats_json: str) -> ClientStats:
+    """Update the connection gauge from librdkafka statistics; return what they say."""
     stats = json.loads(stats_json)
     brokers = stats.get("brokers", {}).values()
     connected = any(
@@ -112,5 +121,5 @@ def observe_client_stats(stream: str, partition_label: str, stats_json: str) -> 
         for number, partition in topic.get("partitions", {}).items():
             if f"{topic.get('topic')}/{number}" == partition_label:
                 high = partition.get("hi_offset", -1)
-                return int(high) if high >= 0 else None
-    return None
+                return ClientStats(connected, int(high) if high >= 0 else None)
+    return ClientStats(connected, None)

@@ -79,8 +79,8 @@ def local_cluster_ports() -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def run_flow(env: Mapping[str, str], stream: str = "orders", timeout: float = 300) -> None:
-    """Run a flow to the end of its topic; fail with its output if it fails."""
+def run_flow(env: Mapping[str, str], stream: str = "orders", timeout: float = 300) -> str:
+    """Run a flow to the end of its topic; its stderr, or fail with it if it fails."""
     result = subprocess.run(
         flow_command(stream),
         env=dict(env),
@@ -93,6 +93,7 @@ def run_flow(env: Mapping[str, str], stream: str = "orders", timeout: float = 30
         raise AssertionError(
             f"flow exited {result.returncode}\n{result.stderr.decode(errors='replace')[-4000:]}"
         )
+    return result.stderr.decode(errors="replace")
 
 
 def lake_table(

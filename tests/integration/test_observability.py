@@ -80,6 +80,12 @@ def test_metrics_and_json_commit_logs_during_a_run(topics: StreamTopics, data_di
                 break
             time.sleep(0.5)
         assert len(lags) == topics.partitions and not any(lags)
+        # The probes beside the metrics: committing, every partition connected.
+        for probe in ("healthz", "readyz"):
+            url = f"http://127.0.0.1:{port}/{probe}"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                assert response.status == 200
+                assert json.loads(response.read())["ok"] is True
     finally:
         process.terminate()
         _, stderr = process.communicate(timeout=30)

@@ -107,13 +107,27 @@ def test_fifty_thousand_events_exactly_once_with_dead_letters(
         assert total == [(expected.total_amount_sum,)]
 
 
+def summary_of(stderr: str) -> str:
+    """The flow's one closing line (it prints exactly one)."""
+    (line,) = [line for line in stderr.splitlines() if "flow stopped at the end" in line]
+    return line
+
+
 def test_rerun_on_the_same_data_dir_adds_nothing(topics: StreamTopics, data_dir: Path) -> None:
-    produce(topics, 3_000)
+    records = produce(topics, 3_000)
+    expected = summarize(records)
     env = flow_env(topics, data_dir)
-    run_flow(env)
+    first = summary_of(run_flow(env))
     version = DeltaTable(str(data_dir / "lake" / "orders")).version()
     rows = lake_table(data_dir).num_rows
-    run_flow(env)
+    batches = lake_table(data_dir, "batches").num_rows
+    assert first == (
+        f"streambatch: orders flow stopped at the end: {len(records):,} records read "
+        f"({rows:,} rows written, {expected.duplicates:,} duplicates dropped, "
+        f"{expected.malformed:,} dead letters) in {batches:,} batches, {first.rsplit(', ', 1)[1]}"
+    )
+    second = summary_of(run_flow(env))
+    assert "0 records read (0 rows written, 0 duplicates dropped, 0 dead letters) in 0" in second
     assert lake_table(data_dir).num_rows == rows
     assert DeltaTable(str(data_dir / "lake" / "orders")).version() == version
 

@@ -18,6 +18,8 @@ from bytewax.testing import TestingSink, run_main
 from flows.batching import FlushPolicy
 from flows.batching_source import BatchingSource
 from flows.records import ClosedBatch, RecordChunk
+from streambatch.errors import TerminalError
+from streambatch.failure import FailureLatch
 from tests.unit.test_batching import FakeClock, chunk
 
 IDLE = timedelta(milliseconds=20)
@@ -141,3 +143,26 @@ def test_in_a_dataflow_every_record_lands_in_one_batch_per_partition() -> None:
         mine = [b for b in out if b.records.partition == partition]
         assert [o for b in mine for o in offsets(b)] == list(range(10))
         assert all(sum(b.records.record_sizes()) <= 100 for b in mine)
+
+
+class FailingReader(ScriptedReader):
+    """A reader that finds its log changed under it."""
+
+    def next_batch(self) -> list[RecordChunk]:
+        raise TerminalError("t/0: the lake's fence 100 does not belong to the broker's log")
+
+
+def test_a_reader_that_cannot_go_on_trips_the_failure_latch_with_its_line() -> None:
+    clock = FakeClock()
+    latch = FailureLatch()
+    source = BatchingSource(
+        ScriptedSource({"t/0": FailingReader([], clock, ends=False)}),
+        FlushPolicy(timedelta(seconds=600), 100),
+        clock,
+        latch,
+    )
+    part = source.build_part("read", "t/0", None)
+    with pytest.raises(TerminalError):
+        part.next_batch()
+    assert latch.failure is not None
+    assert str(latch.failure) == "t/0: the lake's fence 100 does not belong to the broker's log"

@@ -1,4 +1,7 @@
-"""Dedupe keeps the first of each id, counts the rest and the conflicts, honours the horizon."""
+"""Dedupe keeps the first of each id, counts the rest and the conflicts, honours the horizon.
+
+Times given to the index are arrival times (the flow's clock, in microseconds).
+"""
 
 from __future__ import annotations
 
@@ -50,6 +53,27 @@ def test_ids_older_than_the_horizon_are_forgotten() -> None:
     index.remember(["old"], [0], [1])
     index.remember(["new"], [2 * HOUR_US], [2])
     assert index.check(["old", "new"], [1, 2]).keep == [True, False]
+
+
+def test_the_window_runs_from_the_first_arrival() -> None:
+    index = DedupeIndex(timedelta(hours=1))
+    index.remember(["a"], 0, [1])
+    assert index.check(["a"], [1], arrived_at_us=HOUR_US - 1).keep == [False]
+    # The dropped copy is not remembered: the window still runs from the first.
+    assert index.check(["a"], [1], arrived_at_us=HOUR_US).keep == [True]
+
+
+def test_a_clock_stepping_back_brings_no_forgotten_id_back() -> None:
+    index = DedupeIndex(timedelta(hours=1))
+    index.remember(["a"], 0, [1])
+    assert index.check(["a"], [1], arrived_at_us=2 * HOUR_US).keep == [True]
+    assert index.check(["a"], [1], arrived_at_us=0).keep == [True]
+
+
+def test_a_zero_horizon_dedupes_within_a_batch_only() -> None:
+    index = DedupeIndex(timedelta(0))
+    index.remember(["a"], 5, [1])
+    assert index.check(["a", "b", "b"], [1, 2, 2], arrived_at_us=5).keep == [True, True, False]
 
 
 def test_memory_per_id_is_32_bytes() -> None:
