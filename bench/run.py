@@ -17,12 +17,17 @@ Scenarios (one embedded broker, events produced once per topic):
    busy, so on a 2-core machine the unpinned pair can only add what the
    single process left idle; the pinned pair shows how processes scale when
    each gets a free core.
-3. With ``scale`` > 1: the flow at ``scale`` x the events, to show the cost
+3. The flow of 1. again with batch announcements off (ratio on / off), and a
+   batch handler's delay from commit to call (p50, p99; see bench.batch_latency).
+4. With ``scale`` > 1: the flow at ``scale`` x the events, to show the cost
    per event stays flat (events/s, peak and late RSS compared with scenario
    1); the ingest ceiling on the same topic (the broker serves the larger
    topic at least as fast: 1.15 x in the README's run); and the
    read_json baseline, whose set of seen ids grows with the run (its rate
    and memory do not stay flat; the flow's index is bounded by its horizon).
+4. With ``workflow_orders`` > 0: the order workflow (``bench/workflow.py``):
+   the router alone, then ``workflow_orders`` checkouts through
+   ``streambatch worker --all --with-router`` on SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from deltalake import DeltaTable
 from rich.console import Console
 from rich.table import Table
 
+from bench.batch_latency import measure_batch_delay
 from connectors.embedded_broker import EmbeddedBroker, create_topics
 from flows.dedupe import BYTES_PER_ID
 from streambatch.errors import StreambatchError
@@ -82,7 +88,8 @@ class _Bench:
         self.results: dict[str, Any] = {}
 
     def topic(self, name: str, partitions: int, events: int) -> str:
-        create_topics(self.broker.bootstrap_servers, [name, f"{name}.dlq"], partitions)
+        topics = [name, f"{name}.dlq", f"{name}.batches"]
+        create_topics(self.broker.bootstrap_servers, topics, partitions)
         records = generate_order_records(events, seed=1, duplicate_ratio=0.01, malformed_ratio=0.0)
         report = produce_records(
             records,
@@ -120,7 +127,13 @@ class _Bench:
         )
 
     def flow(
-        self, key: str, topic: str, processes: int = 1, *, one_core_each: bool = False
+        self,
+        key: str,
+        topic: str,
+        processes: int = 1,
+        *,
+        one_core_each: bool = False,
+        announce: bool = True,
     ) -> dict[str, Any]:
         data_dir = self.scratch / key
         env = {
@@ -128,6 +141,7 @@ class _Bench:
             "STREAMBATCH_ORDERS_TOPIC": topic,
             "STREAMBATCH_DATA_DIR": str(data_dir),
             "STREAMBATCH_LOG_LEVEL": "WARNING",
+            "STREAMBATCH_ANNOUNCE_BATCHES": str(announce).lower(),
         }
         self._cpu_start()
         with self.console.status(f"{key} running"):
@@ -170,8 +184,12 @@ def _ratio(run: dict[str, Any], other: dict[str, Any], measure: str = "events_pe
     return round(run[measure] / other[measure], 2)
 
 
-def run_benchmarks(console: Console, *, events: int, scale: int = 1) -> dict[str, Any]:
+def run_benchmarks(
+    console: Console, *, events: int, scale: int = 1, workflow_orders: int = 0
+) -> dict[str, Any]:
     """Run the scenarios of the module docstring; return the numbers."""
+    from bench.workflow import run_workflow_benchmarks
+
     with (
         tempfile.TemporaryDirectory(prefix="streambatch-bench-") as scratch,
         EmbeddedBroker() as broker,
@@ -182,6 +200,9 @@ def run_benchmarks(console: Console, *, events: int, scale: int = 1) -> dict[str
         read_json = bench.baseline("baseline read_json (1 process)", "read_json", two, 2)
         bench.baseline("baseline orjson per event (1 process)", "orjson", two, 2)
         one_process = bench.flow("orders flow, 2 partitions, 1 process", two)
+        silent = bench.flow(
+            "orders flow, 2 partitions, 1 process, announcements off", two, announce=False
+        )
         four = bench.topic("bench-4p", 4, events)
         on_four = bench.flow("orders flow, 4 partitions, 1 process", four)
         on_four_two = bench.flow("orders flow, 4 partitions, 2 processes", four, processes=2)
@@ -189,7 +210,12 @@ def run_benchmarks(console: Console, *, events: int, scale: int = 1) -> dict[str
         results["ratios"] = {
             "flow / read_json baseline": _ratio(one_process, read_json),
             "2 processes / 1 process (4 partitions)": _ratio(on_four_two, on_four),
+            "announcements on / off (events/s)": _ratio(one_process, silent),
         }
+        with console.status("batch handler delay"):
+            delay = measure_batch_delay(broker.bootstrap_servers, two, Path(scratch))
+        results["batch handler delay"] = delay
+        console.print(f"  batch handler delay: {delay}")
         if len(os.sched_getaffinity(0)) >= 2:
             pinned_one = bench.flow(
                 "orders flow, 4 partitions, 1 process on 1 core", four, one_core_each=True
@@ -244,4 +270,13 @@ def run_benchmarks(console: Console, *, events: int, scale: int = 1) -> dict[str
     for name, ratio in results["ratios"].items():
         console.print(f"{name} = {ratio}")
     console.print(f"dedupe memory per remembered event id: {BYTES_PER_ID} bytes")
+    delay = results["batch handler delay"]
+    console.print(
+        f"commit to batch handler call over {delay['batches']} batches: "
+        f"p50 {delay['p50_seconds']} s, p99 {delay['p99_seconds']} s"
+    )
+    if workflow_orders > 0:
+        results["workflow"] = run_workflow_benchmarks(
+            console, orders=workflow_orders, router_events=workflow_orders * 8
+        )
     return results

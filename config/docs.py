@@ -46,6 +46,10 @@ _OTHER_VARIABLES = (
 )
 
 
+# Per-stream fields whose default is not a shared variable's value.
+_PER_STREAM_DEFAULTS = {"topic": "the stream's name", "batches_topic": "`<topic>.batches`"}
+
+
 def _cell(text: str) -> str:
     return " ".join(text.replace("|", "\\|").split())
 
@@ -95,7 +99,7 @@ def render_settings_table() -> str:
             rows.append(f"| `{name}` | {key} | {_default(info)} | {_meaning(info)} |")
     for field in PER_STREAM_FIELDS:
         info = StreamSettings.model_fields[field]
-        default = "the stream's name" if field == "topic" else f"`STREAMBATCH_{field.upper()}`"
+        default = _PER_STREAM_DEFAULTS.get(field, f"`STREAMBATCH_{field.upper()}`")
         # A pipeline field overridden for one stream means what its global row says.
         shared = field in PipelineSettings.model_fields
         fallback = f"`STREAMBATCH_{field.upper()}` for one stream"

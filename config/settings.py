@@ -241,6 +241,10 @@ class _PipelineFields(BaseModel):
         description="address the metrics endpoint binds to: loopback only by default (it has no "
         "authentication); 0.0.0.0 for every interface, as docker-compose.yml sets it",
     )
+    announce_batches: bool = Field(
+        default=True,
+        description="after each commit, publish one record per batch to the batches topic",
+    )
 
 
 class PipelineSettings(_EnvFirstSettings, _PipelineFields):
@@ -262,6 +266,26 @@ class StreamSettings(_PipelineFields):
         pattern=r"^[A-Za-z0-9._-]+$",
         description="the stream's source topic; dead letters go to `<topic>.dlq`",
     )
+    batches_topic: str | None = Field(
+        default=None,
+        max_length=249,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="where batch announcements go (default <topic>.batches)",
+    )
+
+    @model_validator(mode="after")
+    def _announcement_topic_fits(self) -> StreamSettings:
+        if self.announce_batches and len(self.announcement_topic) > 249:
+            raise ValueError(
+                f"the batches topic {self.announcement_topic!r} is longer than Kafka's 249 "
+                "characters: shorten the TOPIC or set BATCHES_TOPIC"
+            )
+        return self
+
+    @property
+    def announcement_topic(self) -> str:
+        """Where this stream announces its committed batches."""
+        return self.batches_topic or f"{self.topic}.batches"
 
     @property
     def dead_letter_topic(self) -> str:
@@ -338,9 +362,12 @@ SETTINGS_MODELS: tuple[type[BaseSettings], ...] = (
 
 # Fields of StreamSettings that one stream cannot set apart from the others.
 _NOT_PER_STREAM = frozenset({"stream", "data_dir", "stop_at_end", "metrics_port", "metrics_host"})
-PER_STREAM_FIELDS = (
-    "topic",
-    *(name for name in PipelineSettings.model_fields if name not in _NOT_PER_STREAM),
+PER_STREAM_FIELDS = tuple(
+    dict.fromkeys(
+        name
+        for name in ("topic", *PipelineSettings.model_fields, *StreamSettings.model_fields)
+        if name not in _NOT_PER_STREAM
+    )
 )
 """What ``STREAMBATCH_<STREAM>_<FIELD>`` (or ``[streams.<stream>]``) may set."""
 

@@ -56,8 +56,10 @@ def create_topics(
 
 
 def stream_topics() -> list[str]:
-    """Each registered stream's topic and its dead-letter topic, in registry order."""
-    return [name for stream in stream_names() for name in (stream, f"{stream}.dlq")]
+    """Each registered stream's topic, dead-letter topic and batches topic, in registry order."""
+    return [
+        name for stream in stream_names() for name in (stream, f"{stream}.dlq", f"{stream}.batches")
+    ]
 
 
 class EmbeddedBroker:

@@ -27,10 +27,12 @@ __all__ = [
     "OrderPlaced",
     "PaymentAuthorized",
     "PaymentFailed",
+    "PaymentRefunded",
     "PurchaseOrderSubmitted",
     "StockDecreased",
     "StockReleased",
     "StockReserved",
+    "StockUnavailable",
 ]
 
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
@@ -68,6 +70,15 @@ class StockReserved(EventBase):
     items: Items
 
 
+class StockUnavailable(EventBase):
+    """Inventory could not set the items aside: the order cannot be fulfilled."""
+
+    event_type: Literal["StockUnavailable"]
+    order_id: Identifier
+    items: Items
+    reason: ShortText
+
+
 class StockReleased(EventBase):
     """Inventory gave reserved items back."""
 
@@ -98,6 +109,17 @@ class PaymentFailed(EventBase):
     """The payment provider refused the amount."""
 
     event_type: Literal["PaymentFailed"]
+    order_id: Identifier
+    payment_id: Identifier
+    amount: Money
+    currency: Currency
+    reason: ShortText
+
+
+class PaymentRefunded(EventBase):
+    """A payment taken for an order that cannot be fulfilled was paid back in full."""
+
+    event_type: Literal["PaymentRefunded"]
     order_id: Identifier
     payment_id: Identifier
     amount: Money
@@ -140,7 +162,9 @@ OrderEvent = Annotated[
     | PaymentFailed
     | PurchaseOrderSubmitted
     | CustomerNotified
-    | FinanceAlerted,
+    | FinanceAlerted
+    | StockUnavailable
+    | PaymentRefunded,
     Field(discriminator="event_type"),
 ]
 
@@ -154,6 +178,8 @@ ORDER_EVENT_TYPES = (
     "PurchaseOrderSubmitted",
     "CustomerNotified",
     "FinanceAlerted",
+    "StockUnavailable",
+    "PaymentRefunded",
 )
 
 _MONEY = pa.decimal128(MONEY_PRECISION, MONEY_SCALE)

@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_HANDLERS_FILE",
     "SHIPPED_HANDLERS_FILE",
     "SHIPPED_RULES_FILE",
+    "BatchHandlerSettings",
     "HandlersConfig",
     "RetrySettings",
     "WorkerPlan",
@@ -94,6 +95,11 @@ class WorkerSettings(BaseModel):
     )
     dead_letter_topic: str | None = Field(default=None, pattern=_TOPIC_PATTERN)
     group_id: str | None = Field(default=None, min_length=1, max_length=255)
+    retry_topic_prefix: str | None = Field(
+        default=None,
+        pattern=_TOPIC_PATTERN,
+        description="retry topics are '<prefix>.<delay>ms' (default '<name>.retry')",
+    )
 
     @model_validator(mode="after")
     def _topics_are_names(self) -> WorkerSettings:
@@ -101,6 +107,23 @@ class WorkerSettings(BaseModel):
             if not re.fullmatch(_TOPIC_PATTERN, topic):
                 raise ValueError(f"topics: {topic!r} is not a valid Kafka topic name")
         return self
+
+
+class BatchHandlerSettings(BaseModel):
+    """One ``[batch_handlers.<name>]`` table: a handler called once per committed batch."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stream: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$", description="whose batches")
+    handler: str = Field(min_length=1, description="a built-in name or 'package.module:Class'")
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    options: dict[str, Any] = Field(default_factory=dict, description="handler options")
+    topic: str | None = Field(
+        default=None, pattern=_TOPIC_PATTERN, description="default: the stream's batches topic"
+    )
+    start_from: Literal["earliest", "latest"] = "earliest"
+    dead_letter_topic: str | None = Field(default=None, pattern=_TOPIC_PATTERN)
+    group_id: str | None = Field(default=None, min_length=1, max_length=255)
 
 
 class WorkerPlan(BaseModel):
@@ -117,6 +140,7 @@ class WorkerPlan(BaseModel):
     dead_letter_topic: str
     group_id: str
     publish_topic: str
+    retry_topic_prefix: str
 
 
 class HandlersConfig(BaseModel):
@@ -128,14 +152,30 @@ class HandlersConfig(BaseModel):
     source_topics: list[str] = Field(default_factory=lambda: ["orders"], min_length=1)
     publish_topic: str = Field(default="orders", pattern=_TOPIC_PATTERN)
     router_group: str = Field(default="streambatch-router", min_length=1, max_length=255)
+    router_dead_letter_topic: str = Field(
+        default="router.dlq",
+        pattern=_TOPIC_PATTERN,
+        description="where the router puts events that fail the orders schema (not fanned out)",
+    )
+    router_validates: bool = Field(
+        default=True,
+        description="check every event a rule matches against the orders schema before fan-out",
+    )
     retry: RetrySettings = Field(default_factory=RetrySettings)
     services: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="options shared by the handlers of one service"
     )
     workers: dict[str, WorkerSettings] = Field(default_factory=dict)
+    batch_handlers: dict[str, BatchHandlerSettings] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _names_are_well_formed(self) -> HandlersConfig:
+        for name in self.batch_handlers:
+            if not re.fullmatch(_NAME_PATTERN, name) or name in self.workers:
+                raise ValueError(
+                    f"batch_handlers: {name!r} is not a handler name (lower case, digits, '.', "
+                    "'_', '-') or is a worker's name too (names key the inbox)"
+                )
         for name in self.workers:
             if not re.fullmatch(_NAME_PATTERN, name):
                 raise ValueError(
@@ -167,6 +207,7 @@ class HandlersConfig(BaseModel):
             dead_letter_topic=settings.dead_letter_topic or f"{name}.dlq",
             group_id=settings.group_id or f"streambatch-{name}",
             publish_topic=self.publish_topic,
+            retry_topic_prefix=settings.retry_topic_prefix or f"{name}.retry",
         )
 
 

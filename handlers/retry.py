@@ -1,9 +1,13 @@
-"""Retry policy of a queue worker: exponential backoff with full jitter.
+"""Retry policy of a queue worker: exponential backoff, one retry topic per delay.
 
-The delay before retry ``n`` (1-based) is drawn uniformly from
-``[0, min(max_delay, base_delay * 2 ** (n - 1))]`` ("full jitter", as AWS's
-architecture blog recommends): workers that failed together do not retry
-together, and the expected wait still doubles per attempt.
+The delay before retry ``n`` (1-based) is ``min(max_delay, base_delay * 2 **
+(n - 1))``. A queue worker does not wait in place: a failed message goes to
+the retry topic of that delay (:class:`RetryTopics`, the way Spring Kafka's
+non-blocking retries and Uber's retry queues do it) and the worker goes on
+with the next one. Every record of one retry topic has the same delay, so
+its partitions are in due-time order and the consumer only has to wait for
+the head. :meth:`RetryPolicy.backoff` (full jitter, for waits in place) is
+kept for callers that retry a whole batch against a store.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from random import Random
 
-__all__ = ["RetryPolicy"]
+__all__ = ["RetryPolicy", "RetryTopics"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,3 +61,34 @@ class RetryPolicy:
     def should_retry(self, attempt: int) -> bool:
         """True if a message that failed its ``attempt``-th try (1-based) gets another."""
         return attempt < self.attempts
+
+
+@dataclass(frozen=True, slots=True)
+class RetryTopics:
+    """The retry topics of one worker: ``<prefix>.<delay in ms>ms``, one per distinct delay.
+
+    Retry ``n`` (1 = the first retry) goes to the topic of ``policy.ceiling(n)``;
+    once the delays reach ``max_delay`` the last topic is reused.
+    """
+
+    prefix: str
+    policy: RetryPolicy
+
+    def topic(self, retry: int) -> str:
+        """Where a message waits before retry number ``retry``."""
+        return f"{self.prefix}.{self.delay_ms(retry)}ms"
+
+    def delay_ms(self, retry: int) -> int:
+        """The wait before retry number ``retry``, in whole milliseconds."""
+        return round(self.policy.ceiling(retry).total_seconds() * 1000)
+
+    def topics(self) -> list[str]:
+        """Every retry topic the policy uses, shortest delay first (none for one attempt)."""
+        names: list[str] = []
+        for retry in range(1, self.policy.attempts):
+            name = self.topic(retry)
+            if name not in names:
+                names.append(name)
+            if self.policy.ceiling(retry) >= self.policy.max_delay:
+                break
+        return names

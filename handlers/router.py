@@ -9,8 +9,14 @@ rule names) and ``source.topic``/``source.partition``/``source.offset``.
 Guarantee: at least once per (event, target), with the event id unchanged.
 Offsets are stored only after every copy of a poll batch was acknowledged
 (idempotent producer, ``acks=all``); a crash in between re-publishes, and the
-subscribers' inboxes drop the repeat. Records that are not JSON objects are
-skipped and counted: the stream's flow dead-letters them already.
+subscribers' inboxes drop the repeat.
+
+Validation before fan-out: a record that is not a JSON object, or (with
+``validate``) an event a rule matches that fails the orders schema, is
+dead-lettered once, here, with its reason (``error.class``,
+``error.message``), instead of once by every subscriber of every target.
+Events our handlers published (``streambatch.handler`` header) were checked
+against the schema when they were published and are not checked again.
 """
 
 from __future__ import annotations
@@ -19,19 +25,25 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import Message
 
+from connectors.dead_letters import DeadLetterWriter
 from connectors.kafka_clients import new_producer
+from flows.records import DeadLetter
 from handlers.kafka_io import (
     Activity,
     ConsumerLoop,
     DeliveryFailures,
+    QuietClock,
     ensure_topics,
     group_consumer,
-    is_record,
+    next_offsets,
     produce_waiting,
+    read_records,
+    track_assignment,
 )
 from handlers.rules import RuleSet, parse_event
+from handlers.runtime import PUBLISHER_HEADER, parse_order_json
 from streambatch.errors import StreambatchError, TerminalError
 from streambatch.failpoints import deliveries
 from streambatch.metrics import ROUTED_EVENTS
@@ -50,6 +62,7 @@ class RouterCounts:
     events: int = 0
     unmatched: int = 0
     unreadable: int = 0
+    invalid: int = 0
     published: dict[str, int] = field(default_factory=dict)
 
 
@@ -63,13 +76,20 @@ class EventRouter(ConsumerLoop):
         group_id: str,
         connection: Mapping[str, str],
         target_partitions: int = 3,
+        *,
+        dead_letter_topic: str = "router.dlq",
+        validate: bool = True,
     ) -> None:
         self.rules = rules
+        self.name = "router"
         self.counts = RouterCounts()
         self._source_topics = list(source_topics)
         self._group_id = group_id
         self._connection = dict(connection)
         self._target_partitions = target_partitions
+        self.dead_letter_topic = dead_letter_topic
+        self._validate = validate
+        self._dead_letters = DeadLetterWriter(self._connection, "router")
         self._activity = Activity()
         self._deliveries = deliveries()
         self._producer = new_producer(
@@ -88,48 +108,62 @@ class EventRouter(ConsumerLoop):
         return sorted({target for rule in self.rules for target in rule.targets})
 
     def prepare(self) -> None:
-        """Create the target topics (existing ones are fine)."""
-        ensure_topics(self._connection, self.targets(), self._target_partitions)
+        """Create the target topics and the dead-letter topic (existing ones are fine)."""
+        ensure_topics(
+            self._connection, [*self.targets(), self.dead_letter_topic], self._target_partitions
+        )
 
     def run(self, until_idle_seconds: float | None = None) -> RouterCounts:
-        """Route until :meth:`stop`, or until idle that long after the first assignment."""
+        """Route until :meth:`stop`, or until settled for ``until_idle_seconds``."""
         consumer = group_consumer(self._connection, self._group_id, "streambatch-router")
-        consumer.subscribe(self._source_topics, on_assign=lambda _c, parts: self._on_assign(parts))
+        consumer.subscribe(
+            self._source_topics,
+            on_assign=track_assignment(self._activity, "router"),
+            on_revoke=lambda _c, _parts: self._activity.revoke(),
+        )
+        quiet = QuietClock()
         try:
             while not self._activity.stopping.is_set():
-                messages = consumer.consume(_BATCH, 0.5)
-                batch = [m for m in messages if is_record(m, "router")]
-                if not batch:
-                    if self._activity.idle_for(until_idle_seconds):
-                        break
-                    continue
-                with self._activity.busy():
-                    self._route(batch)
-                for message in batch:
-                    consumer.store_offsets(message=message)
+                messages = consumer.consume(_BATCH, 0.2)
+                batch = read_records(messages, self._activity, "router")
+                if batch:
+                    with self._activity.busy():
+                        self._route(batch)
+                    consumer.store_offsets(offsets=next_offsets(batch))
+                if (
+                    until_idle_seconds is not None
+                    and quiet.held_for(self.settled) >= until_idle_seconds
+                ):
+                    break
         finally:
             consumer.close()
             self._producer.close()  # every copy was flushed before its offsets were stored
+            self._dead_letters.close()
         return self.counts
-
-    def _on_assign(self, partitions: Sequence[TopicPartition]) -> None:
-        log.info("router assigned %s", ", ".join(f"{p.topic}/{p.partition}" for p in partitions))
-        self._activity.assigned.set()
 
     def _route(self, batch: Sequence[Message]) -> None:
         failures = DeliveryFailures()
+        letters: dict[tuple[str, int], list[DeadLetter]] = {}
 
         for message in batch:
             self.counts.events += 1
             try:
                 event = parse_event(message.value() or b"")
-            except TerminalError:
+            except TerminalError as exc:
                 self.counts.unreadable += 1
+                _add_letter(letters, message, exc)
                 continue
             matching = self.rules.matching_rules(event)
             if not matching:
                 self.counts.unmatched += 1
                 continue
+            if self._validate and not _published_by_a_handler(message):
+                try:
+                    parse_order_json(message.value() or b"")
+                except TerminalError as exc:
+                    self.counts.invalid += 1
+                    _add_letter(letters, message, exc)
+                    continue
             rules_by_target: dict[str, list[str]] = {}
             for rule in matching:
                 for target in rule.targets:
@@ -164,7 +198,37 @@ class EventRouter(ConsumerLoop):
         if remaining or failures.errors:
             detail = failures.errors[0] if failures.errors else f"{remaining} not acknowledged"
             raise StreambatchError(f"router: copies not delivered ({detail}); offsets not stored")
+        for (topic, partition), partition_letters in letters.items():
+            self._dead_letters.write(
+                partition_letters, topic, partition, topic=self.dead_letter_topic
+            )
+            for letter in partition_letters:
+                log.warning(
+                    "router: dead-lettered %s/%s@%s: %s: %s",
+                    topic,
+                    partition,
+                    letter.offset,
+                    letter.error_class,
+                    letter.error_message,
+                )
 
 
-def _position(message: Message) -> str:
-    return f"{message.topic()}/{message.partition()}@{message.offset()}"
+def _published_by_a_handler(message: Message) -> bool:
+    """Events our handlers publish were checked against the schema on the way out."""
+    return any(pair[0] == PUBLISHER_HEADER for pair in message.headers() or [])
+
+
+def _add_letter(
+    letters: dict[tuple[str, int], list[DeadLetter]], message: Message, exc: BaseException
+) -> None:
+    letter = DeadLetter(
+        key=message.key(),
+        value=message.value(),
+        headers=[(str(pair[0]), pair[1]) for pair in message.headers() or []],
+        offset=int(message.offset() or 0),
+        stage="router",
+        error_class=type(exc).__name__,
+        error_message=str(exc)[:2000],
+    )
+    where = (str(message.topic()), int(message.partition() or 0))
+    letters.setdefault(where, []).append(letter)

@@ -27,6 +27,7 @@ from handlers.store import Store, Transaction
 from streambatch.errors import ConfigError, TerminalError
 
 __all__ = [
+    "PUBLISHER_HEADER",
     "Handler",
     "HandlerContext",
     "HandlerFactory",
@@ -35,12 +36,15 @@ __all__ = [
     "format_instant",
     "install",
     "parse_order_event",
+    "parse_order_json",
     "resolve_handler",
 ]
 
 # Fixed forever: derived event ids must be the same in every process and release.
 _EVENT_ID_NAMESPACE = uuid.UUID("9b5a8f0e-4c1d-5e36-a7f2-3d0c8e61b4a9")
 _ORDER_EVENT = TypeAdapter[Any](OrderEvent)
+PUBLISHER_HEADER = "streambatch.handler"
+"""The header naming the worker that published an event (checked against the schema)."""
 
 
 class InvalidEventError(TerminalError):
@@ -87,6 +91,16 @@ def parse_order_event(event: Mapping[str, Any]) -> Any:
         ) from None
 
 
+def parse_order_json(value: bytes) -> Any:
+    """A raw record as its ``events.orders`` model; InvalidEventError says what is wrong."""
+    try:
+        return _ORDER_EVENT.validate_json(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(the event)"
+        raise InvalidEventError(f"event is invalid at {where}: {first['msg']}") from None
+
+
 @dataclass
 class HandlerContext:
     """The transaction of one event plus the means to publish resulting events.
@@ -123,7 +137,7 @@ class HandlerContext:
         key = str(fields.get("order_id", event_id)).encode()
         headers = [
             ("streambatch.cause", cause_id.encode()),
-            ("streambatch.handler", self.worker.encode()),
+            (PUBLISHER_HEADER, self.worker.encode()),
         ]
         self.transaction.add_outbox(self.publish_topic, key, orjson.dumps(body), event_id, headers)
         return event_id

@@ -587,6 +587,7 @@ class Transaction:
         self._driver = driver
         self._now = now
         self._open = True
+        self._savepoints = 0
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; return the number of rows it changed (-1 if not applicable)."""
@@ -615,6 +616,26 @@ class Transaction:
             (handler, event_id, _iso_utc(self._now())),
         )
         return rowcount == 1
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested part of this transaction: an exception inside rolls back only its writes.
+
+        Lets one transaction carry a whole batch of events while a failing
+        event leaves no trace (on PostgreSQL a failed statement no longer
+        aborts the whole transaction once it is rolled back to its savepoint).
+        The exception is re-raised.
+        """
+        self._savepoints += 1
+        name = f"event_{self._savepoints}"
+        self.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            self.execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        self.execute(f"RELEASE SAVEPOINT {name}")
 
     def add_outbox(
         self,
@@ -645,8 +666,14 @@ class Transaction:
     def _run(self, sql: str, params: Sequence[Any], fetch: bool) -> tuple[int, list[Row]]:
         if not self._open:
             raise StoreError("this transaction has ended: use it inside its with block only")
-        with _transient_errors(self._driver, "statement"):
+        try:  # not _transient_errors: this runs for every statement, keep it cheap
             return self._session.run(sql, params, fetch)
+        except Exception as exc:
+            reason = self._driver.transient_reason(exc)
+            if reason is None:
+                raise
+            where = f"{self._driver.dialect} store {self._driver.location}"
+            raise TransientError(f"{where}: statement failed, retry: {reason}") from exc
 
     def _end(self) -> None:
         self._open = False
@@ -680,9 +707,27 @@ class Store:
         self._now = now
         self._closed = False
         self._sessions = _ThreadSessions(self._connect)
+        # SQLite has one writer at a time. Threads of this process queue here and
+        # wake as soon as the writer commits; SQLite's own busy handler (left for
+        # other processes) would sleep in growing steps instead.
+        self._write_lock: threading.Lock | None = (
+            threading.Lock() if driver.dialect == "sqlite" else None
+        )
 
     def __repr__(self) -> str:
         return f"Store({self.dialect}, {self._driver.location})"
+
+    @property
+    def events_per_transaction(self) -> int:
+        """How many events a queue worker may apply in one transaction of this store.
+
+        SQLite has one writer at a time: a whole batch per transaction saves a
+        sync per event and blocks nobody more. PostgreSQL lets workers write at
+        once: one event per transaction keeps each one's row locks few and in
+        one order (a batch would hold many orders' rows and deadlock with
+        another worker's batch).
+        """
+        return 500 if self.dialect == "sqlite" else 1
 
     def __enter__(self) -> Store:
         return self
@@ -770,6 +815,14 @@ class Store:
                 "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?", (cutoff,)
             )
 
+    def claimed(self, handler: str, event_id: str) -> bool:
+        """True if ``handler`` has a committed claim of ``event_id`` (see ``Transaction.claim``)."""
+        with self._transaction(write=False, ddl=False) as transaction:
+            rows = transaction.query(
+                "SELECT 1 FROM inbox WHERE handler = ? AND event_id = ?", (handler, event_id)
+            )
+        return bool(rows)
+
     def processed_count(self, handler: str) -> int:
         """How many event ids ``handler`` has claimed (committed ones)."""
         with self._transaction(write=False, ddl=False) as transaction:
@@ -797,6 +850,9 @@ class Store:
             raise StoreError("this thread is already inside a transaction of this store")
         session.in_transaction = True
         transaction: Transaction | None = None
+        lock = self._write_lock if write else None
+        if lock is not None:
+            lock.acquire()
         try:
             with _transient_errors(self._driver, "begin"):
                 session.begin(write)
@@ -813,6 +869,8 @@ class Store:
             self._rollback(session)
             raise
         finally:
+            if lock is not None:
+                lock.release()
             session.in_transaction = False
             if not session.usable:
                 self._sessions.discard(session)

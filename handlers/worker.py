@@ -1,22 +1,33 @@
-"""A queue worker: one handler as a Kafka consumer-group member.
+"""A queue worker: one handler as a Kafka consumer-group member, a batch at a time.
 
 Guarantees:
 
-* At least once: a message's offset is stored for commit only after its
-  handler transaction committed or its dead letter was acknowledged. A crash
-  before that redelivers it; the inbox (same transaction as the handler's
-  state) makes the second delivery a no-op.
-* Transient failures (``TransientError`` and unexpected exceptions) are
-  retried with exponential backoff and full jitter, up to the worker's
-  ``attempts``; then the message goes to the worker's dead-letter topic.
-  ``TerminalError`` (an invalid event, out of stock) goes there at once.
+* At least once: the offsets of a batch are stored for commit only after its
+  store transaction committed and its retries and dead letters were
+  acknowledged. A crash before that redelivers the batch; the inbox (same
+  transaction as the handler's state) makes a second delivery a no-op.
+* One store transaction per consumed batch on SQLite (one writer at a time,
+  so a long transaction blocks nobody it would not block anyway); one per
+  event on PostgreSQL, where a batch would hold the row locks of many orders
+  and workers would deadlock on them. Each event runs in a savepoint, so a
+  failing event leaves no trace and does not fail the others.
+* Non-blocking retries: a transient failure (``TransientError`` or an
+  unexpected exception) sends the message to the retry topic of its next
+  delay (:class:`~handlers.retry.RetryTopics`) and the worker goes on with
+  the messages behind it. The worker also consumes its retry topics: when the
+  head record of a retry partition is not due yet, that partition is paused
+  and rewound until it is. After the last attempt the message goes to the
+  worker's dead-letter topic; ``TerminalError`` (an invalid event) goes there
+  at once. A store that cannot commit at all (locked, down) is retried in
+  place: moving messages aside would not help.
+* Order: the messages of one partition are handled in offset order on their
+  first delivery; a message that is retried is handled after the ones
+  behind it (ordering is kept per partition for messages that do not fail).
 * A dead letter carries the original key, value and headers plus
   ``error.stage``, ``error.class``, ``error.message``, ``source.topic``,
-  ``source.partition``, ``source.offset``, ``handler.name`` and
-  ``handler.attempts``. If it cannot be written, the worker stops: nothing is
-  skipped silently.
-
-Retries block the partition they came from (order is kept per key).
+  ``source.partition``, ``source.offset`` (of the original message, also
+  after retries), ``handler.name`` and ``handler.attempts``. If it cannot be
+  written, the worker stops: nothing is skipped silently.
 """
 
 from __future__ import annotations
@@ -29,26 +40,46 @@ from random import Random
 from typing import Any
 
 import orjson
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from connectors.dead_letter_headers import HANDLER_ATTEMPTS, HANDLER_NAME
 from connectors.dead_letters import DeadLetterWriter
+from connectors.kafka_clients import new_producer
 from flows.records import DeadLetter
 from handlers.config import WorkerPlan
-from handlers.kafka_io import Activity, ConsumerLoop, ensure_topics, group_consumer, is_record
+from handlers.kafka_io import (
+    Activity,
+    ConsumerLoop,
+    DeliveryFailures,
+    QuietClock,
+    ensure_topics,
+    group_consumer,
+    next_offsets,
+    produce_waiting,
+    read_records,
+    track_assignment,
+)
 from handlers.outbox import OutboxRelay
+from handlers.retry import RetryTopics
 from handlers.runtime import Handler, HandlerContext, InvalidEventError
-from handlers.store import Store
+from handlers.store import Store, Transaction
 from streambatch.clock import utc_now
-from streambatch.errors import StreambatchError, TerminalError
+from streambatch.errors import StreambatchError, TerminalError, TransientError
 from streambatch.failpoints import deliveries, failpoint
 from streambatch.metrics import HANDLER_MESSAGES
 
 __all__ = ["QueueWorker", "WorkerCounts", "build_worker", "decode_event"]
 
 log = logging.getLogger(__name__)
-_POLL_SECONDS = 0.5
+_POLL_SECONDS = 0.2
+_BATCH = 500
 _MAX_EVENT_ID = 128
+_FLUSH_SECONDS = 10.0
+# Headers a retry adds; stripped again before the next retry and in dead letters.
+_RETRY_ATTEMPT = "retry.attempt"
+_RETRY_DUE = "retry.due_ms"
+_RETRY_SOURCE = ("retry.source.topic", "retry.source.partition", "retry.source.offset")
+_RETRY_ERROR = "retry.error"
 
 
 @dataclass
@@ -94,7 +125,39 @@ def decode_event(value: bytes | None) -> dict[str, Any]:
 
 
 class _Stopping(Exception):
-    """Stop requested while a message was waiting for a retry: leave it uncommitted."""
+    """Stop requested while a batch waited for the store: leave it uncommitted."""
+
+
+@dataclass
+class _Delivery:
+    """One consumed message: its event (None if undecodable) and which attempt this is."""
+
+    message: Message
+    event: dict[str, Any] | None
+    attempt: int
+    error: BaseException | None = None
+
+
+@dataclass
+class _BatchOutcome:
+    processed: int = 0
+    duplicates: int = 0
+    failed: list[_Delivery] = field(default_factory=list)
+
+
+def _headers(message: Message) -> list[tuple[str, str | bytes | None]]:
+    return [(str(pair[0]), pair[1]) for pair in message.headers() or []]
+
+
+def _header(message: Message, name: str) -> bytes | None:
+    for key, value in _headers(message):
+        if key == name:
+            return value if isinstance(value, bytes) else None
+    return None
+
+
+def _original_headers(message: Message) -> list[tuple[str, str | bytes | None]]:
+    return [(k, v) for k, v in _headers(message) if not k.startswith("retry.")]
 
 
 class QueueWorker(ConsumerLoop):
@@ -112,6 +175,7 @@ class QueueWorker(ConsumerLoop):
         rng: Random | None = None,
     ) -> None:
         self.plan = plan
+        self.name = plan.name
         self.counts = WorkerCounts()
         self._handler = handler
         self._store = store
@@ -121,131 +185,297 @@ class QueueWorker(ConsumerLoop):
         self._rng = rng or Random()
         self._activity = Activity()
         self._deliveries = deliveries()
+        self._retry_topics = RetryTopics(plan.retry_topic_prefix, plan.retry)
+        self._retry_topic_names = frozenset(self._retry_topics.topics())
         self._dead_letters = DeadLetterWriter(self._connection, f"worker:{plan.name}")
+        self._producer: Producer | None = None
+        # Retry partitions paused until their head record is due: epoch ms.
+        self._held: dict[tuple[str, int], int] = {}
 
     def prepare(self) -> None:
         """Create the handler's tables and the worker's topics (existing ones are fine)."""
         self._store.migrate(list(self._handler.ddl))
-        ensure_topics(self._connection, [*self.plan.topics, self.plan.dead_letter_topic])
+        ensure_topics(
+            self._connection,
+            [*self.plan.topics, *self._retry_topic_names, self.plan.dead_letter_topic],
+        )
 
     def run(self, until_idle_seconds: float | None = None) -> WorkerCounts:
-        """Consume until :meth:`stop`, or until idle that long after the first assignment."""
+        """Consume until :meth:`stop`, or until settled for ``until_idle_seconds``.
+
+        Settled: partitions assigned, every one read to its end, no retry
+        waiting, nothing in work (see :attr:`settled`); the clock starts then.
+        """
         consumer = group_consumer(
             self._connection,
             self.plan.group_id,
             f"streambatch-worker-{self.plan.name}",
             start_from=self.plan.start_from,
-            max_poll_interval_ms=self._max_poll_interval_ms(),
         )
+        owner = f"worker {self.plan.name}"
         consumer.subscribe(
-            list(self.plan.topics),
-            on_assign=lambda _c, partitions: self._on_assign(partitions),
+            [*self.plan.topics, *sorted(self._retry_topic_names)],
+            on_assign=track_assignment(self._activity, owner),
+            on_revoke=lambda c, _partitions: self._on_revoke(c),
         )
+        quiet = QuietClock()
         try:
             while not self._activity.stopping.is_set():
                 if self._relay.failure is not None:
                     raise StreambatchError(f"outbox relay stopped: {self._relay.failure}")
-                message = consumer.poll(_POLL_SECONDS)
-                if message is None:
-                    if self._activity.idle_for(until_idle_seconds):
+                self._resume_due(consumer)
+                messages = consumer.consume(_BATCH, _POLL_SECONDS)
+                records = self._hold_early(consumer, read_records(messages, self._activity, owner))
+                if records:
+                    try:
+                        with self._activity.busy():
+                            self._handle_batch(records)
+                    except _Stopping:
                         break
-                    continue
-                if not is_record(message, f"worker {self.plan.name}"):
-                    continue
-                try:
-                    with self._activity.busy():
-                        self._handle(message)
-                except _Stopping:
+                    for _ in records:
+                        failpoint("handler_after_commit")
+                    consumer.store_offsets(offsets=next_offsets(records))
+                if (
+                    until_idle_seconds is not None
+                    and quiet.held_for(self.settled) >= until_idle_seconds
+                ):
                     break
-                failpoint("handler_after_commit")
-                consumer.store_offsets(message=message)
         finally:
             consumer.close()  # commits the stored offsets
             self._dead_letters.close()
+            if self._producer is not None:
+                self._producer.flush(_FLUSH_SECONDS)
         return self.counts
 
-    def _on_assign(self, partitions: Sequence[TopicPartition]) -> None:
-        log.info(
-            "worker %s assigned %s",
-            self.plan.name,
-            ", ".join(f"{p.topic}/{p.partition}" for p in partitions) or "nothing",
-        )
-        self._activity.assigned.set()
+    # --- retry topics: pause a partition until its head record is due -------------
 
-    def _max_poll_interval_ms(self) -> int:
-        # A message may wait through every backoff: never let the group evict us for that.
-        waits = sum(
-            self.plan.retry.ceiling(n).total_seconds() for n in range(1, self.plan.retry.attempts)
-        )
-        return int(max(300.0, waits + 120.0) * 1000)
+    def _hold_early(self, consumer: Consumer, records: Sequence[Message]) -> list[Message]:
+        """The records to handle now; a retry record not due yet pauses its partition there."""
+        kept: list[Message] = []
+        now_ms = int(self._now().timestamp() * 1000)
+        for message in records:
+            where = (str(message.topic()), int(message.partition() or 0))
+            if where in self._held:
+                continue  # fetched before the pause: read again once due
+            if where[0] in self._retry_topic_names:
+                due = _due_ms(message)
+                if due > now_ms:
+                    partition = TopicPartition(where[0], where[1], int(message.offset() or 0))
+                    consumer.pause([partition])
+                    consumer.seek(partition)
+                    self._held[where] = due
+                    self._activity.wait_on(where, True)
+                    continue
+            kept.append(message)
+        return kept
 
-    def _handle(self, message: Message) -> None:
-        try:
-            event = decode_event(message.value())
-        except InvalidEventError as exc:
-            self._dead_letter(message, exc, attempts=1)
+    def _resume_due(self, consumer: Consumer) -> None:
+        if not self._held:
             return
-        for _ in range(self._deliveries):
-            self._handle_event(message, event)
+        now_ms = int(self._now().timestamp() * 1000)
+        for where, due in list(self._held.items()):
+            if due <= now_ms:
+                consumer.resume([TopicPartition(where[0], where[1])])
+                del self._held[where]
+                self._activity.more_to_read([where])
+                self._activity.wait_on(where, False)
 
-    def _handle_event(self, message: Message, event: Mapping[str, Any]) -> None:
-        attempt = 0
-        while True:
-            attempt += 1
+    def _on_revoke(self, consumer: Consumer) -> None:
+        if self._held:
             try:
-                first_time = self._apply(event)
-            except TerminalError as exc:
-                self._dead_letter(message, exc, attempts=attempt)
-                return
-            except Exception as exc:
-                if not self.plan.retry.should_retry(attempt):
-                    self._dead_letter(message, exc, attempts=attempt)
-                    return
-                delay = self.plan.retry.backoff(attempt, self._rng)
-                self.counts.retried += 1
-                HANDLER_MESSAGES.labels(self.plan.name, "retried").inc()
-                log.info(
-                    "worker %s: %s on %s, attempt %d of %d; retrying in %.2f s",
-                    self.plan.name,
-                    type(exc).__name__,
-                    event["event_id"],
-                    attempt,
-                    self.plan.retry.attempts,
-                    delay.total_seconds(),
-                )
-                if self._activity.stopping.wait(delay.total_seconds()):
-                    raise _Stopping from None
-                continue
-            outcome = "processed" if first_time else "duplicate"
-            if first_time:
-                self.counts.processed += 1
-                self._relay.nudge()
-            else:
-                self.counts.duplicates += 1
-            HANDLER_MESSAGES.labels(self.plan.name, outcome).inc()
-            return
+                consumer.resume([TopicPartition(t, p) for t, p in self._held])
+            except Exception as exc:  # the partitions are going anyway
+                log.debug("worker %s: resume on revoke: %s", self.plan.name, exc)
+        self._held.clear()
+        self._activity.revoke()
 
-    def _apply(self, event: Mapping[str, Any]) -> bool:
-        """One transaction: inbox claim, handler state, outbox. False if seen before."""
+    # --- one batch: one transaction, then retries and dead letters ----------------
+
+    def _handle_batch(self, records: Sequence[Message]) -> None:
+        deliveries: list[_Delivery] = []
+        for message in records:
+            attempt = self._attempt_of(message)
+            try:
+                deliveries.append(_Delivery(message, decode_event(message.value()), attempt))
+            except InvalidEventError as exc:
+                deliveries.append(_Delivery(message, None, attempt, exc))
+        outcome = self._commit_batch([d for d in deliveries if d.event is not None])
+        if outcome.processed:
+            self._relay.nudge()
+        self.counts.processed += outcome.processed
+        self.counts.duplicates += outcome.duplicates
+        HANDLER_MESSAGES.labels(self.plan.name, "processed").inc(outcome.processed)
+        HANDLER_MESSAGES.labels(self.plan.name, "duplicate").inc(outcome.duplicates)
+        failed = [d for d in deliveries if d.event is None] + outcome.failed
+        self._route_failures(failed)
+
+    def _attempt_of(self, message: Message) -> int:
+        if str(message.topic()) not in self._retry_topic_names:
+            return 1
+        raw = _header(message, _RETRY_ATTEMPT)
+        try:
+            return max(2, int(raw or b"2"))
+        except ValueError:
+            return 2
+
+    def _commit_batch(self, deliveries: Sequence[_Delivery]) -> _BatchOutcome:
+        """Apply the events in as few transactions as the store allows, each retried whole
+        while the store cannot commit."""
+        outcome = _BatchOutcome()
+        size = self._store.events_per_transaction
+        for start in range(0, len(deliveries), size):
+            part = self._commit_part(deliveries[start : start + size])
+            outcome.processed += part.processed
+            outcome.duplicates += part.duplicates
+            outcome.failed += part.failed
+        return outcome
+
+    def _commit_part(self, deliveries: Sequence[_Delivery]) -> _BatchOutcome:
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return self._apply_batch(deliveries)
+            except TransientError as exc:
+                delay = self.plan.retry.backoff(min(tries, 30), self._rng).total_seconds()
+                log.warning(
+                    "worker %s: store transaction of %d events failed (%s); again in %.2f s",
+                    self.plan.name,
+                    len(deliveries),
+                    exc,
+                    delay,
+                )
+                if self._activity.stopping.wait(delay):
+                    raise _Stopping from None
+
+    def _apply_batch(self, deliveries: Sequence[_Delivery]) -> _BatchOutcome:
+        outcome = _BatchOutcome()
         with self._store.transaction() as transaction:
-            if not transaction.claim(self.plan.name, str(event["event_id"])):
-                return False
-            context = HandlerContext(
-                worker=self.plan.name,
-                cause=event,
-                transaction=transaction,
-                publish_topic=self.plan.publish_topic,
-                now=self._now,
-            )
-            self._handler.handle(event, context)
+            for delivery in deliveries:
+                event = delivery.event
+                assert event is not None  # undecodable ones never get here
+                delivery.error = None
+                for _ in range(self._deliveries):
+                    try:
+                        with transaction.savepoint():
+                            first_time = self._apply(transaction, event)
+                    except Exception as exc:
+                        delivery.error = exc
+                        outcome.failed.append(delivery)
+                        break
+                    if first_time:
+                        outcome.processed += 1
+                    else:
+                        outcome.duplicates += 1
+        return outcome
+
+    def _apply(self, transaction: Transaction, event: Mapping[str, Any]) -> bool:
+        """Inbox claim, handler state, outbox, in a savepoint. False if seen before."""
+        if not transaction.claim(self.plan.name, str(event["event_id"])):
+            return False
+        context = HandlerContext(
+            worker=self.plan.name,
+            cause=event,
+            transaction=transaction,
+            publish_topic=self.plan.publish_topic,
+            now=self._now,
+        )
+        self._handler.handle(event, context)
         return True
+
+    def _route_failures(self, failed: Sequence[_Delivery]) -> None:
+        """Each failure to its next retry topic or, after the last attempt, a dead letter."""
+        if not failed:
+            return
+        retries = DeliveryFailures()
+        written: list[tuple[str, int]] = []
+        for delivery in failed:
+            exc = delivery.error
+            assert exc is not None
+            if isinstance(exc, TerminalError) or not self.plan.retry.should_retry(delivery.attempt):
+                self._dead_letter(delivery.message, exc, attempts=delivery.attempt)
+            else:
+                self._send_to_retry(delivery, exc, retries, written)
+        if self._producer is None:
+            return
+        remaining = self._producer.flush(_FLUSH_SECONDS)
+        while remaining and not retries.errors and not self._activity.stopping.is_set():
+            log.warning("worker %s: %d retries not acknowledged yet", self.plan.name, remaining)
+            remaining = self._producer.flush(_FLUSH_SECONDS)
+        if remaining or retries.errors:
+            detail = retries.errors[0] if retries.errors else f"{remaining} not acknowledged"
+            raise StreambatchError(
+                f"worker {self.plan.name}: retries not written ({detail}); offsets not stored"
+            )
+        # The records just written are ours to read (if we own those partitions).
+        self._activity.more_to_read(written)
+
+    def _send_to_retry(
+        self,
+        delivery: _Delivery,
+        exc: BaseException,
+        failures: DeliveryFailures,
+        written: list[tuple[str, int]],
+    ) -> None:
+        message = delivery.message
+        retry = delivery.attempt  # the n-th retry follows the n-th failed attempt
+        topic = self._retry_topics.topic(retry)
+        delay_ms = self._retry_topics.delay_ms(retry)
+        due_ms = int(self._now().timestamp() * 1000) + delay_ms
+        source_topic, source_partition, source_offset = _source_of(message)
+        headers = [
+            *_original_headers(message),
+            (_RETRY_ATTEMPT, str(delivery.attempt + 1).encode()),
+            (_RETRY_DUE, str(due_ms).encode()),
+            (_RETRY_SOURCE[0], source_topic.encode()),
+            (_RETRY_SOURCE[1], str(source_partition).encode()),
+            (_RETRY_SOURCE[2], str(source_offset).encode()),
+            (_RETRY_ERROR, f"{type(exc).__name__}: {exc}"[:1000].encode()),
+        ]
+        if self._producer is None:
+            self._producer = new_producer(
+                {
+                    **self._connection,
+                    "enable.idempotence": "true",
+                    "acks": "all",
+                    "linger.ms": "5",
+                    "error_cb": lambda error: log.warning("retry producer: %s", error.str()),
+                }
+            )
+
+        def on_delivery(error: KafkaError | None, record: Message) -> None:
+            failures(error, record)
+            if error is None:
+                written.append((str(record.topic()), int(record.partition() or 0)))
+
+        produce_waiting(
+            self._producer,
+            topic,
+            value=message.value(),
+            key=message.key(),
+            headers=headers,
+            on_delivery=on_delivery,
+        )
+        self.counts.retried += 1
+        HANDLER_MESSAGES.labels(self.plan.name, "retried").inc()
+        log.info(
+            "worker %s: %s on %s/%s@%s, attempt %d of %d; retry in %.2f s via %s",
+            self.plan.name,
+            type(exc).__name__,
+            source_topic,
+            source_partition,
+            source_offset,
+            delivery.attempt,
+            self.plan.retry.attempts,
+            delay_ms / 1000,
+            topic,
+        )
 
     def _dead_letter(self, message: Message, exc: BaseException, *, attempts: int) -> None:
         error_class = type(exc).__name__
-        headers: list[tuple[str, str | bytes | None]] = [
-            (str(pair[0]), pair[1]) for pair in message.headers() or []
-        ]
-        headers += [
+        source_topic, source_partition, source_offset = _source_of(message)
+        headers = [
+            *_original_headers(message),
             (HANDLER_NAME, self.plan.name.encode()),
             (HANDLER_ATTEMPTS, str(attempts).encode()),
         ]
@@ -253,16 +483,13 @@ class QueueWorker(ConsumerLoop):
             key=message.key(),
             value=message.value(),
             headers=headers,
-            offset=int(message.offset() or 0),
+            offset=source_offset,
             stage="handler",
             error_class=error_class,
             error_message=str(exc)[:2000],
         )
         self._dead_letters.write(
-            [letter],
-            str(message.topic()),
-            int(message.partition() or 0),
-            topic=self.plan.dead_letter_topic,
+            [letter], source_topic, source_partition, topic=self.plan.dead_letter_topic
         )
         self.counts.dead_lettered += 1
         classes = self.counts.dead_letter_classes
@@ -271,13 +498,34 @@ class QueueWorker(ConsumerLoop):
         log.warning(
             "worker %s: dead-lettered %s/%s@%s after %d attempt(s): %s: %s",
             self.plan.name,
-            message.topic(),
-            message.partition(),
-            message.offset(),
+            source_topic,
+            source_partition,
+            source_offset,
             attempts,
             error_class,
             exc,
         )
+
+
+def _due_ms(message: Message) -> int:
+    raw = _header(message, _RETRY_DUE)
+    try:
+        return int(raw or b"0")
+    except ValueError:
+        return 0  # a damaged header: due now rather than never
+
+
+def _source_of(message: Message) -> tuple[str, int, int]:
+    """Topic, partition and offset of the original message (also for a retried copy)."""
+    topic = _header(message, _RETRY_SOURCE[0])
+    partition = _header(message, _RETRY_SOURCE[1])
+    offset = _header(message, _RETRY_SOURCE[2])
+    if topic is not None and partition is not None and offset is not None:
+        try:
+            return topic.decode(), int(partition), int(offset)
+        except ValueError:
+            pass
+    return str(message.topic()), int(message.partition() or 0), int(message.offset() or 0)
 
 
 def build_worker(

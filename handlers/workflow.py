@@ -1,9 +1,15 @@
 """The order workflow of the seed article, as idempotent handlers on simulated services.
 
-OrderPlaced -> ``inventory.reserve`` and ``payments.authorize`` (in parallel);
-PaymentAuthorized -> ``inventory.decrease``, ``distribution.submit-order``,
-``notifications.send`` (one worker per channel); PaymentFailed ->
-``inventory.release``, ``notifications.send``, ``finance.alert``. Each handler
+OrderPlaced -> ``inventory.reserve`` (StockReserved or StockUnavailable) and
+``payments.authorize`` (PaymentAuthorized or PaymentFailed), in parallel.
+PaymentAuthorized -> ``inventory.decrease`` (StockDecreased when reserved);
+StockDecreased -> ``distribution.submit-order`` and ``notifications.send``
+(order confirmed, one worker per channel). PaymentFailed -> ``inventory.release``
+(when reserved), ``notifications.send``, ``finance.alert``. The compensation:
+StockUnavailable -> ``payments.refund`` (PaymentRefunded when the payment was
+taken) -> ``notifications.send`` (order cancelled) and ``finance.alert``; no
+purchase order and no confirmation, because both wait for StockDecreased.
+The README's state table lists every transition. Each handler
 keeps its service's state in the handler store (same transaction as the inbox
 claim) and publishes the resulting event to the ``orders`` topic, so the lake
 records the whole workflow.
@@ -31,7 +37,7 @@ __all__ = [
     "AuthorizePayment",
     "DecreaseStock",
     "NotifyCustomer",
-    "OutOfStockError",
+    "RefundPayment",
     "ReleaseStock",
     "ReserveStock",
     "SubmitPurchaseOrder",
@@ -44,14 +50,22 @@ _INVENTORY_DDL = (
     "CREATE TABLE IF NOT EXISTS inventory_reservations ("
     " order_id TEXT PRIMARY KEY, items TEXT NOT NULL, state TEXT NOT NULL,"
     " updated_at TEXT NOT NULL)",
+    # The payment outcome as inventory learnt it; it may come before the reservation.
+    "CREATE TABLE IF NOT EXISTS inventory_payment_outcomes ("
+    " order_id TEXT PRIMARY KEY, outcome TEXT NOT NULL)",
 )
+# What to do with reserved units once the payment outcome is known.
+_SETTLEMENTS = {
+    "authorized": ("decreased", "StockDecreased", True),
+    "failed": ("released", "StockReleased", False),
+}
 _FAILURE_REASONS = ("insufficient_funds", "card_declined", "fraud_suspected", "expired_card")
 _MAX_REASON = 4096
 _WAREHOUSES = ("WH-NYC-1", "WH-AMS-1", "WH-FRA-2", "WH-SIN-1")
 
 
-class OutOfStockError(TerminalError):
-    """Not enough available stock to reserve an order: restock, then redrive."""
+class _ShortOfStock(Exception):
+    """Raised inside a savepoint to undo a partial reservation."""
 
 
 def stable_fraction(*parts: str) -> float:
@@ -90,10 +104,51 @@ def _probability(options: Mapping[str, Any], name: str, default: float) -> float
     return value
 
 
-class ReserveStock:
-    """``inventory.reserve``: OrderPlaced -> StockReserved (or OutOfStock, dead-lettered).
+def _lock_order(context: HandlerContext, order_id: str) -> tuple[list[Any], str]:
+    """The order's reservation row, created ``pending`` if absent, locked until commit.
 
-    Options: ``initial_stock`` (units of a SKU the first time it is seen, default 10,000).
+    Reserve and the payment outcome run in parallel, in different workers: each
+    takes this row first, so the second to commit sees what the first did (on
+    PostgreSQL the upsert holds the row lock; SQLite has one writer anyway).
+    """
+    tx = context.transaction
+    tx.execute(
+        "INSERT INTO inventory_reservations (order_id, items, state, updated_at)"
+        " VALUES (?, '[]', 'pending', ?)"
+        " ON CONFLICT (order_id) DO UPDATE SET order_id = excluded.order_id",
+        (order_id, context.now().isoformat()),
+    )
+    items_text, state = tx.query(
+        "SELECT items, state FROM inventory_reservations WHERE order_id = ?", (order_id,)
+    )[0]
+    return list(json.loads(items_text)), str(state)
+
+
+def _settle(context: HandlerContext, order_id: str, items: list[Any], outcome: str) -> None:
+    """Take reserved units out of stock (paid) or free them (refused); publish it."""
+    final_state, published, takes_from_on_hand = _SETTLEMENTS[outcome]
+    tx = context.transaction
+    lines = ((str(item["sku"]), int(item["quantity"])) for item in items)
+    for sku, quantity in _quantities(lines).items():
+        tx.execute(
+            "UPDATE inventory_stock SET on_hand = on_hand - ?, reserved = reserved - ?"
+            " WHERE sku = ?",
+            (quantity if takes_from_on_hand else 0, quantity, sku),
+        )
+    tx.execute(
+        "UPDATE inventory_reservations SET state = ?, updated_at = ? WHERE order_id = ?",
+        (final_state, context.now().isoformat(), order_id),
+    )
+    context.publish(published, {"order_id": order_id, "items": items})
+
+
+class ReserveStock:
+    """``inventory.reserve``: OrderPlaced -> StockReserved, or StockUnavailable.
+
+    All lines of an order are reserved, or none. When the payment outcome
+    came first, the reservation is settled at once (StockDecreased or
+    StockReleased follow in the same transaction). Options: ``initial_stock``
+    (units of a SKU the first time it is seen, default 10,000).
     """
 
     ddl: ClassVar[Sequence[str]] = _INVENTORY_DDL
@@ -106,42 +161,56 @@ class ReserveStock:
     def handle(self, event: Mapping[str, Any], context: HandlerContext) -> None:
         order = _expect(event, "OrderPlaced")
         tx = context.transaction
-        if tx.query("SELECT 1 FROM inventory_reservations WHERE order_id = ?", (order.order_id,)):
-            return  # reserved already (the same order under another event id)
-        for sku, quantity in _quantities((i.sku, i.quantity) for i in order.items).items():
-            tx.execute(
-                "INSERT INTO inventory_stock (sku, on_hand, reserved) VALUES (?, ?, 0)"
-                " ON CONFLICT (sku) DO NOTHING",
-                (sku, self.initial_stock),
-            )
-            # The guard in the WHERE makes check-and-reserve one atomic step.
-            changed = tx.execute(
-                "UPDATE inventory_stock SET reserved = reserved + ?"
-                " WHERE sku = ? AND on_hand - reserved >= ?",
-                (quantity, sku, quantity),
-            )
-            if changed != 1:
-                raise OutOfStockError(f"order {order.order_id}: {quantity} x {sku} not available")
+        _, state = _lock_order(context, order.order_id)
+        if state != "pending":
+            return  # decided already (the same order under another event id)
         items = _item_dicts(order.items)
+        try:
+            with tx.savepoint():  # a partial reservation is undone
+                for sku, quantity in _quantities((i.sku, i.quantity) for i in order.items).items():
+                    tx.execute(
+                        "INSERT INTO inventory_stock (sku, on_hand, reserved) VALUES (?, ?, 0)"
+                        " ON CONFLICT (sku) DO NOTHING",
+                        (sku, self.initial_stock),
+                    )
+                    # The guard in the WHERE makes check-and-reserve one atomic step.
+                    changed = tx.execute(
+                        "UPDATE inventory_stock SET reserved = reserved + ?"
+                        " WHERE sku = ? AND on_hand - reserved >= ?",
+                        (quantity, sku, quantity),
+                    )
+                    if changed != 1:
+                        raise _ShortOfStock(f"{quantity} x {sku} not available")
+        except _ShortOfStock as short:
+            state, published, extra = "unavailable", "StockUnavailable", {"reason": str(short)}
+        else:
+            state, published, extra = "reserved", "StockReserved", {}
         tx.execute(
-            "INSERT INTO inventory_reservations (order_id, items, state, updated_at)"
-            " VALUES (?, ?, 'reserved', ?)",
-            (order.order_id, json.dumps(items), context.now().isoformat()),
+            "UPDATE inventory_reservations SET items = ?, state = ?, updated_at = ?"
+            " WHERE order_id = ?",
+            (json.dumps(items), state, context.now().isoformat(), order.order_id),
         )
-        context.publish(
-            "StockReserved",
-            {"order_id": order.order_id, "items": items},
-        )
+        context.publish(published, {"order_id": order.order_id, "items": items, **extra})
+        if state == "reserved":
+            known = tx.query(
+                "SELECT outcome FROM inventory_payment_outcomes WHERE order_id = ?",
+                (order.order_id,),
+            )
+            if known:
+                _settle(context, order.order_id, items, str(known[0][0]))
 
 
 class _SettleReservation:
-    """Shared by decrease and release: move a reservation to its final state once."""
+    """Shared by decrease and release: settle the reservation once the payment is decided.
+
+    The payment outcome is recorded first; if the reservation is there, it is
+    settled now, else the reservation settles itself when it is made (see
+    :class:`ReserveStock`): nobody waits or retries for the other.
+    """
 
     ddl: ClassVar[Sequence[str]] = _INVENTORY_DDL
     trigger: ClassVar[str]
-    final_state: ClassVar[str]
-    published: ClassVar[str]
-    takes_from_on_hand: ClassVar[bool]
+    outcome: ClassVar[str]
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         del options  # no options
@@ -149,52 +218,41 @@ class _SettleReservation:
     def handle(self, event: Mapping[str, Any], context: HandlerContext) -> None:
         payment = _expect(event, self.trigger)
         tx = context.transaction
-        rows = tx.query(
-            "SELECT items, state FROM inventory_reservations WHERE order_id = ?",
-            (payment.order_id,),
+        items, state = _lock_order(context, payment.order_id)
+        tx.execute(
+            "INSERT INTO inventory_payment_outcomes (order_id, outcome) VALUES (?, ?)"
+            " ON CONFLICT (order_id) DO NOTHING",
+            (payment.order_id, self.outcome),
         )
-        if not rows:
-            # Reserve and payment run in parallel: the reservation may still come.
-            raise TransientError(f"order {payment.order_id}: no stock reservation yet")
-        items_text, state = rows[0]
-        if state == self.final_state:
-            return
+        final_state = _SETTLEMENTS[self.outcome][0]
+        if state in ("pending", "unavailable", final_state):
+            return  # settled when reserved; nothing held; or settled already
         if state != "reserved":
             raise TerminalError(
                 f"order {payment.order_id}: reservation is {state}, cannot become "
-                f"{self.final_state} ({self.trigger})"
+                f"{final_state} ({self.trigger})"
             )
-        items = json.loads(items_text)
-        lines = ((str(item["sku"]), int(item["quantity"])) for item in items)
-        for sku, quantity in _quantities(lines).items():
-            tx.execute(
-                "UPDATE inventory_stock SET on_hand = on_hand - ?, reserved = reserved - ?"
-                " WHERE sku = ?",
-                (quantity if self.takes_from_on_hand else 0, quantity, sku),
-            )
-        tx.execute(
-            "UPDATE inventory_reservations SET state = ?, updated_at = ? WHERE order_id = ?",
-            (self.final_state, context.now().isoformat(), payment.order_id),
-        )
-        context.publish(self.published, {"order_id": payment.order_id, "items": items})
+        _settle(context, payment.order_id, items, self.outcome)
 
 
 class DecreaseStock(_SettleReservation):
-    """``inventory.decrease``: PaymentAuthorized -> StockDecreased (reserved units leave)."""
+    """``inventory.decrease``: PaymentAuthorized -> StockDecreased (reserved units leave).
+
+    Nothing happens for an order whose stock was unavailable.
+    """
 
     trigger = "PaymentAuthorized"
-    final_state = "decreased"
-    published = "StockDecreased"
-    takes_from_on_hand = True
+    outcome = "authorized"
 
 
 class ReleaseStock(_SettleReservation):
-    """``inventory.release``: PaymentFailed -> StockReleased (reserved units are free again)."""
+    """``inventory.release``: PaymentFailed -> StockReleased (reserved units are free again).
+
+    Nothing happens for an order whose stock was unavailable (nothing is held).
+    """
 
     trigger = "PaymentFailed"
-    final_state = "released"
-    published = "StockReleased"
-    takes_from_on_hand = False
+    outcome = "failed"
 
 
 class AuthorizePayment:
@@ -209,6 +267,9 @@ class AuthorizePayment:
         "CREATE TABLE IF NOT EXISTS payments ("
         " order_id TEXT PRIMARY KEY, payment_id TEXT NOT NULL, amount TEXT NOT NULL,"
         " currency TEXT NOT NULL, status TEXT NOT NULL, reason TEXT)",
+        # One row per order seen by payments; a refund asked for before the payment.
+        "CREATE TABLE IF NOT EXISTS payment_orders ("
+        " order_id TEXT PRIMARY KEY, refund_reason TEXT)",
     )
 
     def __init__(self, options: Mapping[str, Any]) -> None:
@@ -222,6 +283,7 @@ class AuthorizePayment:
         if self._rng.random() < self.transient_failure_rate:
             raise TransientError("payment provider timed out (simulated)")
         tx = context.transaction
+        refund_reason = _lock_payment(context, order.order_id, None)
         if tx.query("SELECT 1 FROM payments WHERE order_id = ?", (order.order_id,)):
             return  # one payment per order, whatever the event id
         payment_id = "pay-" + hashlib.sha256(order.order_id.encode()).hexdigest()[:20]
@@ -251,12 +313,88 @@ class AuthorizePayment:
         }
         if reason is None:
             context.publish("PaymentAuthorized", fields)
+            if refund_reason is not None:  # out of stock was known before the payment
+                _refund(context, order.order_id, refund_reason)
         else:
             context.publish("PaymentFailed", {**fields, "reason": reason})
 
 
+class RefundPayment:
+    """``payments.refund``: StockUnavailable -> PaymentRefunded, when the payment was taken.
+
+    The compensation of an order that cannot be fulfilled: a taken payment is
+    paid back once (its row becomes ``refunded``); a refused one needs
+    nothing. When the payment is not decided yet, the refund is recorded as
+    due and :class:`AuthorizePayment` pays it back right after taking it.
+    """
+
+    ddl: ClassVar[Sequence[str]] = AuthorizePayment.ddl
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        del options
+
+    def handle(self, event: Mapping[str, Any], context: HandlerContext) -> None:
+        unavailable = _expect(event, "StockUnavailable")
+        reason = f"out of stock: {unavailable.reason}"[:_MAX_REASON]
+        _lock_payment(context, unavailable.order_id, reason)
+        _refund(context, unavailable.order_id, reason)
+
+
+def _lock_payment(context: HandlerContext, order_id: str, refund_reason: str | None) -> str | None:
+    """The order's row of payments, locked until commit; records a refund due; returns it.
+
+    Authorize and refund run in different workers: each takes this row first,
+    so the second to commit sees what the first did.
+    """
+    tx = context.transaction
+    if refund_reason is None:
+        tx.execute(
+            "INSERT INTO payment_orders (order_id) VALUES (?)"
+            " ON CONFLICT (order_id) DO UPDATE SET order_id = excluded.order_id",
+            (order_id,),
+        )
+    else:
+        tx.execute(
+            "INSERT INTO payment_orders (order_id, refund_reason) VALUES (?, ?)"
+            " ON CONFLICT (order_id) DO UPDATE SET refund_reason = excluded.refund_reason",
+            (order_id, refund_reason),
+        )
+    rows = tx.query("SELECT refund_reason FROM payment_orders WHERE order_id = ?", (order_id,))
+    return None if rows[0][0] is None else str(rows[0][0])
+
+
+def _refund(context: HandlerContext, order_id: str, reason: str) -> None:
+    """Pay back a taken payment once; nothing for a refused, refunded or undecided one."""
+    tx = context.transaction
+    rows = tx.query(
+        "SELECT payment_id, amount, currency, status FROM payments WHERE order_id = ?",
+        (order_id,),
+    )
+    if not rows or rows[0][3] != "authorized":
+        return
+    payment_id, amount, currency, _ = rows[0]
+    tx.execute(
+        "UPDATE payments SET status = 'refunded', reason = ? WHERE order_id = ?",
+        ("out_of_stock", order_id),
+    )
+    context.publish(
+        "PaymentRefunded",
+        {
+            "order_id": order_id,
+            "payment_id": payment_id,
+            "amount": amount,
+            "currency": currency,
+            "reason": reason,
+        },
+    )
+
+
 class SubmitPurchaseOrder:
-    """``distribution.submit-order``: PaymentAuthorized -> PurchaseOrderSubmitted."""
+    """``distribution.submit-order``: StockDecreased -> PurchaseOrderSubmitted.
+
+    Triggered by the stock leaving the warehouse (paid and reserved), never by
+    the payment alone: an order out of stock gets no purchase order.
+    """
 
     ddl: ClassVar[Sequence[str]] = (
         "CREATE TABLE IF NOT EXISTS purchase_orders ("
@@ -272,18 +410,18 @@ class SubmitPurchaseOrder:
             raise ValueError("warehouses must not be empty")
 
     def handle(self, event: Mapping[str, Any], context: HandlerContext) -> None:
-        payment = _expect(event, "PaymentAuthorized")
+        decreased = _expect(event, "StockDecreased")
         warehouse = self.warehouses[
-            int(stable_fraction("warehouse", payment.order_id) * len(self.warehouses))
+            int(stable_fraction("warehouse", decreased.order_id) * len(self.warehouses))
         ]
         inserted = context.transaction.execute(
             "INSERT INTO purchase_orders (order_id, warehouse, submitted_at) VALUES (?, ?, ?)"
             " ON CONFLICT (order_id) DO NOTHING",
-            (payment.order_id, warehouse, context.now().isoformat()),
+            (decreased.order_id, warehouse, context.now().isoformat()),
         )
         if inserted:
             context.publish(
-                "PurchaseOrderSubmitted", {"order_id": payment.order_id, "warehouse": warehouse}
+                "PurchaseOrderSubmitted", {"order_id": decreased.order_id, "warehouse": warehouse}
             )
 
 
@@ -291,7 +429,9 @@ class NotifyCustomer:
     """``notifications.send``: tell the customer about their order on one channel.
 
     OrderPlaced only records who the customer is (this service's own view);
-    PaymentAuthorized sends ``order_confirmed``, PaymentFailed ``payment_failed``.
+    StockDecreased (paid and in stock) sends ``order_confirmed``, PaymentFailed
+    ``payment_failed``, PaymentRefunded (paid, out of stock)
+    ``order_cancelled_refunded``.
     Options: ``channel`` (``email`` or ``sms``). Two workers with different
     channels on the same topics are two subscribers of one notification.
     """
@@ -305,8 +445,9 @@ class NotifyCustomer:
         " PRIMARY KEY (order_id, channel, template))",
     )
     _TEMPLATES: ClassVar[dict[str, str]] = {
-        "PaymentAuthorized": "order_confirmed",
+        "StockDecreased": "order_confirmed",
         "PaymentFailed": "payment_failed",
+        "PaymentRefunded": "order_cancelled_refunded",
     }
 
     def __init__(self, options: Mapping[str, Any]) -> None:
@@ -352,7 +493,7 @@ class NotifyCustomer:
 
 
 class AlertFinance:
-    """``finance.alert``: PaymentFailed -> FinanceAlerted."""
+    """``finance.alert``: PaymentFailed or PaymentRefunded (money moved back) -> FinanceAlerted."""
 
     ddl: ClassVar[Sequence[str]] = (
         "CREATE TABLE IF NOT EXISTS finance_alerts ("
@@ -363,9 +504,12 @@ class AlertFinance:
         del options
 
     def handle(self, event: Mapping[str, Any], context: HandlerContext) -> None:
-        failure = _expect(event, "PaymentFailed")
+        failure = _expect(event, "PaymentFailed", "PaymentRefunded")
         # FinanceAlerted.reason has the same 4,096-character limit as PaymentFailed.reason.
-        reason = f"payment failed: {failure.reason}"[:_MAX_REASON]
+        if failure.event_type == "PaymentFailed":
+            reason = f"payment failed: {failure.reason}"[:_MAX_REASON]
+        else:
+            reason = f"refunded {failure.amount} {failure.currency}: {failure.reason}"[:_MAX_REASON]
         inserted = context.transaction.execute(
             "INSERT INTO finance_alerts (order_id, reason, alerted_at) VALUES (?, ?, ?)"
             " ON CONFLICT (order_id) DO NOTHING",
@@ -380,6 +524,7 @@ BUILTIN_HANDLERS: dict[str, HandlerFactory] = {
     "inventory.decrease": DecreaseStock,
     "inventory.release": ReleaseStock,
     "payments.authorize": AuthorizePayment,
+    "payments.refund": RefundPayment,
     "distribution.submit-order": SubmitPurchaseOrder,
     "notifications.send": NotifyCustomer,
     "finance.alert": AlertFinance,

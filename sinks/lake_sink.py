@@ -31,11 +31,13 @@ from connectors.dead_letters import DeadLetterWriter
 from flows.dedupe import DedupeIndex, digest_ids
 from flows.progress import COMMITTED
 from flows.records import BatchRange, ClosedBatch, ValidatedBatch, partition_key
+from sinks.batch_announcements import BatchAnnouncer
 from sinks.commit_ranges import DEFAULT_MAX_PARTITIONS_PER_COMMIT, commit_ranges
 from sinks.delta_lake import BatchRecord, DeltaLake
 from streambatch.allocators import release_free_memory
 from streambatch.clock import Clock, utc_now
 from streambatch.errors import DeadLetterWriteError
+from streambatch.failpoints import failpoint
 from streambatch.failure import FailureLatch, is_transient, remedy, root_cause
 from streambatch.metrics import (
     BATCH_BYTES,
@@ -84,11 +86,14 @@ class PartitionCommitter:
     now: Clock = utc_now
     max_partitions: int = DEFAULT_MAX_PARTITIONS_PER_COMMIT
     """Hive partitions one Delta commit may touch (``STREAMBATCH_MAX_PARTITIONS_PER_COMMIT``)."""
+    announcer: BatchAnnouncer | None = None
     fence: int | None = field(init=False)
     index: DedupeIndex = field(init=False)
 
     def __post_init__(self) -> None:
         self.lake.repair_batch_log(self.topic, self.partition)
+        if self.announcer is not None:
+            self.announcer.repair(self.lake, self.topic, self.partition)
         self.fence = self.lake.fence(self.topic, self.partition)
         self.index = DedupeIndex(self.horizon)
         # Arrival time is the flow's clock at commit (``batches.committed_at``).
@@ -185,6 +190,9 @@ class PartitionCommitter:
                 lake_version=-1,
             )
             committed = self.lake.commit(part, record)
+            failpoint("before_announcement")
+            if self.announcer is not None:
+                self.announcer.announce(committed, self.lake.table_path)
             # Arrival time is committed_at: what a rebuild reads back from ``batches``.
             self.index.remember_digests(
                 part_digests,
@@ -318,6 +326,11 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
         self._dead_letters = DeadLetterWriter(
             producer_config, settings.stream, max_wait_seconds=settings.retry_seconds
         )
+        self._announcer = (
+            BatchAnnouncer(producer_config, settings.stream, settings.announcement_topic)
+            if settings.announce_batches
+            else None
+        )
         self._committers: dict[str, PartitionCommitter] = {}
         self._to_validate: queue.Queue[ClosedBatch | None] = queue.Queue(maxsize=_PENDING_BATCHES)
         self._to_commit: queue.Queue[tuple[ValidatedBatch, npt.NDArray[np.uint64]] | None] = (
@@ -349,6 +362,8 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
             thread.join()
         if not self._latch.raised:
             self._latch.raise_if_tripped()
+        if self._latch.failure is None and self._announcer is not None:
+            self._announcer.close()
 
     def _put(self, stage: queue.Queue[Any], item: Any) -> None:
         """Hand ``item`` to a stage; gives up (silently) once the flow has failed."""
@@ -453,6 +468,7 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
                 batch.partition,
                 self._horizon,
                 max_partitions=self._max_partitions,
+                announcer=self._announcer,
             )
             self._committers[key] = committer
         return committer

@@ -279,7 +279,11 @@ def _parse_param(item: str) -> tuple[str, str]:
 
 WorkerOption = Annotated[
     str | None,
-    typer.Option("--worker", "-w", help="a queue worker's dead letters instead of a stream's"),
+    typer.Option(
+        "--worker",
+        "-w",
+        help="a queue worker's or batch handler's (or 'router': the router's) dead letters",
+    ),
 ]
 HandlersFileOption = Annotated[
     Path | None,
@@ -359,7 +363,13 @@ def _dead_letter_route(
         return settings.dead_letter_topic, settings.topic
     from handlers.config import load_handlers_config
 
-    return load_handlers_config(config_file).plan(worker_name).dead_letter_topic, None
+    config = load_handlers_config(config_file)
+    batch_handler = config.batch_handlers.get(worker_name)
+    if batch_handler is not None:
+        return batch_handler.dead_letter_topic or f"{worker_name}.dlq", None
+    if worker_name == "router" and "router" not in config.workers:
+        return config.router_dead_letter_topic, None  # what the router refused to fan out
+    return config.plan(worker_name).dead_letter_topic, None
 
 
 rules_app = typer.Typer(
@@ -402,7 +412,11 @@ def rules_test(
 
 UntilIdleOption = Annotated[
     float | None,
-    typer.Option("--until-idle", min=0.1, help="exit 0 after this many seconds without a message"),
+    typer.Option(
+        "--until-idle",
+        min=0.1,
+        help="exit 0 once settled this many seconds: read to the end, no retry waiting",
+    ),
 ]
 
 
@@ -448,31 +462,35 @@ def worker(
     metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus metrics")] = None,
     bootstrap: BootstrapOption = None,
 ) -> None:
-    """Run queue workers (one thread each): at least once, retries, dead letters, inbox.
+    """Run queue workers and batch handlers (one thread each): at least once, retries, inbox.
 
     With --until-idle the process exits 0 once every worker (and the router) has
-    been idle that long at once and the outbox is empty.
+    its partitions, has read each to its end, has no retry waiting, and the
+    outbox is empty, all of that for that many seconds in a row.
     """
     from handlers.config import handler_store_url, load_handlers_config
     from handlers.service import run_workers
 
     config = load_handlers_config(config_file)
-    chosen = sorted(config.workers) if run_all else list(names or [])
+    chosen = [*config.workers, *config.batch_handlers] if run_all else list(names or [])
     if not chosen or (run_all and names):
         raise StreambatchError("name one or more workers, or pass --all (not both)")
+    batch = sorted(name for name in chosen if name in config.batch_handlers)
     _start_handler_process(metrics_port)
-    store_url = handler_store_url(load_pipeline_settings().data_dir)
+    data_dir = load_pipeline_settings().data_dir
     result = run_workers(
-        chosen,
+        sorted(name for name in chosen if name not in config.batch_handlers),
         config,
         _kafka_connection(bootstrap),
-        store_url,
+        handler_store_url(data_dir),
         with_router=with_router,
         until_idle_seconds=until_idle,
+        batch_handlers=batch,
+        lake_dir=data_dir / "lake",
     )
     if result.router is not None:
         _print_router_counts(result.router)
-    for name, count in result.workers.items():
+    for name, count in [*result.workers.items(), *result.batch_handlers.items()]:
         console.print(
             f"worker {name}: {count.processed} processed, {count.duplicates} duplicates, "
             f"{count.retried} retries, {count.dead_lettered} dead-lettered",
@@ -707,11 +725,16 @@ def bench(
     events: Annotated[int, typer.Option(min=1000, help="order events per run")] = 1_000_000,
     scale: Annotated[int, typer.Option(min=1, help="also run the flow at this many x events")] = 1,
     output: Annotated[Path, typer.Option(help="JSON results file")] = Path("bench-results.json"),
+    workflow_orders: Annotated[
+        int, typer.Option(min=0, help="checkouts through router and workers (0: skip)")
+    ] = 20_000,
 ) -> None:
-    """Events/s and peak RSS of the orders flow against hand-written baselines."""
+    """Events/s and peak RSS of the orders flow against hand-written baselines; the workflow."""
     from bench.run import run_benchmarks
 
-    results: dict[str, Any] = run_benchmarks(console, events=events, scale=scale)
+    results: dict[str, Any] = run_benchmarks(
+        console, events=events, scale=scale, workflow_orders=workflow_orders
+    )
     output.write_text(json.dumps(results, indent=2))
     console.print(f"results written to {output}")
 

@@ -7,7 +7,8 @@ costs one dictionary lookup.
 
 Points: ``after_files_before_commit`` (Parquet files written, Delta commit
 not made), ``after_commit`` (data and fence committed, ``batches`` row not
-yet), ``during_dead_letter_write`` (some dead letters produced, not flushed);
+yet), ``during_dead_letter_write`` (some dead letters produced, not flushed),
+``before_announcement`` (batch and ``batches`` row committed, not announced);
 of the queue workers: ``handler_after_commit`` (state, inbox and outbox
 committed, Kafka offset not stored), ``outbox_after_publish`` (outbox events
 acknowledged by Kafka, not yet marked sent); of ``dlq redrive``:
@@ -37,7 +38,12 @@ __all__ = [
     "failpoint",
 ]
 
-FLOW_FAILPOINTS = ("after_files_before_commit", "after_commit", "during_dead_letter_write")
+FLOW_FAILPOINTS = (
+    "after_files_before_commit",
+    "after_commit",
+    "during_dead_letter_write",
+    "before_announcement",
+)
 HANDLER_FAILPOINTS = ("handler_after_commit", "outbox_after_publish")
 REDRIVE_FAILPOINTS = ("during_redrive", "redrive_before_marks")
 LOG_FAILPOINTS = ("accept_log_after_row", "accept_log_after_commit")

@@ -18,6 +18,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 __all__ = [
     "BATCHES_COMMITTED",
     "BATCH_BYTES",
+    "BATCH_HANDLER_DELAY",
     "BATCH_ROWS",
     "BROKER_CONNECTED",
     "COMMIT_SECONDS",
@@ -123,3 +124,11 @@ def observe_client_stats(stream: str, partition_label: str, stats_json: str) -> 
                 high = partition.get("hi_offset", -1)
                 return ClientStats(connected, int(high) if high >= 0 else None)
     return ClientStats(connected, None)
+
+
+BATCH_HANDLER_DELAY = Histogram(
+    "streambatch_batch_handler_delay_seconds",
+    "Time from a batch's commit to its batch handler's call",
+    ["handler"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+)

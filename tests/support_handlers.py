@@ -67,6 +67,7 @@ class HandlerSetup:
                 "topics": [self.topic(t) for t in worker["topics"]],
                 "group_id": f"{self.prefix}-{name}",
                 "dead_letter_topic": self.dead_letter_topic(name),
+                "retry_topic_prefix": f"{self.prefix}.{name}.retry",
             }
             for name, worker in workers.items()
         }
@@ -75,6 +76,7 @@ class HandlerSetup:
             "source_topics": [self.topics.name],
             "publish_topic": self.topics.name,
             "router_group": f"{self.prefix}-router",
+            "router_dead_letter_topic": f"{self.prefix}.router.dlq",
             "services": dict(services or {}),
             "workers": renamed,
         }
@@ -272,3 +274,28 @@ class Scripted:
         if event_id.startswith("flaky-") and event_id not in self.tried:
             self.tried.add(event_id)
             raise TransientError(f"{event_id}: first try times out")
+
+
+class SlowDependency:
+    """Events whose id starts with ``wait-`` fail transiently until ``ready_after_seconds``
+    after their first try; every success is recorded in arrival order with its time."""
+
+    ddl: ClassVar[Sequence[str]] = (
+        "CREATE TABLE IF NOT EXISTS handled ("
+        " seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, at REAL NOT NULL)",
+    )
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.ready_after = float(options.get("ready_after_seconds", 2.0))
+        self.first_try: dict[str, float] = {}
+
+    def handle(self, event: Mapping[str, Any], context: HandlerContext) -> None:
+        event_id = str(event["event_id"])
+        now = time.time()
+        if event_id.startswith("wait-"):
+            first = self.first_try.setdefault(event_id, now)
+            if now - first < self.ready_after:
+                raise TransientError(f"{event_id}: dependency not ready yet")
+        context.transaction.execute(
+            "INSERT INTO handled (event_id, at) VALUES (?, ?)", (event_id, now)
+        )

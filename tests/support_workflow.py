@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +20,7 @@ SHIPPED_WORKERS = (
     "inventory-decrease",
     "inventory-release",
     "payments",
+    "payments-refund",
     "distribution",
     "email-sender",
     "sms-sender",
@@ -122,3 +124,117 @@ def check_final_state(
         for e in by_id.values()
         if e["event_type"].startswith("Payment")
     )
+
+
+# --- the per-order invariants (whatever the stock, the timing and the crashes) -------------
+
+PAID_IN_STOCK = "paid, in stock"
+PAID_OUT_OF_STOCK = "paid, out of stock"
+FAILED_RESERVED = "payment failed, reserved"
+FAILED_OUT_OF_STOCK = "payment failed, out of stock"
+
+
+def order_outcomes(
+    orders: Sequence[Mapping[str, Any]],
+    published: Iterable[Mapping[str, Any]],
+    on_hand: Mapping[str, int],
+    reserved: Mapping[str, int],
+    initial_stock: int,
+) -> Counter[str]:
+    """Check every order's steps against its two outcomes; how many orders ended which way.
+
+    ``published``: the events the handlers published (repeats of one event id are
+    dropped here, as the lake and the inboxes drop them). ``on_hand``/``reserved``:
+    the final stock per SKU (a SKU never reserved may be missing).
+    """
+    distinct = {str(e["event_id"]): e for e in published if e["event_type"] != "OrderPlaced"}
+    steps: dict[str, Counter[str]] = defaultdict(Counter)
+    for event in distinct.values():
+        kind = str(event["event_type"])
+        if kind == "CustomerNotified":
+            kind = f"{event['template']}/{event['channel']}"
+        steps[str(event["order_id"])][kind] += 1
+    outcomes: Counter[str] = Counter()
+    sold: Counter[str] = Counter()
+    for order in orders:
+        order_id = str(order["order_id"])
+        seen = steps[order_id]
+        assert seen["StockReserved"] + seen["StockUnavailable"] == 1, (order_id, seen)
+        assert seen["PaymentAuthorized"] + seen["PaymentFailed"] == 1, (order_id, seen)
+        in_stock, paid = seen["StockReserved"] == 1, seen["PaymentAuthorized"] == 1
+        if paid and in_stock:
+            outcome = PAID_IN_STOCK
+            expected = ["StockDecreased", "PurchaseOrderSubmitted", "order_confirmed"]
+            for item in order["items"]:
+                sold[str(item["sku"])] += int(item["quantity"])
+        elif paid:
+            outcome = PAID_OUT_OF_STOCK
+            expected = ["PaymentRefunded", "FinanceAlerted", "order_cancelled_refunded"]
+        else:
+            outcome = FAILED_RESERVED if in_stock else FAILED_OUT_OF_STOCK
+            expected = ["FinanceAlerted", "payment_failed"]
+            expected += ["StockReleased"] if in_stock else []
+        outcomes[outcome] += 1
+        want = Counter(
+            {
+                "StockReserved" if in_stock else "StockUnavailable": 1,
+                "PaymentAuthorized" if paid else "PaymentFailed": 1,
+            }
+        )
+        for step in expected:
+            if step[0].islower():  # a customer message: one per channel
+                want[f"{step}/email"] = want[f"{step}/sms"] = 1
+            else:
+                want[step] = 1
+        assert seen == want, f"{order_id} ({outcome}): {dict(seen)} != {dict(want)}"
+    skus = {str(item["sku"]) for order in orders for item in order["items"]}
+    for sku in skus:
+        assert on_hand.get(sku, initial_stock) == initial_stock - sold[sku], sku
+        assert reserved.get(sku, 0) == 0, f"{sku}: units still reserved"
+    return outcomes
+
+
+def published_events(setup: HandlerSetup) -> list[dict[str, Any]]:
+    """Every event the handlers published to the test's orders topic, decoded."""
+    return [
+        orjson.loads(m.value())
+        for m in read_topic(setup.topics.bootstrap_servers, setup.topics.name)
+        if "streambatch.handler" in dict(m.headers() or [])
+    ]
+
+
+def stock_levels(setup: HandlerSetup) -> tuple[dict[str, int], dict[str, int]]:
+    """On hand and reserved units per SKU, from the store."""
+    rows = setup.rows("SELECT sku, on_hand, reserved FROM inventory_stock")
+    return {r[0]: int(r[1]) for r in rows}, {r[0]: int(r[2]) for r in rows}
+
+
+def outcomes_settled(setup: HandlerSetup, orders: int) -> bool:
+    """Every order has both outcomes and every follow-up step recorded in the store."""
+    decided = setup.rows(
+        "SELECT COUNT(*) FROM inventory_reservations"
+        " WHERE state IN ('decreased', 'released', 'unavailable')"
+    )
+    if _count(setup, "payments") != orders or not decided or decided[0][0] != orders:
+        return False
+    refunds_due = setup.rows(
+        "SELECT COUNT(*) FROM payments WHERE status = 'authorized' AND order_id IN"
+        " (SELECT order_id FROM inventory_reservations WHERE state = 'unavailable')"
+    )
+    decreased = setup.rows("SELECT COUNT(*) FROM inventory_reservations WHERE state = 'decreased'")[
+        0
+    ][0]
+    failed_or_refunded = setup.rows(
+        "SELECT COUNT(*) FROM payments WHERE status IN ('failed', 'refunded')"
+    )[0][0]
+    return (
+        refunds_due[0][0] == 0
+        and _count(setup, "purchase_orders") == decreased
+        and _count(setup, "finance_alerts") == failed_or_refunded
+        and _count(setup, "notifications") == 2 * orders
+    )
+
+
+def _count(setup: HandlerSetup, table: str) -> int:
+    rows = setup.rows(f"SELECT COUNT(*) FROM {table}")
+    return int(rows[0][0]) if rows else 0

@@ -16,10 +16,16 @@ from tests.support import StreamTopics, send
 from tests.support_handlers import HandlerSetup, kill, stop, summary_counts
 from tests.support_workflow import (
     INITIAL_STOCK,
+    PAID_IN_STOCK,
+    PAID_OUT_OF_STOCK,
     SHIPPED_WORKERS,
     check_final_state,
     expected_outcome,
+    order_outcomes,
+    outcomes_settled,
     placed_orders,
+    published_events,
+    stock_levels,
     workflow_done,
 )
 
@@ -86,3 +92,44 @@ def test_double_delivery_and_kill_9_leave_the_same_final_state(
     totals = [summary_counts(last_run, worker) for worker in SHIPPED_WORKERS]
     processed = sum(counts["processed"] for counts in totals)
     assert sum(counts["duplicates"] for counts in totals) >= processed, totals
+
+
+LOW_STOCK = 4  # units per SKU: orders with a line of 5, or late for a popular SKU, run out
+
+
+@pytest.mark.slow
+@pytest.mark.partitions(3)
+def test_low_stock_and_kill_9_keep_every_order_invariant(
+    topics: StreamTopics, tmp_path: Path
+) -> None:
+    """Router and workers in one process, killed at random moments, some orders out of stock:
+    every order still ends with its outcomes and exactly its steps, and the run that
+    exits by --until-idle leaves nothing undone."""
+    setup = HandlerSetup(topics, tmp_path)
+    setup.write_shipped_rules()
+    setup.write_shipped_handlers(
+        payments={"failure_rate": 0.2, "transient_failure_rate": 0.05},
+        inventory={"initial_stock": LOW_STOCK},
+    )
+    orders = placed_orders(ORDERS, seed=89)
+    send(
+        topics,
+        generate_order_records(
+            ORDERS, seed=89, duplicate_ratio=0, malformed_ratio=0, checkouts_only=True
+        ),
+    )
+    rng = random.Random(13)
+    for _ in range(3):
+        workers = setup.start("worker", "--all", "--with-router", log_name="workers.log")
+        time.sleep(rng.uniform(3.0, 9.0))
+        kill(workers)
+    settled = setup.start(
+        "worker", "--all", "--with-router", "--until-idle", "3", log_name="workers.log"
+    )
+    assert settled.wait(timeout=300) == 0, setup.log("workers.log")[-3000:]
+    # --until-idle returned: every order must be finished now, not later.
+    assert outcomes_settled(setup, ORDERS), setup.log("workers.log")[-3000:]
+    on_hand, reserved = stock_levels(setup)
+    outcomes = order_outcomes(orders, published_events(setup), on_hand, reserved, LOW_STOCK)
+    assert outcomes[PAID_IN_STOCK] > 0, outcomes
+    assert outcomes[PAID_OUT_OF_STOCK] > 0, outcomes

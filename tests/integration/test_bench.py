@@ -19,12 +19,16 @@ def test_every_scenario_processes_every_event_and_reports_its_ratio() -> None:
     results = run_benchmarks(Console(file=io.StringIO()), events=3000, scale=2)
     runs = {key: value for key, value in results.items() if isinstance(value, dict)}
     ratios = runs.pop("ratios")
+    delay = runs.pop("batch handler delay")
+    assert delay["batches"] >= 1
+    assert 0 <= delay["p50_seconds"] <= delay["p99_seconds"] <= delay["max_seconds"]
     pinned = len(os.sched_getaffinity(0)) >= 2
     assert {key: run["events"] for key, run in runs.items()} == {
         "ingest ceiling, consume and count": 3000,
         "baseline read_json (1 process)": 3000,
         "baseline orjson per event (1 process)": 3000,
         "orders flow, 2 partitions, 1 process": 3000,
+        "orders flow, 2 partitions, 1 process, announcements off": 3000,
         "orders flow, 4 partitions, 1 process": 3000,
         "orders flow, 4 partitions, 2 processes": 3000,
         **(
@@ -54,6 +58,7 @@ def test_every_scenario_processes_every_event_and_reports_its_ratio() -> None:
     assert set(ratios) == {
         "flow / read_json baseline",
         "2 processes / 1 process (4 partitions)",
+        "announcements on / off (events/s)",
         *(["2 processes / 1 process, 1 core each (4 partitions)"] if pinned else []),
         "2x events/s / 1x events/s",
         "ingest ceiling 2x / 1x",

@@ -182,6 +182,7 @@ def test_topics_are_created_once_kafka_is_healthy(services: dict[str, dict[str, 
     script = (ROOT / "docker" / "create-topics.sh").read_text()
     assert "--create --if-not-exists" in script
     assert '"$stream.dlq"' in script
+    assert '"$stream.batches"' in script
 
 
 def test_the_three_flows_run_with_restart_lake_volume_and_metrics(
@@ -287,5 +288,9 @@ def test_router_and_workers_run_the_workflow_on_postgres(
     assert environment(services["generator"])["GENERATOR_CHECKOUTS_ONLY"] == "true"
     loop = (ROOT / "docker" / "produce-loop.sh").read_text()
     assert "--checkouts-only" in loop
+    # The batch handlers read the lake (read-only) and deliver to the compose receiver.
+    assert (LAKE_VOLUME, "/data", True) in volume_mounts(workers)
+    assert environment(workers)["STREAMBATCH_DELIVERY_URL"] == "http://batch-receiver:8787/batches"
+    assert command(services["batch-receiver"])[:3] == ["python", "-m", "handlers.batch.receiver"]
     # The image carries the handlers' configuration where the commands look for it.
     assert "COPY config/handlers.toml config/rules.toml /app/config/" in DOCKERFILE.read_text()

@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 
 from handlers.config import load_handlers_config
 from handlers.outbox import OutboxRelay
+from handlers.service import NotSettledError, run_workers
 from handlers.store import open_store
 from handlers.worker import build_worker
 from streambatch.generator import generate_order_records
@@ -245,3 +246,77 @@ def test_worker_counts_and_metrics_say_processed_duplicates_retried_dead_lettere
         2.0,
         1.0,
     ]
+
+
+def test_a_message_waiting_for_its_retry_does_not_hold_up_the_ones_behind_it(
+    topics: StreamTopics, tmp_path: Path
+) -> None:
+    """Non-blocking retries: one order whose step fails for 2 s, 30 others on its partition."""
+    setup = HandlerSetup(topics, tmp_path)
+    setup.write_rules([])
+    setup.write_handlers(
+        {
+            "slow": {
+                "handler": "tests.support_handlers:SlowDependency",
+                "topics": ["work"],
+                "options": {"ready_after_seconds": 2.0},
+                "retry": {"attempts": 12, "base_delay_seconds": 0.2, "max_delay_seconds": 1},
+            }
+        }
+    )
+    run_worker_until_idle(setup, "slow", idle=0.5)  # creates the topics, joins the group
+    # One key: every message on the same partition, the waiting one first.
+    ids = ["wait-1", *(f"ok-{n:02d}" for n in range(30))]
+    producer = Producer({"bootstrap.servers": topics.bootstrap_servers})
+    for event_id in ids:
+        value = orjson.dumps({"event_id": event_id, "event_type": "X"})
+        producer.produce(setup.topic("work"), value=value, key=b"one-key")
+    assert producer.flush(30) == 0
+    log = run_worker_until_idle(setup, "slow", idle=3)
+    handled = setup.rows("SELECT event_id, at FROM handled ORDER BY seq")
+    order = [event_id for event_id, _ in handled]
+    # Everything behind the waiting message went on, in its offset order; it came last.
+    assert order == [*ids[1:], "wait-1"]
+    at = dict(handled)
+    assert at["wait-1"] - at["ok-29"] > 1.0, "the others did not wait for the retry"
+    counts = summary_counts(log, "slow")
+    assert counts["processed"] == 31
+    assert counts["retries"] >= 2
+    assert counts["dead-lettered"] == 0
+    # The retries went through the retry topics of the policy's delays.
+    retried = read_topic(topics.bootstrap_servers, setup.topic("slow.retry.200ms"))
+    assert [dict(m.headers())["retry.attempt"] for m in retried] == [b"2"]
+
+
+def test_a_workflow_that_cannot_settle_in_time_fails_and_says_why(
+    topics: StreamTopics, tmp_path: Path
+) -> None:
+    setup = HandlerSetup(topics, tmp_path)
+    setup.write_rules([])
+    calls = tmp_path / "calls.txt"
+    setup.write_handlers(
+        {
+            "stuck": {
+                "handler": "tests.support_handlers:AlwaysTransient",
+                "topics": ["work"],
+                "options": {"calls_file": str(calls)},
+                "retry": {"attempts": 3, "base_delay_seconds": 60, "max_delay_seconds": 60},
+            }
+        }
+    )
+    run_worker_until_idle(setup, "stuck", idle=0.5)
+    produce_raw(setup, setup.topic("work"), [{"event_id": "e-1", "event_type": "X"}])
+    connection = {"bootstrap.servers": topics.bootstrap_servers}
+    config = load_handlers_config(setup.handlers_file)
+    with pytest.raises(
+        NotSettledError, match=r"stuck: retries waiting on: \S*stuck\.retry\.60000ms"
+    ):
+        run_workers(
+            ["stuck"],
+            config,
+            connection,
+            setup.store_url,
+            until_idle_seconds=1,
+            settle_timeout_seconds=15,
+        )
+    assert calls.read_text().split() == ["e-1"]

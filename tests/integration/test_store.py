@@ -71,6 +71,23 @@ class StoreContract:
         assert store.processed_count("shipping") == 1
         assert store.processed_count("nobody") == 0
 
+    def test_a_failed_savepoint_undoes_only_its_own_writes(self, store: Store) -> None:
+        """A batch of events in one transaction: the failing one leaves no trace."""
+        with store.transaction() as transaction:
+            with transaction.savepoint():
+                assert transaction.claim("billing", "ok-1")
+            with pytest.raises(ValueError, match="handler failed"), transaction.savepoint():
+                assert transaction.claim("billing", "bad-1")
+                # On PostgreSQL a failed statement too is undone by the savepoint.
+                with pytest.raises(Exception):  # noqa: B017 (driver-specific class)
+                    transaction.execute("SELECT * FROM no_such_table")
+                raise ValueError("handler failed")
+            with transaction.savepoint():
+                assert transaction.claim("billing", "ok-2")
+        with store.transaction() as transaction:
+            assert transaction.claim("billing", "bad-1") is True  # never claimed
+        assert store.processed_count("billing") == 3
+
     def test_claim_holds_across_stores_and_reopening(self, store: Store, url: str) -> None:
         with store.transaction() as transaction:
             assert transaction.claim("billing", "e1")

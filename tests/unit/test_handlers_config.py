@@ -59,11 +59,15 @@ def test_shipped_file_loads_with_its_rules_next_to_it() -> None:
         "inventory-decrease",
         "inventory-release",
         "payments",
+        "payments-refund",
         "distribution",
         "email-sender",
         "sms-sender",
         "finance",
     }
+    assert config.router_dead_letter_topic == "router.dlq"
+    assert config.router_validates
+    assert config.plan("payments").retry_topic_prefix == "payments.retry"
 
 
 def test_every_shipped_worker_resolves_to_its_handler() -> None:
@@ -100,7 +104,7 @@ def test_shipped_retry_overrides_merge_over_the_retry_table() -> None:
     assert config.plan("payments").retry == RetryPolicy(
         attempts=8, base_delay=timedelta(seconds=0.2), max_delay=timedelta(seconds=10)
     )
-    assert config.plan("inventory-decrease").retry == RetryPolicy(
+    assert config.plan("email-sender").retry == RetryPolicy(
         attempts=12, base_delay=timedelta(seconds=0.2), max_delay=timedelta(seconds=5)
     )
 

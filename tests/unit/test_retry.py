@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handlers.retry import RetryPolicy
+from handlers.retry import RetryPolicy, RetryTopics
 
 DAY_US = 86_400 * 10**6
 
@@ -140,3 +140,33 @@ def test_jitter_is_full_and_repeatable_per_seed() -> None:
 def test_uncapped_policy_with_timedelta_max_does_not_overflow() -> None:
     policy = RetryPolicy(base_delay=timedelta(seconds=1), max_delay=timedelta.max)
     assert policy.ceiling(200) == timedelta.max
+
+
+def test_retry_topics_one_per_delay_the_last_reused() -> None:
+    policy = RetryPolicy(
+        attempts=12, base_delay=timedelta(milliseconds=200), max_delay=timedelta(seconds=5)
+    )
+    topics = RetryTopics("payments.retry", policy)
+    assert topics.topics() == [
+        "payments.retry.200ms",
+        "payments.retry.400ms",
+        "payments.retry.800ms",
+        "payments.retry.1600ms",
+        "payments.retry.3200ms",
+        "payments.retry.5000ms",
+    ]
+    assert [topics.topic(n) for n in (1, 5, 6, 11)] == [
+        "payments.retry.200ms",
+        "payments.retry.3200ms",
+        "payments.retry.5000ms",
+        "payments.retry.5000ms",
+    ]
+    assert topics.delay_ms(3) == 800
+
+
+def test_one_attempt_needs_no_retry_topic_and_few_attempts_only_their_own() -> None:
+    assert RetryTopics("w.retry", RetryPolicy(attempts=1)).topics() == []
+    assert RetryTopics("w.retry", RetryPolicy(attempts=3)).topics() == [
+        "w.retry.200ms",
+        "w.retry.400ms",
+    ]

@@ -308,6 +308,7 @@ def test_stream_settings_declare_each_pipeline_field_once() -> None:
     assert set(StreamSettings.model_fields) - set(PipelineSettings.model_fields) == {
         "stream",
         "topic",
+        "batches_topic",
     }
     assert PER_STREAM_FIELDS == (
         "topic",
@@ -317,6 +318,8 @@ def test_stream_settings_declare_each_pipeline_field_once() -> None:
         "max_record_bytes",
         "retry_seconds",
         "max_partitions_per_commit",
+        "announce_batches",
+        "batches_topic",
     )
 
 

@@ -40,6 +40,13 @@ VALID_EVENTS: dict[str, dict[str, Any]] = {
         "template": "order_confirmed",
     },
     "FinanceAlerted": {"reason": "payment failed"},
+    "StockUnavailable": {"items": ITEMS, "reason": "2 x SKU-1 not available"},
+    "PaymentRefunded": {
+        "payment_id": "p-1",
+        "amount": "39.98",
+        "currency": "EUR",
+        "reason": "out of stock",
+    },
 }
 
 

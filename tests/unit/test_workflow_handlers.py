@@ -36,7 +36,7 @@ from handlers.workflow import (
     AuthorizePayment,
     DecreaseStock,
     NotifyCustomer,
-    OutOfStockError,
+    RefundPayment,
     ReleaseStock,
     ReserveStock,
     SubmitPurchaseOrder,
@@ -44,6 +44,13 @@ from handlers.workflow import (
 )
 from streambatch.errors import ConfigError, TerminalError, TransientError
 from streambatch.generator import generate_order_records
+from tests.support_workflow import (
+    FAILED_OUT_OF_STOCK,
+    FAILED_RESERVED,
+    PAID_IN_STOCK,
+    PAID_OUT_OF_STOCK,
+    order_outcomes,
+)
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "handlers.toml"
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
@@ -107,8 +114,24 @@ def payment(
         "amount": "5.00",
         "currency": "EUR",
     }
-    if event_type == "PaymentFailed":
+    if event_type in ("PaymentFailed", "PaymentRefunded"):
         event["reason"] = reason
+    parse_order_event(event)
+    return event
+
+
+def stock_event(
+    event_type: str, order_id: str, lines: Sequence[tuple[str, int]] = (("SKU-A", 1),)
+) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "event_id": new_event_id(),
+        "event_type": event_type,
+        "occurred_at": "2026-11-28T11:00:02.000Z",
+        "order_id": order_id,
+        "items": [{"sku": sku, "quantity": q, "unit_price": "2.50"} for sku, q in lines],
+    }
+    if event_type == "StockUnavailable":
+        event["reason"] = "1 x SKU-A not available"
     parse_order_event(event)
     return event
 
@@ -208,11 +231,21 @@ def test_reserve_sets_items_aside_and_publishes_them(store: Store) -> None:
     ]
 
 
-def test_decrease_before_any_reservation_is_transient(store: Store) -> None:
-    decrease = build(store, DecreaseStock)
-    with pytest.raises(TransientError, match="ord-1"):
-        apply(store, decrease, payment("PaymentAuthorized", "ord-1"))
-    assert outbox_size(store) == 0
+@pytest.mark.parametrize(("outcome", "settled"), [("Authorized", 95), ("Failed", 100)])
+def test_a_payment_outcome_before_the_reservation_is_settled_by_the_reservation(
+    store: Store, outcome: str, settled: int
+) -> None:
+    reserve = build(store, ReserveStock, initial_stock=100)
+    settle = build(store, DecreaseStock if outcome == "Authorized" else ReleaseStock)
+    # Nothing to settle yet, and nothing to wait for: the outcome is recorded.
+    assert apply(store, settle, payment(f"Payment{outcome}", "ord-1"), "inventory-settle") == []
+    published = apply(store, reserve, order_placed("ord-1", [("SKU-A", 5)]), "inventory-reserve")
+    expected = "StockDecreased" if outcome == "Authorized" else "StockReleased"
+    assert [body(m)["event_type"] for m in published] == ["StockReserved", expected]
+    assert stock(store) == {"SKU-A": (settled, 0)}
+    # The outcome redelivered later changes nothing.
+    assert apply(store, settle, payment(f"Payment{outcome}", "ord-1")) == []
+    assert stock(store) == {"SKU-A": (settled, 0)}
 
 
 def test_decrease_takes_reserved_units_out_of_stock(store: Store) -> None:
@@ -264,25 +297,76 @@ def test_exactly_the_available_units_can_be_reserved(store: Store) -> None:
     apply(store, reserve, order_placed("ord-1", [("SKU-A", 2)]))
     apply(store, reserve, order_placed("ord-2", [("SKU-A", 3)]))
     assert stock(store) == {"SKU-A": (5, 5)}
-    with pytest.raises(OutOfStockError, match="1 x SKU-A"):
-        apply(store, reserve, order_placed("ord-3", [("SKU-A", 1)]))
+    [message] = apply(store, reserve, order_placed("ord-3", [("SKU-A", 1)]))
+    event = body(message)
+    assert event["event_type"] == "StockUnavailable"
+    assert "1 x SKU-A" in event["reason"]
+    assert stock(store) == {"SKU-A": (5, 5)}
 
 
-def test_out_of_stock_is_terminal_and_rolls_back_the_whole_order(store: Store) -> None:
+def test_out_of_stock_is_an_outcome_and_reserves_nothing_of_the_order(store: Store) -> None:
     reserve = build(store, ReserveStock, initial_stock=3)
     apply(store, reserve, order_placed("ord-1", [("SKU-A", 1)]))
-    before = (stock(store), outbox_size(store))
+    before = stock(store)
     # SKU-A and SKU-B fit, SKU-C does not: nothing of the order may stay reserved.
     order = order_placed("ord-2", [("SKU-C", 4), ("SKU-A", 2), ("SKU-B", 1)])
-    with pytest.raises(OutOfStockError) as caught:
-        apply(store, reserve, order, "inventory-reserve")
-    assert isinstance(caught.value, TerminalError)
-    assert "ord-2" in str(caught.value)
-    assert "4 x SKU-C" in str(caught.value)
-    assert (stock(store), outbox_size(store)) == before
-    assert query(store, "SELECT order_id FROM inventory_reservations") == [("ord-1",)]
-    # Nothing was recorded in the inbox either: a redrive after a restock gets a fresh try.
-    assert store.processed_count("inventory-reserve") == 0
+    [message] = apply(store, reserve, order, "inventory-reserve")
+    event = body(message)
+    assert (event["event_type"], event["order_id"]) == ("StockUnavailable", "ord-2")
+    assert "4 x SKU-C" in event["reason"]
+    assert stock(store) == before
+    assert query(store, "SELECT order_id, state FROM inventory_reservations ORDER BY 1") == [
+        ("ord-1", "reserved"),
+        ("ord-2", "unavailable"),
+    ]
+    # Decided once: the same order re-sent under a new event id changes nothing.
+    assert apply(store, reserve, order_placed("ord-2", [("SKU-A", 1)]), "inventory-reserve") == []
+
+
+def test_decrease_and_release_do_nothing_for_an_order_out_of_stock(store: Store) -> None:
+    reserve = build(store, ReserveStock, initial_stock=0)
+    decrease, release = build(store, DecreaseStock), build(store, ReleaseStock)
+    apply(store, reserve, order_placed("ord-1", [("SKU-A", 1)]))
+    apply(store, reserve, order_placed("ord-2", [("SKU-A", 1)]))
+    assert apply(store, decrease, payment("PaymentAuthorized", "ord-1"), "inventory-decrease") == []
+    assert apply(store, release, payment("PaymentFailed", "ord-2"), "inventory-release") == []
+    assert all(held == 0 for _, held in stock(store).values())
+    states = query(store, "SELECT DISTINCT state FROM inventory_reservations")
+    assert states == [("unavailable",)]
+
+
+def test_refund_pays_back_a_taken_payment_once_also_when_asked_before_it(
+    store: Store,
+) -> None:
+    authorize = build(store, AuthorizePayment, failure_rate=0.0)
+    refund = build(store, RefundPayment)
+    unavailable = stock_event("StockUnavailable", "ord-1")
+    # Out of stock before the payment: the refund is due, paid as soon as the payment is.
+    assert apply(store, refund, unavailable, "payments-refund") == []
+    authorized, message = apply(store, authorize, order_placed("ord-1", [("SKU-A", 2)]), "payments")
+    assert body(authorized)["event_type"] == "PaymentAuthorized"
+    event = body(message)
+    assert event["event_type"] == "PaymentRefunded"
+    assert event["payment_id"] == body(authorized)["payment_id"]
+    assert Decimal(event["amount"]) == Decimal("5.00")
+    assert "out of stock" in event["reason"]
+    assert query(store, "SELECT status FROM payments") == [("refunded",)]
+    # Redelivered, or the same order re-sent: never a second refund.
+    again = stock_event("StockUnavailable", "ord-1")
+    assert apply(store, refund, again, "payments-refund") == []
+    assert apply(store, authorize, order_placed("ord-1", [("SKU-A", 2)]), "payments") == []
+    # Asked after the payment: refunded at once.
+    apply(store, authorize, order_placed("ord-2", [("SKU-A", 1)]), "payments")
+    [late] = apply(store, refund, stock_event("StockUnavailable", "ord-2"), "payments-refund")
+    assert body(late)["event_type"] == "PaymentRefunded"
+
+
+def test_a_refused_payment_needs_no_refund(store: Store) -> None:
+    authorize = build(store, AuthorizePayment, failure_rate=1.0)
+    refund = build(store, RefundPayment)
+    apply(store, authorize, order_placed("ord-1", [("SKU-A", 1)]), "payments")
+    assert apply(store, refund, stock_event("StockUnavailable", "ord-1"), "payments-refund") == []
+    assert query(store, "SELECT status FROM payments") == [("failed",)]
 
 
 # --- payments --------------------------------------------------------------------------------
@@ -376,13 +460,13 @@ def test_rates_outside_zero_and_one_are_refused(option: str, value: float) -> No
 
 def test_one_purchase_order_per_order_at_a_stable_warehouse(store: Store) -> None:
     submit = build(store, SubmitPurchaseOrder)
-    [message] = apply(store, submit, payment("PaymentAuthorized", "ord-1"), "distribution")
+    [message] = apply(store, submit, stock_event("StockDecreased", "ord-1"), "distribution")
     warehouse = body(message)["warehouse"]
     assert warehouse in {"WH-NYC-1", "WH-AMS-1", "WH-FRA-2", "WH-SIN-1"}
-    assert apply(store, submit, payment("PaymentAuthorized", "ord-1")) == []
+    assert apply(store, submit, stock_event("StockDecreased", "ord-1")) == []
     assert query(store, "SELECT order_id, warehouse FROM purchase_orders") == [("ord-1", warehouse)]
     only = build(store, SubmitPurchaseOrder, warehouses=["WH-LON-1"])
-    [other] = apply(store, only, payment("PaymentAuthorized", "ord-2"))
+    [other] = apply(store, only, stock_event("StockDecreased", "ord-2"))
     assert body(other)["warehouse"] == "WH-LON-1"
     with pytest.raises(ValueError, match="warehouses"):
         SubmitPurchaseOrder({"warehouses": []})
@@ -393,7 +477,7 @@ def test_one_purchase_order_per_order_at_a_stable_warehouse(store: Store) -> Non
 
 def test_notification_waits_for_the_customer_then_is_sent_once(store: Store) -> None:
     email = build(store, NotifyCustomer, channel="email")
-    authorized = payment("PaymentAuthorized", "ord-1")
+    authorized = stock_event("StockDecreased", "ord-1")
     with pytest.raises(TransientError, match="ord-1"):
         apply(store, email, authorized, "email-sender")
     assert outbox_size(store) == 0
@@ -404,7 +488,7 @@ def test_notification_waits_for_the_customer_then_is_sent_once(store: Store) -> 
     assert (event["order_id"], event["customer_id"]) == ("ord-1", "cus-7")
     assert (event["channel"], event["template"]) == ("email", "order_confirmed")
     # Re-sent under a new event id: still one notification.
-    assert apply(store, email, payment("PaymentAuthorized", "ord-1"), "email-sender") == []
+    assert apply(store, email, stock_event("StockDecreased", "ord-1"), "email-sender") == []
     assert query(store, "SELECT COUNT(*) FROM notifications") == [(1,)]
 
 
@@ -420,11 +504,23 @@ def test_failed_payment_sends_its_own_template(store: Store) -> None:
     )
 
 
+def test_a_refund_tells_the_customer_and_alerts_finance(store: Store) -> None:
+    sms, alert = build(store, NotifyCustomer, channel="sms"), build(store, AlertFinance)
+    apply(store, sms, order_placed("ord-1", [("SKU-A", 1)], customer_id="cus-9"), "sms-sender")
+    refunded = payment("PaymentRefunded", "ord-1", reason="out of stock: 1 x SKU-A")
+    [told] = apply(store, sms, refunded, "sms-sender")
+    assert body(told)["template"] == "order_cancelled_refunded"
+    [alerted] = apply(store, alert, refunded, "finance")
+    assert body(alerted)["reason"] == "refunded 5.00 EUR: out of stock: 1 x SKU-A"
+    # No confirmation was ever sent: the order was not decreased.
+    assert query(store, "SELECT template FROM notifications") == [("order_cancelled_refunded",)]
+
+
 def test_each_channel_notifies_once_with_its_own_event_id(store: Store) -> None:
     email = build(store, NotifyCustomer, channel="email")
     sms = build(store, NotifyCustomer, channel="sms")
     order = order_placed("ord-1", [("SKU-A", 1)])
-    authorized = payment("PaymentAuthorized", "ord-1")
+    authorized = stock_event("StockDecreased", "ord-1")
     ids = []
     for worker, handler in (("email-sender", email), ("sms-sender", sms)):
         apply(store, handler, order, worker)
@@ -536,19 +632,18 @@ def test_publish_refuses_an_event_outside_the_schema(store: Store) -> None:
 
 
 def test_failed_handler_leaves_no_inbox_claim(store: Store) -> None:
-    decrease = build(store, DecreaseStock)
-    reserve = build(store, ReserveStock)
-    authorized = payment("PaymentAuthorized", "ord-1", event_id="evt-pay")
+    email = build(store, NotifyCustomer, channel="email")
+    decreased = stock_event("StockDecreased", "ord-1")
     with pytest.raises(TransientError), store.transaction() as transaction:
-        assert transaction.claim("inventory-decrease", "evt-pay")
-        context = HandlerContext("inventory-decrease", authorized, transaction, "orders", clock)
-        decrease.handle(authorized, context)
+        assert transaction.claim("email-sender", decreased["event_id"])
+        context = HandlerContext("email-sender", decreased, transaction, "orders", clock)
+        email.handle(decreased, context)  # the customer is not known yet
     # Rolled back with the handler: the redelivery is processed, once.
-    apply(store, reserve, order_placed("ord-1", [("SKU-A", 2)]))
-    assert len(apply(store, decrease, authorized, "inventory-decrease")) == 1
-    assert store.processed_count("inventory-decrease") == 1
+    apply(store, email, order_placed("ord-1", [("SKU-A", 2)]))
+    assert len(apply(store, email, decreased, "email-sender")) == 1
+    assert store.processed_count("email-sender") == 1
     with store.transaction() as transaction:
-        assert not transaction.claim("inventory-decrease", "evt-pay")
+        assert not transaction.claim("email-sender", decreased["event_id"])
 
 
 # --- resolving handlers ----------------------------------------------------------------------
@@ -592,8 +687,10 @@ def test_stable_fraction_is_fixed_and_in_range() -> None:
 # --- the whole workflow ------------------------------------------------------------------------
 
 
-def test_whole_workflow_converges_in_any_delivery_order(store: Store) -> None:
-    """The shipped rules and workers, deliveries shuffled and repeated, retries on transients."""
+@pytest.mark.parametrize("initial_stock", [10_000, 4])
+def test_whole_workflow_converges_in_any_delivery_order(store: Store, initial_stock: int) -> None:
+    """The shipped rules and workers, deliveries shuffled and repeated, retries on transients;
+    with little stock, some orders run out and are compensated."""
     config = load_handlers_config(SHIPPED)
     rules = RuleSet.load(config.rules)
     workers: dict[str, tuple[tuple[str, ...], Handler]] = {}
@@ -602,6 +699,8 @@ def test_whole_workflow_converges_in_any_delivery_order(store: Store) -> None:
         options = dict(plan.options)
         if name == "payments":
             options.update(failure_rate=0.3, transient_failure_rate=0.0)
+        if plan.handler == "inventory.reserve":
+            options.update(initial_stock=initial_stock)
         handler = resolve_handler(plan.handler, options)
         install(handler, store)
         workers[name] = (plan.topics, handler)
@@ -640,24 +739,12 @@ def test_whole_workflow_converges_in_any_delivery_order(store: Store) -> None:
     assert retried > 0
     assert redelivered > 0
     assert len({event["event_id"] for event in published}) == len(published)
-    by_order: dict[str, list[str]] = {}
-    for event in published:
-        by_order.setdefault(event["order_id"], []).append(event["event_type"])
-    authorized = {e["order_id"] for e in published if e["event_type"] == "PaymentAuthorized"}
-    assert 0 < len(authorized) < len(orders)
-    for order in orders:
-        expected = (
-            ["StockReserved", "PaymentAuthorized", "StockDecreased", "PurchaseOrderSubmitted"]
-            if order["order_id"] in authorized
-            else ["StockReserved", "PaymentFailed", "StockReleased", "FinanceAlerted"]
-        )
-        assert sorted(by_order[order["order_id"]]) == sorted([*expected, *["CustomerNotified"] * 2])
-    sold: dict[str, int] = {}
-    for order in orders:
-        if order["order_id"] in authorized:
-            for item in order["items"]:
-                sold[item["sku"]] = sold.get(item["sku"], 0) + item["quantity"]
-    assert stock(store) == {
-        sku: (10_000 - sold.get(sku, 0), 0)
-        for sku in {item["sku"] for order in orders for item in order["items"]}
-    }
+    on_hand = {sku: left for sku, (left, _) in stock(store).items()}
+    held = {sku: units for sku, (_, units) in stock(store).items()}
+    outcomes = order_outcomes(orders, published, on_hand, held, initial_stock)
+    assert outcomes[PAID_IN_STOCK] > 0
+    assert outcomes[FAILED_RESERVED] + outcomes[FAILED_OUT_OF_STOCK] > 0
+    if initial_stock < 10:
+        assert outcomes[PAID_OUT_OF_STOCK] > 0, outcomes
+    else:
+        assert outcomes[PAID_OUT_OF_STOCK] + outcomes[FAILED_OUT_OF_STOCK] == 0

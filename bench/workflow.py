@@ -1,0 +1,236 @@
+"""The order workflow scenario of ``streambatch bench``: router and every worker, end to end.
+
+``orders`` checkouts are produced to a topic of their own, then
+``streambatch worker --all --with-router --until-idle`` runs in a child
+process, with its state in SQLite or in PostgreSQL (``pgserver``'s embedded
+server, when installed). Orders/s is measured from the store, from the first
+event a handler claimed to the last one (group joins and the quiet seconds
+of ``--until-idle`` left out); the process's wall time is recorded too. After
+each run the store must show every order finished (one payment, a settled
+reservation, two customer messages): a fast run that lost work is an error.
+
+The router alone is measured in this process on the same checkouts plus the
+rest of the workflow's events (``generate_order_records`` without
+``checkouts_only``): events/s from its assignment to its last partition end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from connectors.embedded_broker import EmbeddedBroker, create_topics
+from handlers.config import load_handlers_config
+from handlers.service import build_router
+from handlers.store import open_store
+from streambatch.errors import StreambatchError
+from streambatch.generator import generate_order_records, produce_records
+
+__all__ = ["postgres_server", "run_router_bench", "run_workflow_bench"]
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+_QUIET_SECONDS = 2.0
+_PARTITIONS = 3
+
+
+def _write_config(scratch: Path, prefix: str) -> Path:
+    """The shipped handlers and rules, every topic and group renamed with ``prefix``."""
+    import tomllib
+
+    with (_REPO_ROOT / "config" / "handlers.toml").open("rb") as f:
+        handlers = tomllib.load(f)
+    with (_REPO_ROOT / "config" / "rules.toml").open("rb") as f:
+        rules = tomllib.load(f)
+    for rule in rules["rules"]:
+        rule["targets"] = [f"{prefix}.{t}" for t in rule["targets"]]
+    rules_file = scratch / f"{prefix}-rules.json"
+    rules_file.write_text(json.dumps(rules))
+    for name, worker in handlers["workers"].items():
+        worker["topics"] = [f"{prefix}.{t}" for t in worker["topics"]]
+        worker["group_id"] = f"{prefix}-{name}"
+        worker["dead_letter_topic"] = f"{prefix}.{name}.dlq"
+        worker["retry_topic_prefix"] = f"{prefix}.{name}.retry"
+    handlers.update(
+        rules=str(rules_file),
+        source_topics=[prefix],
+        publish_topic=prefix,
+        router_group=f"{prefix}-router",
+        router_dead_letter_topic=f"{prefix}.router.dlq",
+    )
+    handlers_file = scratch / f"{prefix}-handlers.json"
+    handlers_file.write_text(json.dumps(handlers))
+    return handlers_file
+
+
+def _produce(
+    console: Console, broker: EmbeddedBroker, topic: str, events: int, *, checkouts_only: bool
+) -> int:
+    create_topics(broker.bootstrap_servers, [topic], _PARTITIONS)
+    records = generate_order_records(
+        events, seed=7, duplicate_ratio=0, malformed_ratio=0, checkouts_only=checkouts_only
+    )
+    report = produce_records(
+        records,
+        producer_config={"bootstrap.servers": broker.bootstrap_servers},
+        topic=topic,
+        progress=False,
+    )
+    console.print(f"{topic}: {report.delivered:,} events on {_PARTITIONS} partitions")
+    return int(report.delivered)
+
+
+def _instant(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def run_workflow_bench(
+    console: Console,
+    broker: EmbeddedBroker,
+    scratch: Path,
+    *,
+    orders: int,
+    store_url: str,
+    label: str,
+) -> dict[str, Any]:
+    """``orders`` checkouts through router and workers on ``store_url``; the numbers."""
+    prefix = f"wf-{label}"
+    handlers_file = _write_config(scratch, prefix)
+    _produce(console, broker, prefix, orders, checkouts_only=True)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("STREAMBATCH_", "KAFKA_"))},
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "STREAMBATCH_HANDLERS_FILE": str(handlers_file),
+        "STREAMBATCH_HANDLER_STORE": store_url,
+        "STREAMBATCH_DATA_DIR": str(scratch / prefix),
+        "STREAMBATCH_LOG_LEVEL": "WARNING",
+    }
+    command = [sys.executable, "-m", "streambatch.cli", "worker", "--all", "--with-router"]
+    command += ["--until-idle", str(_QUIET_SECONDS)]
+    started = time.monotonic()
+    cpu_before = os.times()
+    with console.status(f"workflow on {label}: {orders:,} orders"):
+        run = subprocess.run(command, env=env, cwd=_REPO_ROOT, capture_output=True, check=False)
+    wall = time.monotonic() - started
+    cpu_after = os.times()
+    if run.returncode != 0:
+        tail = run.stderr.decode(errors="replace")[-2000:]
+        raise StreambatchError(f"workflow bench on {label} failed:\n{tail}")
+    with open_store(store_url) as store, store.transaction() as tx:
+        first, last = tx.query("SELECT MIN(processed_at), MAX(processed_at) FROM inbox")[0]
+        payments = tx.query("SELECT COUNT(*) FROM payments")[0][0]
+        settled = tx.query(
+            "SELECT COUNT(*) FROM inventory_reservations"
+            " WHERE state IN ('decreased', 'released', 'unavailable')"
+        )[0][0]
+        messages = tx.query("SELECT COUNT(*) FROM notifications")[0][0]
+        handled = tx.query("SELECT COUNT(*) FROM inbox")[0][0]
+    if (payments, settled, messages) != (orders, orders, 2 * orders):
+        raise StreambatchError(
+            f"workflow bench on {label}: not every order finished "
+            f"({payments} payments, {settled} settled, {messages} messages of {orders} orders)"
+        )
+    seconds = _instant(last) - _instant(first)
+    cpu = (cpu_after.children_user + cpu_after.children_system) - (
+        cpu_before.children_user + cpu_before.children_system
+    )
+    result = {
+        "orders": orders,
+        "handled_events": int(handled),
+        "seconds": round(seconds, 2),
+        "orders_per_second": round(orders / seconds),
+        "process_wall_seconds": round(wall, 1),
+        "process_cores": round(cpu / wall, 2),
+    }
+    console.print(f"  workflow, {label}: {result}")
+    return result
+
+
+def run_router_bench(
+    console: Console, broker: EmbeddedBroker, scratch: Path, *, events: int
+) -> dict[str, Any]:
+    """The router alone, in this process, over ``events`` events of whole workflows."""
+    prefix = "rt-bench"
+    handlers_file = _write_config(scratch, prefix)
+    produced = _produce(console, broker, prefix, events, checkouts_only=False)
+    config = load_handlers_config(handlers_file)
+    router = build_router(config, {"bootstrap.servers": broker.bootstrap_servers})
+    router.prepare()
+    thread = threading.Thread(target=router.run, name="router-bench", daemon=True)
+    thread.start()
+    router.ready.wait(120)
+    began = time.monotonic()
+    while not (router.settled and router.counts.events >= produced):
+        if not thread.is_alive():
+            raise StreambatchError("router bench: the router stopped")
+        time.sleep(0.02)
+    seconds = time.monotonic() - began
+    router.stop()
+    thread.join(60)
+    result = {
+        "events": router.counts.events,
+        "seconds": round(seconds, 2),
+        "events_per_second": round(router.counts.events / seconds),
+        "copies": sum(router.counts.published.values()),
+    }
+    console.print(f"  router alone: {result}")
+    return result
+
+
+@contextlib.contextmanager
+def postgres_server(directory: Path) -> Iterator[str | None]:
+    """A throwaway PostgreSQL from ``pgserver`` (None when not installed or not startable)."""
+    try:
+        import pgserver
+    except ImportError:
+        yield None
+        return
+    try:
+        server = pgserver.get_server(directory / "pgdata", "delete")
+    except Exception as exc:  # no server here is a skipped row, not a failed bench
+        print(f"pgserver unavailable: {exc}", file=sys.stderr)
+        yield None
+        return
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+def run_workflow_benchmarks(console: Console, *, orders: int, router_events: int) -> dict[str, Any]:
+    """The router alone, then the workflow on SQLite and on PostgreSQL; their numbers."""
+    import tempfile
+
+    results: dict[str, Any] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="streambatch-bench-workflow-") as scratch_name,
+        EmbeddedBroker() as broker,
+    ):
+        scratch = Path(scratch_name)
+        results["router alone"] = run_router_bench(console, broker, scratch, events=router_events)
+        sqlite_url = f"sqlite:///{scratch / 'state.db'}"
+        results["workflow, SQLite"] = run_workflow_bench(
+            console, broker, scratch, orders=orders, store_url=sqlite_url, label="sqlite"
+        )
+        with postgres_server(scratch) as postgres_url:
+            if postgres_url is None:
+                console.print("PostgreSQL: pgserver not available, run skipped")
+            else:
+                results["workflow, PostgreSQL"] = run_workflow_bench(
+                    console, broker, scratch, orders=orders, store_url=postgres_url, label="pg"
+                )
+    return results
+
+
+if __name__ == "__main__":
+    run_workflow_benchmarks(Console(), orders=int(sys.argv[1]), router_events=int(sys.argv[2]))
