@@ -675,7 +675,7 @@ def load_stream_settings(stream: str, config_file: Path | None = None) -> Stream
     for key, value in overrides.items():
         if key.startswith(prefix):
             field = key[len(prefix) :].lower()
-            if field in values and field not in _NOT_PER_STREAM:
+            if field in PER_STREAM_FIELDS:
                 values[field] = value
     try:
         return StreamSettings.model_validate(values)
