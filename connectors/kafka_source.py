@@ -128,17 +128,9 @@ class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
             # A fence past the end (topic recreated) or before the start (retention
             # deleted unread records) is an error, never a silent jump.
             "auto.offset.reset": "error",
-            # Prefetch: small fetches, fetched again as soon as the queue has
-            # room. librdkafka's defaults (a count of 100,000 queued messages,
-            # then a pause of up to a second once the queue is full) made the
-            # flow wait for the broker. The queue is bounded by bytes (the
-            # count is set out of reach), a share of ``prefetch_bytes`` per
-            # partition. The bound counts fetched (compressed) bytes: two
-            # partitions of lz4 order events at 8 MiB each held ~90 MiB of
-            # decompressed records and their bookkeeping (~400 bytes per
-            # message), at 2 MiB each ~65 MiB and read as fast; below 1 MiB
-            # reading slowed by a fifth and saved little (whole fetched record
-            # batches are the floor).
+            # Small fetches, fetched again as soon as the queue has room, the
+            # queue bounded by bytes: librdkafka's count bound and its pause
+            # once full made the flow wait (docs/performance.md).
             "fetch.max.bytes": str(2 * 1024 * 1024),
             "max.partition.fetch.bytes": str(1024 * 1024),
             "queued.max.messages.kbytes": str(queue_kbytes),

@@ -303,8 +303,7 @@ def _merge(older: _Run, newer: _Run, cutoff_us: int) -> _Run:
     Equal high words keep ``older``'s entries first, as a stable sort of the
     two runs end to end would. Each input array is released as soon as its
     merged column is built, so a merge holds about 1.3 times the ids of the
-    two runs (a concatenation and a sort held 3.5 times: 80 MiB over the index
-    of a million ids, at the flow's memory peak).
+    two runs, far less than a concatenation and a sort (docs/performance.md).
     """
     older, newer = _live(older, cutoff_us), _live(newer, cutoff_us)
     total = len(older) + len(newer)

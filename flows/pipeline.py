@@ -66,8 +66,7 @@ def build_flow(
         read_fence=lake.fence,
         stop_at_end=settings.stop_at_end,
         # Per partition: a window being validated or committed while half of
-        # the next is read. More read-ahead measured barely faster and cost a
-        # window of memory per partition.
+        # the next is read; more costs memory for little speed (docs/performance.md).
         max_in_flight_bytes=3 * settings.window_bytes // 2,
     )
     policy = FlushPolicy(window=settings.window, max_bytes=settings.window_bytes)

@@ -281,8 +281,8 @@ class DeltaLake:
     def _write_files(self, table: pa.Table) -> list[AddAction | RemoveAction]:
         """One zstd Parquet file per hive partition of ``table``, not yet committed.
 
-        One after the other: encoding two at a time measured slower, the
-        validation thread already uses the second core.
+        One after the other: the validation thread already uses the second
+        core (docs/performance.md).
         """
         if table.num_rows == 0:
             return []
@@ -319,7 +319,7 @@ class DeltaLake:
 
         One Parquet file, then ``create_write_transaction``, as for the
         stream's table: ``write_deltalake`` would plan the write with
-        DataFusion, 20 to 25 MiB more of the flow's peak memory for a row.
+        DataFusion, which costs memory at the flow's peak (docs/performance.md).
         """
         app_id = self.app_id(record.topic, record.partition)
         row = pa.Table.from_pylist([asdict(record)], schema=BATCHES_SCHEMA)
@@ -555,7 +555,7 @@ def _dictionary_columns(table: pa.Table) -> list[str]:
     """Flat columns worth dictionary encoding: at most half distinct in a sample.
 
     Dictionaries of unique columns (ids, offsets, digests) are built and then
-    abandoned by the writer: a fifth of the encoding time in the benchmark.
+    abandoned by the writer, a waste of encoding time.
     """
     sample = table.slice(0, 2048)
     chosen = []

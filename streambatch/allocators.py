@@ -1,37 +1,19 @@
-"""Allocator settings of a flow process: less memory kept, at no measured cost in speed.
+"""Allocator settings of a flow process: less memory kept, at no cost in speed.
 
-A flow allocates in bursts (a window of raw records, its Arrow columns, its
-Parquet encoding, librdkafka's decompressed fetches) from several threads.
-glibc keeps what is freed for reuse and returns only the top of its heaps, so
-at the peak a third of the heap was free memory nobody used. Three settings
-(peak RSS of the 1,000,000-event benchmark, same speed):
+A flow allocates in bursts from several threads, and glibc keeps what is
+freed for reuse: much of the heap at the peak is free memory nobody uses.
+:func:`use_compact_allocators` makes Arrow use the system allocator, keeps two
+malloc arenas (``M_ARENA_MAX``) and maps blocks of 1 MiB and more on their own
+(``M_MMAP_THRESHOLD``, which glibc would otherwise raise as blocks are freed);
+``ARROW_DEFAULT_MEMORY_POOL``, ``MALLOC_ARENA_MAX`` and ``MALLOC_MMAP_THRESHOLD_``,
+when set, win. After each committed batch :func:`release_free_memory` hands
+the free pages inside glibc's heaps back (``malloc_trim``).
 
-* Arrow's buffers come from the system allocator instead of its own jemalloc
-  pool, which keeps freed memory for reuse by Arrow only (590 -> 520 MiB).
-* Two malloc arenas (``M_ARENA_MAX``) instead of eight per core: each arena
-  holds on to its own freed memory (-50 MiB).
-* Blocks of 1 MiB and more are mapped on their own (``M_MMAP_THRESHOLD``) and
-  so returned to the system when freed. glibc's default starts there too but
-  raises the threshold up to 32 MiB each time such a block is freed, after
-  which every window-sized block is carved from the heap and kept
-  (-60 MiB; 256 KiB measured a third slower, 2 MiB kept half the gain).
+deltalake's Rust library brings its own jemalloc, which glibc's settings do
+not reach and which keeps freed pages for a while: :func:`configure_deltalake_allocator`
+makes it return them at once; a ``_RJEM_MALLOC_CONF`` already set wins.
 
-``ARROW_DEFAULT_MEMORY_POOL``, ``MALLOC_ARENA_MAX`` and
-``MALLOC_MMAP_THRESHOLD_``, when set, win.
-
-And after each committed batch, :func:`release_free_memory` hands the free
-pages inside glibc's heaps back (``malloc_trim``): what a window's parsing and
-encoding freed is otherwise kept resident between batches (-10 to -14 MiB
-at the peak, about 5 ms per batch, no measured cost in speed).
-
-deltalake's Rust library brings its own jemalloc (symbols prefixed
-``_rjem_``, configured by ``_RJEM_MALLOC_CONF`` once, when the library
-loads), which glibc's settings do not reach. By default it keeps freed
-pages for ten seconds and then some more: in a long run the commits, log
-replays and checkpoints left tens of MiB resident that no one used (peak
-RSS of 10,000,000 events 417 -> 378 MiB, the 1,000,000-event run's 356
-unchanged, same speed). :func:`configure_deltalake_allocator` makes it
-return them at once; a ``_RJEM_MALLOC_CONF`` already set wins.
+What each setting saves, and what else was tried, is in docs/performance.md.
 """
 
 from __future__ import annotations

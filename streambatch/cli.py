@@ -238,7 +238,8 @@ def query(
     data_dir: DataDirOption = None,
 ) -> None:
     """Run SQL or a named report on DuckDB views of the lake (read-only)."""
-    from sinks.duckdb import REPORTS, connect, render_table, run_report, run_sql
+    from sinks.duckdb import REPORTS, connect, run_report, run_sql
+    from streambatch.tables import render_table
 
     if list_reports:
         for name, known in REPORTS.items():

@@ -58,9 +58,10 @@ def run_demo(console: Console, *, events: int, data_dir: Path) -> None:
     The broker keeps data in memory, so each demo starts from empty topics and
     an empty lake (a lake's fences only make sense for the topics it read).
     """
-    from sinks.duckdb import connect, render_table, run_report
+    from sinks.duckdb import connect, run_report
     from streambatch.dead_letter_tools import inspect_dead_letters
     from streambatch.generator import generate_stream_records, produce_records
+    from streambatch.tables import render_table
 
     data_dir = data_dir.resolve()
     _fresh_data_dir(data_dir)
@@ -226,7 +227,8 @@ def _compare_rollup(
     console: Console, conn: duckdb.DuckDBPyConnection, rollup: list[RollupRow]
 ) -> None:
     """Print the rollup next to DuckDB's report; raise if they differ anywhere."""
-    from sinks.duckdb import render_table, run_report
+    from sinks.duckdb import run_report
+    from streambatch.tables import render_table
 
     columns, rows = run_report(conn, "orders_per_window", {"limit": "1000000"})
     report = {

@@ -1,14 +1,15 @@
-"""A self-contained HTML report of the lake: five charts drawn as inline SVG in Python.
+"""A self-contained HTML report of the lake: five interactive charts and their data.
 
-The page needs nothing at view time: no script, no font, no stylesheet or
-image from anywhere. Its Content-Security-Policy forbids every fetch and every
-script, so the page stays inert even if some value escaped the escaping. Every
-string that comes from the data (currencies, services, error classes, stream
-names) goes through :func:`html.escape`; money is printed from ``Decimal``
-exactly (floats only place pixels).
+The page needs nothing at view time: plotly.js is inlined from the plotly
+wheel (see :mod:`streambatch.report_charts`), with no font, stylesheet or
+image from anywhere. Its Content-Security-Policy forbids every fetch and
+allows only the page's own inline scripts. Every string that comes from the
+data (currencies, services, error classes, stream names) is escaped for the
+place it goes (HTML text, or plotly's labels); money is printed from
+``Decimal`` exactly (floats only place marks). Hover gives each point's exact
+value; drag zooms, a double click zooms out.
 
-Charts, each an ``<svg data-series-count="N">`` whose series are
-``<g class="series series-<slug>" data-series="<name>">`` groups:
+Charts, each a ``<div class="plot" data-series-count="N">`` drawn by plotly:
 
 - revenue per 10-minute window, one line per currency (currencies are not
   converted, so they are not stacked);
@@ -16,6 +17,8 @@ Charts, each an ``<svg data-series-count="N">`` whose series are
 - the error rate per service and window, one line per service;
 - rows per committed batch over commit time, one colour per close reason;
 - dead letters per error class, stacked by stream.
+
+Below each chart its data, as a table. The queries are :mod:`sinks.duckdb`'s.
 
 The windowed charts (revenue, funnel, error rate) cover ``span`` (24 hours)
 of event time ending with the newest order, click or log line in the lake,
@@ -27,20 +30,28 @@ move the window. An explicit ``until`` wins. The page says which window it shows
 from __future__ import annotations
 
 import html
-import math
 import os
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_CEILING, Decimal, localcontext
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
 import duckdb
 
 from sinks.duckdb import connect, run_report
+from streambatch.report_charts import (
+    BarSeries,
+    LineSeries,
+    Point,
+    ScatterSeries,
+    bar_chart,
+    line_chart,
+    plotly_script,
+    scatter_chart,
+)
 
 __all__ = [
     "DEFAULT_SPAN",
@@ -65,34 +76,12 @@ MAX_BATCHES: Final = 2_000
 
 _REPORT_ROW_LIMIT: Final = 200_000
 _FUNNEL_STEPS: Final = ("page_view", "add_to_cart", "checkout_started", "order_placed")
-_PALETTE: Final = (
-    "#4e79a7",
-    "#f28e2b",
-    "#e15759",
-    "#59a14f",
-    "#b07aa1",
-    "#76b7b2",
-    "#edc948",
-    "#9c755f",
-    "#ff9da7",
-    "#6b6b6b",
-)
 _NO_DATA: Final = "no data yet"
 
-# Chart geometry (SVG user units; the svg scales down with the page).
-_WIDTH: Final = 960
-_HEIGHT: Final = 300
-_LEFT: Final = 84
-_RIGHT: Final = 736
-_TOP: Final = 16
-_BOTTOM: Final = 236
-_LEGEND_X: Final = 756
-_LEGEND_CHARS: Final = 26
-
-# No fetch of any kind and no script: the page is data, never code.
+# No fetch of any kind; the only code is the page's own (plotly.js and each chart's call).
 _CSP: Final = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
-    "base-uri 'none'; form-action 'none'"
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "img-src data:; base-uri 'none'; form-action 'none'"
 )
 
 _STYLE: Final = """
@@ -107,13 +96,7 @@ h2 { font-size: 16px; margin: 0 0 2px; }
 nav a { margin-right: 12px; color: #0969da; }
 section.chart { background: #fff; border: 1px solid #d0d7de; border-radius: 6px;
   padding: 12px 16px 8px; margin: 12px 0; }
-svg.chart-svg { display: block; width: 100%; height: auto; max-width: 960px; }
-svg text { font-family: inherit; fill: #1f2328; }
-svg .tick { font-size: 11px; fill: #57606a; }
-svg .axis-label { font-size: 12px; fill: #1f2328; }
-svg .legend-item text { font-size: 12px; }
-svg .value-label { font-size: 11px; fill: #1f2328; }
-svg .no-data-text { font-size: 18px; fill: #8c959f; }
+div.plot { width: 100%; }
 details { margin: 4px 0; }
 summary { cursor: pointer; color: #0969da; }
 table { border-collapse: collapse; margin: 6px 0; font-size: 12px; }
@@ -180,23 +163,27 @@ def render_report_html(
         _dead_letters_section(dead_letter_rows),
     ]
     coverage = _coverage(span, until, newest, given=given)
-    nav = "".join(f'<a href="#{chart_id}">{_e(label)}</a>' for chart_id, label, _ in sections)
+    nav = "".join(
+        f'<a href="#{chart_id}">{_escape_html(label)}</a>' for chart_id, label, _ in sections
+    )
     body = "\n".join(text for _, _, text in sections)
+    generated = _format_time(generated_at, seconds=True)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{_e(_CSP)}">
+<meta http-equiv="Content-Security-Policy" content="{_escape_html(_CSP)}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="streambatch">
-<title>{_e(title)}</title>
+<title>{_escape_html(title)}</title>
 <style>{_STYLE}</style>
+{plotly_script()}
 </head>
 <body>
 <header>
-<h1>{_e(title)}</h1>
-<p class="meta">Generated {_e(_format_time(generated_at, seconds=True))} from the committed
-lake. {_e(coverage)}</p>
+<h1>{_escape_html(title)}</h1>
+<p class="meta">Generated {_escape_html(generated)} from the committed
+lake. {_escape_html(coverage)}</p>
 <nav>{nav}</nav>
 </header>
 <main>
@@ -339,9 +326,9 @@ def _revenue_section(windows: list[datetime], rows: Sequence[tuple[Any, ...]]) -
         totals[name] = totals.get(name, Decimal(0)) + revenue
         cells[(name, start.astimezone(UTC))] = (orders, revenue)
     shown, hidden = _pick_series(orders_by)
-    series: list[_LineSeries] = []
+    series: list[LineSeries] = []
     for name in shown:
-        points: list[_Point | None] = []
+        points: list[Point | None] = []
         for start in windows:
             # No order in a window of the grid means no revenue there, not missing data.
             orders, revenue = cells.get((name, start), (0, Decimal(0)))
@@ -349,20 +336,18 @@ def _revenue_section(windows: list[datetime], rows: Sequence[tuple[Any, ...]]) -
                 f"{name}, {_format_time(start)} to {_format_time(start + WINDOW)}: "
                 f"{orders:,} orders, revenue {_money(revenue)}"
             )
-            points.append(_Point(revenue, label))
-        series.append(_LineSeries(name, f"{name} {_money(totals[name])}", points))
+            points.append(Point(revenue, label))
+        series.append(LineSeries(name, f"{name} {_money(totals[name])}", points))
     note = (
         "OrderPlaced events per window; each currency is its own line (no conversion). "
         "The legend gives each currency's total over the windows shown."
     )
-    svg = _line_chart(
+    chart = line_chart(
         chart_id,
-        heading,
         windows,
         series,
+        x_label="window start (UTC)",
         y_label="revenue (in each currency)",
-        y_format=_format_axis_number,
-        integer=False,
     )
     table = _table(
         ("window start (UTC)", "currency", "orders", "revenue"),
@@ -372,7 +357,7 @@ def _revenue_section(windows: list[datetime], rows: Sequence[tuple[Any, ...]]) -
         ],
         numeric=(2, 3),
     )
-    return chart_id, "Revenue", _section(chart_id, heading, note, hidden, svg, table)
+    return chart_id, "Revenue", _section(chart_id, heading, note, hidden, chart, table)
 
 
 def _funnel_section(rows: Sequence[tuple[Any, ...]]) -> _Section:
@@ -385,7 +370,7 @@ def _funnel_section(rows: Sequence[tuple[Any, ...]]) -> _Section:
         for count in sums
     ]
     series = [
-        _BarSeries(step, step, {index: count}, {index: labels[index]})
+        BarSeries(step, step, {index: count}, {index: labels[index]})
         for index, (step, count) in enumerate(zip(_FUNNEL_STEPS, sums, strict=True))
     ]
     if not rows:
@@ -395,13 +380,8 @@ def _funnel_section(rows: Sequence[tuple[Any, ...]]) -> _Section:
         "checkout, and those whose user placed an order in the same window; summed over "
         "the windows shown. Percentages are of page_view."
     )
-    svg = _bar_chart(
-        chart_id,
-        heading,
-        list(_FUNNEL_STEPS),
-        series,
-        x_label="funnel step",
-        y_label="sessions",
+    chart = bar_chart(
+        chart_id, list(_FUNNEL_STEPS), series, x_label="funnel step", y_label="sessions"
     )
     table = _table(
         ("step", "sessions", "share of page_view"),
@@ -413,7 +393,7 @@ def _funnel_section(rows: Sequence[tuple[Any, ...]]) -> _Section:
         else [],
         numeric=(1, 2),
     )
-    return chart_id, "Click funnel", _section(chart_id, heading, note, 0, svg, table)
+    return chart_id, "Click funnel", _section(chart_id, heading, note, 0, chart, table)
 
 
 def _error_rate_section(windows: list[datetime], rows: Sequence[tuple[Any, ...]]) -> _Section:
@@ -426,9 +406,9 @@ def _error_rate_section(windows: list[datetime], rows: Sequence[tuple[Any, ...]]
         errors_by[name] = errors_by.get(name, 0) + errors
         cells[(name, start.astimezone(UTC))] = (lines, errors, rate)
     shown, hidden = _pick_series(errors_by)
-    series: list[_LineSeries] = []
+    series: list[LineSeries] = []
     for name in shown:
-        points: list[_Point | None] = []
+        points: list[Point | None] = []
         for start in windows:
             cell = cells.get((name, start))
             if cell is None:
@@ -440,17 +420,11 @@ def _error_rate_section(windows: list[datetime], rows: Sequence[tuple[Any, ...]]
                 f"{name}, {_format_time(start)} to {_format_time(start + WINDOW)}: "
                 f"{errors:,} of {lines:,} lines ERROR or CRITICAL ({_percent(rate)})"
             )
-            points.append(_Point(rate * 100, label))
-        series.append(_LineSeries(name, f"{name} ({errors_by[name]:,} errors)", points))
+            points.append(Point(rate * 100, label))
+        series.append(LineSeries(name, f"{name} ({errors_by[name]:,} errors)", points))
     note = "Share of ERROR and CRITICAL log lines per service and 10-minute window."
-    svg = _line_chart(
-        chart_id,
-        heading,
-        windows,
-        series,
-        y_label="error rate (%)",
-        y_format=lambda value: f"{_format_axis_number(value)} %",
-        integer=False,
+    chart = line_chart(
+        chart_id, windows, series, x_label="window start (UTC)", y_label="error rate (%)"
     )
     table = _table(
         ("window start (UTC)", "service", "lines", "errors", "error rate"),
@@ -460,7 +434,7 @@ def _error_rate_section(windows: list[datetime], rows: Sequence[tuple[Any, ...]]
         ],
         numeric=(2, 3, 4),
     )
-    return chart_id, "Error rate", _section(chart_id, heading, note, hidden, svg, table)
+    return chart_id, "Error rate", _section(chart_id, heading, note, hidden, chart, table)
 
 
 def _batches_section(
@@ -474,7 +448,7 @@ def _batches_section(
         counts[reason] = counts.get(reason, 0) + 1
     shown, hidden = _pick_series(counts)
     series = [
-        _ScatterSeries(
+        ScatterSeries(
             reason,
             f"{reason} ({counts[reason]:,} batches)",
             [
@@ -495,9 +469,7 @@ def _batches_section(
         f"Rows per committed batch (the latest {MAX_BATCHES:,} at most) by commit time, "
         "coloured by why the batch closed: size, time or end of input."
     )
-    svg = _scatter_chart(
-        chart_id, heading, series, x_label="committed at (UTC)", y_label="rows per batch"
-    )
+    chart = scatter_chart(chart_id, series, x_label="committed at (UTC)", y_label="rows per batch")
     table = _table(
         (
             "stream",
@@ -522,7 +494,7 @@ def _batches_section(
         ],
         numeric=(2, 3, 4, 5, 6),
     )
-    return chart_id, "Batches", _section(chart_id, heading, note, hidden, svg, table)
+    return chart_id, "Batches", _section(chart_id, heading, note, hidden, chart, table)
 
 
 def _dead_letters_section(rows: Sequence[tuple[Any, ...]]) -> _Section:
@@ -550,21 +522,19 @@ def _dead_letters_section(rows: Sequence[tuple[Any, ...]]) -> _Section:
             for index, count in values.items()
         }
         series.append(
-            _BarSeries(stream_name, f"{stream_name} ({by_stream[stream_name]:,})", values, labels)
+            BarSeries(stream_name, f"{stream_name} ({by_stream[stream_name]:,})", values, labels)
         )
     note = "Records sent to the dead-letter topics, per error class and stream, all time."
-    svg = _bar_chart(
-        chart_id, heading, classes, series, x_label="error class", y_label="dead letters"
-    )
+    chart = bar_chart(chart_id, classes, series, x_label="error class", y_label="dead letters")
     table = _table(
         ("stream", "error class", "dead letters"),
         [(_text(stream), _text(cls), f"{count:,}") for stream, cls, count in rows],
         numeric=(2,),
     )
-    return chart_id, "Dead letters", _section(chart_id, heading, note, hidden, svg, table)
+    return chart_id, "Dead letters", _section(chart_id, heading, note, hidden, chart, table)
 
 
-def _section(chart_id: str, heading: str, note: str, hidden: int, svg: str, table: str) -> str:
+def _section(chart_id: str, heading: str, note: str, hidden: int, chart: str, table: str) -> str:
     more = (
         f'<p class="note">{hidden:,} more series not shown (the chart keeps the '
         f"{MAX_SERIES} biggest).</p>"
@@ -572,8 +542,8 @@ def _section(chart_id: str, heading: str, note: str, hidden: int, svg: str, tabl
         else ""
     )
     return (
-        f'<section class="chart" id="{chart_id}">\n<h2>{_e(heading)}</h2>\n'
-        f'<p class="note">{_e(note)}</p>{more}\n{svg}\n'
+        f'<section class="chart" id="{chart_id}">\n<h2>{_escape_html(heading)}</h2>\n'
+        f'<p class="note">{_escape_html(note)}</p>{more}\n{chart}\n'
         f"<details><summary>data</summary>\n{table}\n</details>\n</section>"
     )
 
@@ -584,7 +554,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, numeric: Se
 
     def cell(tag: str, index: int, text: str) -> str:
         kind = ' class="num"' if index in numeric else ""
-        return f"<{tag}{kind}>{_e(text)}</{tag}>"
+        return f"<{tag}{kind}>{_escape_html(text)}</{tag}>"
 
     head = "".join(cell("th", index, text) for index, text in enumerate(headers))
     body = "\n".join(
@@ -594,298 +564,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, numeric: Se
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
 
 
-# --------------------------------------------------------------------------- charts
-
-
-@dataclass(frozen=True)
-class _Point:
-    value: Decimal
-    label: str
-
-
-@dataclass(frozen=True)
-class _LineSeries:
-    name: str
-    legend: str
-    points: list[_Point | None]  # one per window; None is a gap
-
-
-@dataclass(frozen=True)
-class _BarSeries:
-    name: str
-    legend: str
-    values: Mapping[int, int]  # category index -> value
-    labels: Mapping[int, str]
-
-
-@dataclass(frozen=True)
-class _ScatterSeries:
-    name: str
-    legend: str
-    points: list[tuple[datetime, Decimal, str]]
-
-
-def _line_chart(
-    chart_id: str,
-    heading: str,
-    windows: list[datetime],
-    series: Sequence[_LineSeries],
-    *,
-    y_label: str,
-    y_format: Callable[[Decimal], str],
-    integer: bool,
-) -> str:
-    if not series or not windows:
-        return _empty_svg(chart_id, heading)
-    values = [point.value for line in series for point in line.points if point is not None]
-    ticks = _nice_ticks(max(values, default=Decimal(0)), integer=integer)
-    band = (_RIGHT - _LEFT) / len(windows)
-    parts = [_y_axis(ticks, y_format, y_label), _time_band_axis(windows, band)]
-    slugs = _slugs([line.name for line in series])
-    for index, line in enumerate(series):
-        color = _color(index)
-        commands: list[str] = []
-        markers: list[str] = []
-        pen_down = False
-        for position, point in enumerate(line.points):
-            if point is None:
-                pen_down = False
-                continue
-            x = _LEFT + (position + 0.5) * band
-            y = _y(point.value, ticks)
-            commands.append(f"{'L' if pen_down else 'M'}{x:.1f} {y:.1f}")
-            pen_down = True
-            markers.append(
-                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}">'
-                f"<title>{_e(point.label)}</title></circle>"
-            )
-        path = (
-            f'<path d="{" ".join(commands)}" fill="none" stroke="{color}" '
-            f'stroke-width="2" stroke-linejoin="round"/>'
-        )
-        parts.append(_series_group(line.name, slugs[index], [path, *markers]))
-    parts.append(_legend([(line.name, line.legend) for line in series]))
-    return _svg(chart_id, heading, len(series), parts, x_label="window start (UTC)")
-
-
-def _bar_chart(
-    chart_id: str,
-    heading: str,
-    categories: list[str],
-    series: Sequence[_BarSeries],
-    *,
-    x_label: str,
-    y_label: str,
-) -> str:
-    """Bars per category, the series stacked in order."""
-    if not series or not categories:
-        return _empty_svg(chart_id, heading)
-    stacks = [sum(bar.values.get(index, 0) for bar in series) for index in range(len(categories))]
-    ticks = _nice_ticks(Decimal(max(stacks)), integer=True)
-    band = (_RIGHT - _LEFT) / len(categories)
-    width = min(band * 0.6, 120.0)
-    parts = [_y_axis(ticks, _format_axis_number, y_label)]
-    for index, category in enumerate(categories):
-        center = _LEFT + (index + 0.5) * band
-        top = _y(Decimal(stacks[index]), ticks)
-        parts.append(
-            f'<text class="tick" x="{center:.1f}" y="{_BOTTOM + 16}" text-anchor="middle">'
-            f"{_e(_shorten(category, max(6, int(band / 7))))}<title>{_e(category)}</title></text>"
-        )
-        parts.append(
-            f'<text class="value-label" x="{center:.1f}" y="{top - 4:.1f}" '
-            f'text-anchor="middle">{stacks[index]:,}</text>'
-        )
-    parts.append(_x_label(x_label))
-    base = [0] * len(categories)
-    slugs = _slugs([bar.name for bar in series])
-    for number, bar in enumerate(series):
-        color = _color(number)
-        rects: list[str] = []
-        for index in range(len(categories)):
-            value = bar.values.get(index, 0)
-            if value <= 0:
-                continue
-            low = _y(Decimal(base[index]), ticks)
-            high = _y(Decimal(base[index] + value), ticks)
-            base[index] += value
-            x = _LEFT + (index + 0.5) * band - width / 2
-            rects.append(
-                f'<rect x="{x:.1f}" y="{high:.1f}" width="{width:.1f}" '
-                f'height="{max(low - high, 1.0):.1f}" fill="{color}">'
-                f"<title>{_e(bar.labels.get(index, f'{value:,}'))}</title></rect>"
-            )
-        parts.append(_series_group(bar.name, slugs[number], rects))
-    parts.append(_legend([(bar.name, bar.legend) for bar in series]))
-    return _svg(chart_id, heading, len(series), parts, x_label=None)
-
-
-def _scatter_chart(
-    chart_id: str,
-    heading: str,
-    series: Sequence[_ScatterSeries],
-    *,
-    x_label: str,
-    y_label: str,
-) -> str:
-    moments = [moment for dots in series for moment, _, _ in dots.points]
-    if not moments:
-        return _empty_svg(chart_id, heading)
-    first, last = min(moments), max(moments)
-    if last - first < timedelta(seconds=2):
-        first, last = first - timedelta(seconds=1), last + timedelta(seconds=1)
-    width = (last - first).total_seconds()
-    ticks = _nice_ticks(max(value for dots in series for _, value, _ in dots.points), integer=True)
-    parts = [_y_axis(ticks, _format_axis_number, y_label)]
-    count = 5
-    for step in range(count + 1):
-        moment = first + (last - first) * step / count
-        x = _LEFT + (_RIGHT - _LEFT) * step / count
-        parts.append(_x_tick(x, moment.strftime("%H:%M:%S"), _date_line(moment, step == 0)))
-    parts.append(_x_label(x_label))
-    slugs = _slugs([dots.name for dots in series])
-    span_px = _RIGHT - _LEFT
-    for index, dots in enumerate(series):
-        color = _color(index)
-        circles = [
-            f'<circle cx="{_LEFT + span_px * (moment - first).total_seconds() / width:.1f}"'
-            f' cy="{_y(value, ticks):.1f}" r="4" fill="{color}">'
-            f"<title>{_e(label)}</title></circle>"
-            for moment, value, label in dots.points
-        ]
-        parts.append(_series_group(dots.name, slugs[index], circles))
-    parts.append(_legend([(dots.name, dots.legend) for dots in series]))
-    return _svg(chart_id, heading, len(series), parts, x_label=None)
-
-
-def _svg(
-    chart_id: str, heading: str, series_count: int, parts: Sequence[str], *, x_label: str | None
-) -> str:
-    label = _x_label(x_label) if x_label is not None else ""
-    return (
-        f'<svg class="chart-svg" id="svg-{chart_id}" xmlns="http://www.w3.org/2000/svg" '
-        f'viewBox="0 0 {_WIDTH} {_HEIGHT}" width="{_WIDTH}" height="{_HEIGHT}" role="img" '
-        f'aria-label="{_e(heading)}" data-series-count="{series_count}">\n'
-        f"<title>{_e(heading)}</title>\n" + "\n".join(parts) + label + "\n</svg>"
-    )
-
-
-def _empty_svg(chart_id: str, heading: str) -> str:
-    middle_x, middle_y = (_LEFT + _RIGHT) / 2, (_TOP + _BOTTOM) / 2
-    parts = [
-        f'<rect x="{_LEFT}" y="{_TOP}" width="{_RIGHT - _LEFT}" height="{_BOTTOM - _TOP}" '
-        f'fill="#fafbfc" stroke="#d0d7de" stroke-dasharray="4 4"/>',
-        f'<text class="no-data-text" x="{middle_x:.1f}" y="{middle_y:.1f}" '
-        f'text-anchor="middle">{_NO_DATA}</text>',
-    ]
-    return _svg(chart_id, heading, 0, parts, x_label=None)
-
-
-def _series_group(name: str, slug: str, shapes: Sequence[str]) -> str:
-    return (
-        f'<g class="series series-{slug}" data-series="{_e(name)}">'
-        f"<title>{_e(name)}</title>" + "".join(shapes) + "</g>"
-    )
-
-
-def _legend(entries: Sequence[tuple[str, str]]) -> str:
-    items = []
-    for index, (name, text) in enumerate(entries):
-        y = _TOP + 6 + index * 20
-        items.append(
-            f'<g class="legend-item" data-series="{_e(name)}">'
-            f'<rect x="{_LEGEND_X}" y="{y}" width="12" height="12" fill="{_color(index)}"/>'
-            f'<text x="{_LEGEND_X + 18}" y="{y + 10}">{_e(_shorten(text, _LEGEND_CHARS))}</text>'
-            f"<title>{_e(text)}</title></g>"
-        )
-    return '<g class="legend">' + "".join(items) + "</g>"
-
-
-def _y_axis(ticks: Sequence[Decimal], y_format: Callable[[Decimal], str], label: str) -> str:
-    parts = []
-    for tick in ticks:
-        y = _y(tick, ticks)
-        parts.append(
-            f'<line x1="{_LEFT}" y1="{y:.1f}" x2="{_RIGHT}" y2="{y:.1f}" stroke="#eaeef2"/>'
-            f'<text class="tick" x="{_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
-            f"{_e(y_format(tick))}</text>"
-        )
-    middle = (_TOP + _BOTTOM) / 2
-    parts.append(
-        f'<line x1="{_LEFT}" y1="{_TOP}" x2="{_LEFT}" y2="{_BOTTOM}" stroke="#8c959f"/>'
-        f'<line x1="{_LEFT}" y1="{_BOTTOM}" x2="{_RIGHT}" y2="{_BOTTOM}" stroke="#8c959f"/>'
-        f'<text class="axis-label y-label" x="16" y="{middle:.1f}" text-anchor="middle" '
-        f'transform="rotate(-90 16 {middle:.1f})">{_e(label)}</text>'
-    )
-    return '<g class="axis">' + "".join(parts) + "</g>"
-
-
-def _time_band_axis(windows: list[datetime], band: float) -> str:
-    every = max(1, math.ceil(len(windows) / 10))
-    parts = []
-    previous_date = ""
-    for index in range(0, len(windows), every):
-        moment = windows[index]
-        date = moment.strftime("%Y-%m-%d")
-        x = _LEFT + (index + 0.5) * band
-        parts.append(_x_tick(x, moment.strftime("%H:%M"), date if date != previous_date else ""))
-        previous_date = date
-    return "".join(parts)
-
-
-def _x_tick(x: float, text: str, second_line: str) -> str:
-    below = f'<tspan x="{x:.1f}" dy="13">{_e(second_line)}</tspan>' if second_line else ""
-    return (
-        f'<line x1="{x:.1f}" y1="{_BOTTOM}" x2="{x:.1f}" y2="{_BOTTOM + 4}" stroke="#8c959f"/>'
-        f'<text class="tick" x="{x:.1f}" y="{_BOTTOM + 16}" text-anchor="middle">'
-        f"{_e(text)}{below}</text>"
-    )
-
-
-def _date_line(moment: datetime, first: bool) -> str:
-    return moment.strftime("%Y-%m-%d") if first else ""
-
-
-def _x_label(text: str) -> str:
-    return (
-        f'<text class="axis-label x-label" x="{(_LEFT + _RIGHT) / 2:.1f}" y="{_HEIGHT - 8}" '
-        f'text-anchor="middle">{_e(text)}</text>'
-    )
-
-
-def _y(value: Decimal, ticks: Sequence[Decimal]) -> float:
-    top = ticks[-1]
-    share = float(value) / float(top) if top else 0.0
-    return _BOTTOM - share * (_BOTTOM - _TOP)
-
-
-# --------------------------------------------------------------------------- numbers and text
-
-
-def _nice_ticks(maximum: Decimal, *, integer: bool, target: int = 5) -> tuple[Decimal, ...]:
-    """Ticks ``0, s, 2s, ...`` up to at least ``maximum``, ``s`` being 1, 2 or 5 x 10^k.
-
-    Decimal throughout, so that labels are exact (``0.3``, not ``0.30000000000000004``).
-    """
-    if maximum <= 0:
-        return (Decimal(0), Decimal(1))
-    with localcontext() as context:
-        context.prec = 60
-        raw = maximum / target
-        exponent = raw.adjusted()
-        mantissa = raw.scaleb(-exponent)
-        multiple = next(m for m in (1, 2, 5, 10) if mantissa <= m)
-        step = Decimal(multiple).scaleb(exponent)
-        if integer and step < 1:
-            step = Decimal(1)
-        count = int((maximum / step).to_integral_value(rounding=ROUND_CEILING))
-        # One significant digit: the step's exponent is its number of decimal places.
-        quantum = Decimal(1).scaleb(min(step.adjusted(), 0))
-        return tuple((step * index).quantize(quantum) for index in range(count + 1))
-
-
-def _format_axis_number(value: Decimal) -> str:
-    return f"{value:,f}"
+# --------------------------------------------------------------------------- formatting
 
 
 def _money(value: Decimal) -> str:
@@ -904,27 +583,6 @@ def _pick_series(weights: Mapping[str, int]) -> tuple[list[str], int]:
     return sorted(ranked[:MAX_SERIES]), max(0, len(ranked) - MAX_SERIES)
 
 
-_SLUG_JUNK: Final = re.compile(r"[^a-z0-9_-]+")
-
-
-def _slugs(names: Sequence[str]) -> list[str]:
-    """A CSS class token per name: lower-case ``[a-z0-9_-]``, unique within the chart."""
-    seen: set[str] = set()
-    slugs = []
-    for name in names:
-        base = _SLUG_JUNK.sub("-", name.lower()).strip("-")[:40] or "unnamed"
-        slug, number = base, 2
-        while slug in seen:
-            slug, number = f"{base}-{number}", number + 1
-        seen.add(slug)
-        slugs.append(slug)
-    return slugs
-
-
-def _color(index: int) -> str:
-    return _PALETTE[index % len(_PALETTE)]
-
-
 _CONTROL: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -935,12 +593,8 @@ def _text(value: object) -> str:
     return _CONTROL.sub("", str(value))
 
 
-def _e(text: str) -> str:
+def _escape_html(text: str) -> str:
     return html.escape(text, quote=True)
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 def _format_time(moment: datetime, *, seconds: bool = False) -> str:

@@ -6,6 +6,7 @@ DOM reader is :class:`html.parser.HTMLParser`.
 
 from __future__ import annotations
 
+import re
 import shutil
 import struct
 import subprocess
@@ -21,12 +22,13 @@ import pytest
 __all__ = [
     "CHROMIUM_INSTALL",
     "ChartDom",
+    "PageDom",
     "PngImage",
-    "SeriesDom",
+    "TraceDom",
     "chromium_path",
     "decode_png",
     "dump_dom",
-    "parse_charts",
+    "parse_page",
     "screenshot",
 ]
 
@@ -198,34 +200,41 @@ def _to_rgba(pixels: bytes, channels: int) -> bytes:
 
 
 @dataclass
-class SeriesDom:
-    """One ``<g class="series ...">`` of a chart and the shapes drawn in it."""
+class TraceDom:
+    """One plotly trace (``<g class="trace ...">``) of a chart and the paths drawn in it."""
 
     classes: list[str]
-    name: str
-    shapes: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    paths: list[dict[str, str]] = field(default_factory=list)
 
-    def drawn_shapes(self) -> list[tuple[str, dict[str, str]]]:
-        """Shapes with something to paint: a path with a segment, a dot, a bar."""
-        return [(tag, attrs) for tag, attrs in self.shapes if _paints(tag, attrs)]
+    @property
+    def kind(self) -> str:
+        """``scatter`` (lines and dots) or ``bars``."""
+        return self.classes[1] if len(self.classes) > 1 else ""
 
-    def colours(self) -> set[str]:
-        """The fill and stroke colours of its shapes (``#rrggbb``)."""
-        return {
-            attrs[key].lower()
-            for _, attrs in self.shapes
-            for key in ("fill", "stroke")
-            if attrs.get(key, "none").startswith("#")
-        }
+    def marks(self) -> list[dict[str, str]]:
+        """Paths with something to paint: a dot, a bar, a line with a segment."""
+        return [attrs for attrs in self.paths if _paints(attrs.get("d", ""))]
+
+    def colours(self) -> set[tuple[int, int, int]]:
+        """The fill and stroke colours of its marks, white (bar outlines) left out."""
+        found: set[tuple[int, int, int]] = set()
+        for attrs in self.marks():
+            style = attrs.get("style", "").replace(" ", "")
+            for red, green, blue in _RGB.findall(style):
+                found.add((int(red), int(green), int(blue)))
+        found.discard((255, 255, 255))
+        return found
 
 
 @dataclass
 class ChartDom:
-    """One chart ``<svg>``: its attributes, series, and all its text."""
+    """One chart ``<div class="plot">``: its attributes, plotly's traces, legend and text."""
 
     attrs: dict[str, str]
-    series: list[SeriesDom] = field(default_factory=list)
+    traces: list[TraceDom] = field(default_factory=list)
+    legend: list[str] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
+    svg_count: int = 0
 
     @property
     def series_count(self) -> int:
@@ -233,72 +242,95 @@ class ChartDom:
         return int(self.attrs["data-series-count"])
 
 
-def _paints(tag: str, attrs: dict[str, str]) -> bool:
-    def number(key: str) -> float:
-        return float(attrs.get(key, "0") or 0)
+@dataclass
+class PageDom:
+    """The charts of a page by id, and what the page would load or run."""
 
-    if tag == "circle":
-        return number("r") > 0
-    if tag == "rect":
-        return number("width") > 0 and number("height") > 0
-    if tag == "path":
-        return "L" in attrs.get("d", "")
-    return False
+    charts: dict[str, ChartDom]
+    scripts: list[dict[str, str]]
+    references: list[tuple[str, str, str]]
+    """``(tag, attribute, value)`` of every ``src``/``href``/``data`` attribute."""
+
+
+_RGB = re.compile(r"(?:fill|stroke):rgb\((\d+),(\d+),(\d+)\)")
+
+
+def _paints(d: str) -> bool:
+    # "M x,y" alone is an empty line; anything more draws a segment, an arc or a bar.
+    return any(command in d for command in "LAVHZ")
 
 
 class _ChartParser(HTMLParser):
-    _SHAPES = frozenset({"circle", "rect", "path", "line", "polyline", "polygon"})
-
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.charts: dict[str, ChartDom] = {}
-        self.script_tags = 0
+        self.scripts: list[dict[str, str]] = []
+        self.references: list[tuple[str, str, str]] = []
         self._stack: list[str] = []
         self._chart: ChartDom | None = None
-        self._series: SeriesDom | None = None
-        self._series_depth = 0
+        self._trace: TraceDom | None = None
+        self._trace_depth = 0
+        self._legend_depth = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = {key: value or "" for key, value in attrs}
         if tag == "script":
-            self.script_tags += 1
-        if tag == "svg" and "data-series-count" in values:
+            self.scripts.append(values)
+        self.references += [
+            (tag, key, value) for key, value in values.items() if key in ("src", "href", "data")
+        ]
+        if tag == "div" and "data-series-count" in values:
             self._chart = ChartDom(values)
-            self.charts[values.get("id", f"svg-{len(self.charts)}")] = self._chart
-            self._stack = ["svg"]
+            self.charts[values.get("id", f"plot-{len(self.charts)}")] = self._chart
+            self._stack = ["div"]
             return
-        if self._chart is None:
+        if self._chart is None or tag in _VOID:
             return
         self._stack.append(tag)
         classes = values.get("class", "").split()
-        if tag == "g" and "series" in classes:
-            self._series = SeriesDom(classes, values.get("data-series", ""))
-            self._series_depth = len(self._stack)
-            self._chart.series.append(self._series)
-        elif tag in self._SHAPES and self._series is not None:
-            self._series.shapes.append((tag, values))
+        if tag == "svg":
+            self._chart.svg_count += 1
+        elif tag == "g" and classes[:1] == ["trace"]:
+            self._trace = TraceDom(classes)
+            self._trace_depth = len(self._stack)
+            self._chart.traces.append(self._trace)
+        elif tag == "path" and self._trace is not None:
+            self._trace.paths.append(values)
+        elif tag == "text" and "legendtext" in classes:
+            self._legend_depth = len(self._stack)
+            self._chart.legend.append("")
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.handle_starttag(tag, attrs)
-        self.handle_endtag(tag)
+        if tag not in _VOID:
+            self.handle_endtag(tag)
 
     def handle_endtag(self, tag: str) -> None:
-        if self._chart is None or not self._stack:
+        if self._chart is None or not self._stack or tag in _VOID:
             return
-        if self._series is not None and len(self._stack) == self._series_depth:
-            self._series = None
+        if self._trace is not None and len(self._stack) == self._trace_depth:
+            self._trace = None
+        if len(self._stack) == self._legend_depth:
+            self._legend_depth = 0
         self._stack.pop()
         if not self._stack:
             self._chart = None
 
     def handle_data(self, data: str) -> None:
-        if self._chart is not None and data.strip():
+        if self._chart is None:
+            return
+        if self._legend_depth:
+            self._chart.legend[-1] += data
+        if data.strip():
             self._chart.text.append(data.strip())
 
 
-def parse_charts(page_html: str) -> tuple[dict[str, ChartDom], int]:
-    """The chart ``<svg>`` elements of a page by id, and how many ``<script>`` tags it has."""
+_VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta"})
+
+
+def parse_page(page_html: str) -> PageDom:
+    """The chart ``<div>`` elements of a page by id, its scripts and its references."""
     parser = _ChartParser()
     parser.feed(page_html)
     parser.close()
-    return parser.charts, parser.script_tags
+    return PageDom(parser.charts, parser.scripts, parser.references)

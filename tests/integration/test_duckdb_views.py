@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -16,7 +15,6 @@ import pytest
 from deltalake import write_deltalake
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rich.console import Console
 
 from events.registry import ORDERS
 from sinks.delta_lake import BATCHES_SCHEMA
@@ -28,7 +26,6 @@ from sinks.duckdb import (
     ReportParameterError,
     UnknownReportError,
     connect,
-    render_table,
     run_report,
     run_sql,
 )
@@ -531,20 +528,3 @@ def test_a_failed_query_leaves_the_connection_usable(conn: duckdb.DuckDBPyConnec
     with pytest.raises(duckdb.Error):
         run_sql(conn, "SELECT no_such_column FROM orders")
     assert _scalar(conn, "SELECT count(*) FROM orders") == 10
-
-
-# ----------------------------------------------------------------------------- rendering
-
-
-def test_render_table_prints_exact_values_and_no_markup(conn: duckdb.DuckDBPyConnection) -> None:
-    columns, rows = run_report(conn, "revenue_by_currency", {})
-    rows = [*rows, ("[bold]x[/]", 0, None, None, None)]
-    table = render_table(columns, rows, title="revenue")
-    assert len(table.columns) == len(columns)
-    assert table.row_count == len(rows)
-    console = Console(file=io.StringIO(), width=200, record=True)
-    console.print(table)
-    text = console.export_text()
-    assert "10.4000" in text
-    assert "[bold]x[/]" in text
-    assert "NULL" in text

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pytest
 from confluent_kafka.admin import AdminClient
 from deltalake import write_deltalake
+from plotly.offline import get_plotlyjs
 
 from connectors.embedded_broker import create_topics
 from events.registry import CLICKS, LOGS, ORDERS
@@ -28,9 +29,10 @@ from streambatch.html_report import render_report_html, write_report
 from tests.support import StreamTopics, flow_env, run_flow
 from tests.support_browser import (
     ChartDom,
+    PageDom,
     decode_png,
     dump_dom,
-    parse_charts,
+    parse_page,
     screenshot,
 )
 
@@ -58,11 +60,22 @@ def more_topics(bootstrap_servers: str) -> Iterator[dict[str, str]]:
 
 
 def _assert_drawn(chart: ChartDom, expected_series: int, name: str) -> None:
+    """plotly drew the chart: an svg, one trace and one legend entry per series, marks in each."""
     assert chart.series_count == expected_series, f"{name}: data-series-count"
-    assert len(chart.series) == expected_series, f"{name}: series groups"
-    for series in chart.series:
-        assert series.drawn_shapes(), f"{name}: series {series.name!r} drew nothing"
-        assert series.classes[0] == "series" and series.classes[1].startswith("series-")
+    assert chart.svg_count >= 1, f"{name}: plotly drew no svg"
+    assert len(chart.traces) == expected_series, f"{name}: traces"
+    assert len(chart.legend) == expected_series, f"{name}: legend entries"
+    for trace, legend in zip(chart.traces, chart.legend, strict=True):
+        assert trace.marks(), f"{name}: trace {legend!r} drew nothing"
+
+
+def _assert_self_contained(page: PageDom, charts: int) -> None:
+    """Nothing to fetch: no script, frame or image from anywhere, only in-page links."""
+    # plotly.js, then one script per chart; all inline.
+    assert len(page.scripts) == 1 + charts
+    assert all("src" not in script for script in page.scripts)
+    outside = [ref for ref in page.references if not ref[2].startswith("#")]
+    assert not outside, f"references outside the page: {outside}"
 
 
 def test_report_of_three_flows_renders_in_chromium(
@@ -101,9 +114,10 @@ def test_report_of_three_flows_renders_in_chromium(
     text = page.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>")
     # Nothing to fetch at view time, and the page says so to the browser.
-    assert "Content-Security-Policy" in text
-    assert not re.search(r"(?:src|href)\s*=\s*(?![\"']?#)", text), "a reference outside the page"
-    assert "url(" not in text and "@import" not in text
+    assert re.search(r"Content-Security-Policy\" content=\"default-src &#x27;none&#x27;;", text)
+    _assert_self_contained(parse_page(text), len(CHARTS))
+    head = text[: text.index("<script")]
+    assert "url(" not in head and "@import" not in head
     assert not list(page.parent.glob(".*.tmp")), "the temporary file was left behind"
 
     with connect(data_dir) as conn:
@@ -123,10 +137,9 @@ def test_report_of_three_flows_renders_in_chromium(
     assert currencies >= 2 and services >= 2 and reasons >= 2 and streams_with_dead_letters == 3
 
     started = time.monotonic()
-    charts, scripts = parse_charts(dump_dom(page))
+    charts = parse_page(dump_dom(page)).charts
     timings["chromium dump-dom"] = time.monotonic() - started
-    assert scripts == 0
-    assert set(charts) == {f"svg-{name}" for name in CHARTS}
+    assert set(charts) == {f"plot-{name}" for name in CHARTS}
     expected = {
         "revenue": currencies,
         "funnel": 4,
@@ -135,11 +148,23 @@ def test_report_of_three_flows_renders_in_chromium(
         "dead-letters": streams_with_dead_letters,
     }
     for name, count in expected.items():
-        _assert_drawn(charts[f"svg-{name}"], count, name)
-    funnel = [series.name for series in charts["svg-funnel"].series]
-    assert funnel == ["page_view", "add_to_cart", "checkout_started", "order_placed"]
+        _assert_drawn(charts[f"plot-{name}"], count, name)
+    # The funnel: one bar per step; the lines: a dot per window with data.
+    assert charts["plot-funnel"].legend == [
+        "page_view",
+        "add_to_cart",
+        "checkout_started",
+        "order_placed",
+    ]
+    assert all(len(trace.marks()) == 1 for trace in charts["plot-funnel"].traces)
+    # A dot per window for every currency (no order in a window is a revenue of 0).
+    dots = {
+        len([mark for mark in trace.marks() if mark.get("class") == "point"])
+        for trace in charts["plot-revenue"].traces
+    }
+    assert len(dots) == 1 and dots.pop() >= 2, "revenue: a dot per window"
     # Money is printed exactly: each currency's total, to the last of its four places.
-    legend = " ".join(charts["svg-revenue"].text)
+    legend = " ".join(charts["plot-revenue"].legend)
     for currency, total in revenue:
         assert isinstance(total, Decimal)
         assert f"{currency} {total:,f}" in legend
@@ -152,11 +177,12 @@ def test_report_of_three_flows_renders_in_chromium(
     colours = image.colours()
     assert len(colours) > 50, f"the screenshot looks blank: {len(colours)} colours"
     for name in CHARTS:
-        for series in charts[f"svg-{name}"].series:
-            for colour in series.colours():
-                rgb = (int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16))
+        for trace, legend_text in zip(
+            charts[f"plot-{name}"].traces, charts[f"plot-{name}"].legend, strict=True
+        ):
+            for rgb in trace.colours():
                 painted = colours[rgb]
-                assert painted >= 10, f"{name}: {series.name} ({colour}) is not on the screenshot"
+                assert painted >= 10, f"{name}: {legend_text} ({rgb}) is not on the screenshot"
     print("timings:", {step: round(seconds, 2) for step, seconds in timings.items()})
 
 
@@ -230,25 +256,30 @@ def test_hostile_strings_are_escaped_and_money_is_exact(data_dir: Path, tmp_path
     _hostile_lake(data_dir)
     with connect(data_dir) as conn:
         page = render_report_html(conn, f"lake {HOSTILE}", GENERATED_AT)
-    assert "<script" not in page and "<img" not in page
+    _assert_self_contained(parse_page(page), len(CHARTS))
+    ours = page.replace(get_plotlyjs(), "")
+    # The data made no element: the only scripts are plotly.js and one per chart.
+    assert ours.count("<script") == 1 + len(CHARTS) and "<img" not in ours
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert 'class="series series-script-alert-1-script"' in page
-    # Two services whose slugs collide still get a class each.
-    assert 'class="series series-a-b"' in page and 'class="series series-a-b-2"' in page
     # 18 significant digits: a float would print 12345678901234.568.
     assert "12,345,678,901,234.5678" in page
     assert "EUR 0.2000" in page
 
     path = tmp_path / "hostile.html"
     path.write_text(page, encoding="utf-8")
-    charts, scripts = parse_charts(dump_dom(path))
-    assert scripts == 0
-    assert charts["svg-revenue"].series_count == 3
-    names = {series.name for series in charts["svg-revenue"].series}
-    assert names == {HOSTILE, '"><img src=x>', "EUR"}
-    assert charts["svg-error-rate"].series_count == 3
-    assert {series.name for series in charts["svg-batches"].series} == {HOSTILE}
-    assert {series.name for series in charts["svg-dead-letters"].series} == {HOSTILE}
+    rendered = parse_page(dump_dom(path))
+    assert len(rendered.scripts) == 1 + len(CHARTS)
+    assert not [ref for ref in rendered.references if ref[0] == "img"]
+    charts = rendered.charts
+    _assert_drawn(charts["plot-revenue"], 3, "revenue")
+    # Shown as text, and exact: the legend gives each currency's total.
+    assert sorted(charts["plot-revenue"].legend) == sorted(
+        [f"{HOSTILE} 12,345,678,901,234.5678", '"><img src=x> 0.1000', "EUR 0.2000"]
+    )
+    _assert_drawn(charts["plot-error-rate"], 3, "error-rate")
+    assert f"{HOSTILE} (1 errors)" in charts["plot-error-rate"].legend
+    assert charts["plot-batches"].legend == [f"{HOSTILE} (1 batches)"]
+    assert [entry.split(" (")[0] for entry in charts["plot-dead-letters"].legend] == [HOSTILE]
 
 
 def test_empty_lake_gives_a_valid_page_with_no_data_notes(data_dir: Path, tmp_path: Path) -> None:
@@ -256,9 +287,9 @@ def test_empty_lake_gives_a_valid_page_with_no_data_notes(data_dir: Path, tmp_pa
     page = path.read_text(encoding="utf-8")
     assert page.count("no data yet") >= len(CHARTS)
     assert "2026-11-28 01:00:00Z" in page
-    charts, _ = parse_charts(page)
+    charts = parse_page(page).charts
     assert {name: chart.series_count for name, chart in charts.items()} == {
-        f"svg-{name}": 0 for name in CHARTS
+        f"plot-{name}": 0 for name in CHARTS
     }
 
 
@@ -359,9 +390,9 @@ def test_default_window_ends_with_the_newest_charted_event(data_dir: Path) -> No
     _days_old_lake(data_dir, DAYS_AGO, handled_at=GENERATED_AT)
     with connect(data_dir) as conn:
         page = render_report_html(conn, "t", GENERATED_AT)
-    charts, _ = parse_charts(page)
+    charts = parse_page(page).charts
     for name in CHARTS:
-        assert charts[f"svg-{name}"].series_count > 0, f"{name} has no data"
+        assert charts[f"plot-{name}"].series_count > 0, f"{name} has no data"
     assert "no data yet" not in page
     # The page says which window it shows, and why.
     assert "from 2026-11-22 00:10Z to 2026-11-23 00:10Z (24 hours" in page
@@ -395,12 +426,12 @@ def test_an_explicit_until_wins_and_the_page_says_so(data_dir: Path, tmp_path: P
     page = page_path.read_text(encoding="utf-8")
     assert "from 2026-11-20 06:00Z to 2026-11-20 12:00Z (6 hours" in page
     assert "as asked; the newest order, click or log line is at 2026-11-23 00:05Z" in page
-    charts, _ = parse_charts(page)
+    charts = parse_page(page).charts
     # Nothing happened in the window asked for; the charts that are not windowed still draw.
     for name in ("revenue", "funnel", "error-rate"):
-        assert charts[f"svg-{name}"].series_count == 0, name
+        assert charts[f"plot-{name}"].series_count == 0, name
     for name in ("batches", "dead-letters"):
-        assert charts[f"svg-{name}"].series_count > 0, name
+        assert charts[f"plot-{name}"].series_count > 0, name
 
 
 def test_a_bad_until_is_one_line_and_exit_2(data_dir: Path, tmp_path: Path) -> None:
