@@ -19,13 +19,18 @@ Scenarios (one embedded broker, events produced once per topic):
    each gets a free core.
 3. The flow of 1. again with batch announcements off (ratio on / off), and a
    batch handler's delay from commit to call (p50, p99; see bench.batch_latency).
-4. With ``scale`` > 1: the flow at ``scale`` x the events, to show the cost
+4. The flow of scenario 1 with its lake in an S3 bucket (moto's server over
+   HTTP on this machine): events/s and peak RSS beside the same run on local
+   disk. Every flow run also reports its commit latency (p50, p99: from the
+   batch record being built to its Delta commit's timestamp, so writing the
+   files and the commit itself).
+5. With ``scale`` > 1: the flow at ``scale`` x the events, to show the cost
    per event stays flat (events/s, peak and late RSS compared with scenario
    1); the ingest ceiling on the same topic (the broker serves the larger
    topic at least as fast: 1.15 x in the README's run); and the
    read_json baseline, whose set of seen ids grows with the run (its rate
    and memory do not stay flat; the flow's index is bounded by its horizon).
-4. With ``workflow_orders`` > 0: the order workflow (``bench/workflow.py``):
+6. With ``workflow_orders`` > 0: the order workflow (``bench/workflow.py``):
    the router alone, then ``workflow_orders`` checkouts through
    ``streambatch worker --all --with-router`` on SQLite and on PostgreSQL.
 """
@@ -43,14 +48,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.compute as pc
-from deltalake import DeltaTable
 from rich.console import Console
 from rich.table import Table
 
 from bench.batch_latency import measure_batch_delay
+from bench.object_store import moto_lake
 from connectors.embedded_broker import EmbeddedBroker, create_topics
 from flows.dedupe import BYTES_PER_ID
+from sinks.delta_log import commit_info
+from sinks.lake_location import LakeLocation, resolve_lake_location
 from streambatch.errors import StreambatchError
 from streambatch.flow_runner import PeakRssMonitor, run_flow_to_end
 from streambatch.generator import generate_order_records, produce_records
@@ -66,13 +74,29 @@ def _children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _flow_rate(data_dir: Path) -> tuple[int, float]:
-    """Input records and seconds from first read to last commit, from ``batches``."""
-    batches = DeltaTable(str(data_dir / "lake" / "batches")).to_pyarrow_dataset().to_table()
+def _flow_rate(lake: LakeLocation) -> tuple[int, float, float, float]:
+    """Input records, seconds from first read to last commit, commit latency p50 and p99 (ms).
+
+    From ``batches``; a batch's commit latency runs from its record's
+    ``committed_at`` (set just before the files are written) to the
+    timestamp of its Delta commit (``lake_version``).
+    """
+    batches = lake.table("batches").open().to_pyarrow_dataset().to_table()
     records = int(pc.sum(batches.column("input_records")).as_py())
     first: datetime = pc.min(batches.column("opened_at")).as_py()
     last: datetime = pc.max(batches.column("committed_at")).as_py()
-    return records, (last - first).total_seconds()
+    orders = lake.table("orders")
+    latencies = []
+    for started, version in zip(
+        batches.column("committed_at").to_pylist(),
+        batches.column("lake_version").to_pylist(),
+        strict=True,
+    ):
+        info = commit_info(orders, int(version))
+        if info is not None and "timestamp" in info:
+            latencies.append(int(info["timestamp"]) - started.timestamp() * 1000)
+    p50, p99 = np.percentile(latencies, [50, 99]) if latencies else (0.0, 0.0)
+    return records, (last - first).total_seconds(), float(p50), float(p99)
 
 
 class _Bench:
@@ -134,7 +158,9 @@ class _Bench:
         *,
         one_core_each: bool = False,
         announce: bool = True,
+        lake_env: dict[str, str] | None = None,
     ) -> dict[str, Any]:
+        """Run the orders flow; ``lake_env``: the variables of a lake elsewhere (a bucket)."""
         data_dir = self.scratch / key
         env = {
             "KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap_servers,
@@ -142,6 +168,7 @@ class _Bench:
             "STREAMBATCH_DATA_DIR": str(data_dir),
             "STREAMBATCH_LOG_LEVEL": "WARNING",
             "STREAMBATCH_ANNOUNCE_BATCHES": str(announce).lower(),
+            **(lake_env or {}),
         }
         self._cpu_start()
         with self.console.status(f"{key} running"):
@@ -150,8 +177,12 @@ class _Bench:
             )
         if run.returncode != 0:
             raise StreambatchError(f"{key} failed:\n{run.stderr_tail}")
-        records, seconds = _flow_rate(data_dir)
-        return self._record(key, records, seconds, run.peak_rss_bytes, run.late_rss_bytes)
+        lake = resolve_lake_location(env.get("STREAMBATCH_LAKE_URI"), data_dir, env)
+        records, seconds, p50, p99 = _flow_rate(lake)
+        result = self._record(key, records, seconds, run.peak_rss_bytes, run.late_rss_bytes)
+        result["commit_p50_ms"], result["commit_p99_ms"] = round(p50), round(p99)
+        self.console.print(f"  {key}: commit latency p50 {p50:.0f} ms, p99 {p99:.0f} ms")
+        return result
 
     def _cpu_start(self) -> None:
         """Mark the CPU counters before a run (see :meth:`_record`)."""
@@ -203,6 +234,10 @@ def run_benchmarks(
         silent = bench.flow(
             "orders flow, 2 partitions, 1 process, announcements off", two, announce=False
         )
+        with moto_lake(Path(scratch)) as lake_env:
+            on_s3 = bench.flow(
+                "orders flow, 2 partitions, 1 process, lake in S3 (moto)", two, lake_env=lake_env
+            )
         four = bench.topic("bench-4p", 4, events)
         on_four = bench.flow("orders flow, 4 partitions, 1 process", four)
         on_four_two = bench.flow("orders flow, 4 partitions, 2 processes", four, processes=2)
@@ -211,6 +246,8 @@ def run_benchmarks(
             "flow / read_json baseline": _ratio(one_process, read_json),
             "2 processes / 1 process (4 partitions)": _ratio(on_four_two, on_four),
             "announcements on / off (events/s)": _ratio(one_process, silent),
+            "S3 lake / local disk (events/s)": _ratio(on_s3, one_process),
+            "S3 lake / local disk (peak RSS)": _ratio(on_s3, one_process, "peak_rss_mib"),
         }
         with console.status("batch handler delay"):
             delay = measure_batch_delay(broker.bootstrap_servers, two, Path(scratch))
@@ -252,7 +289,15 @@ def run_benchmarks(
         results["dedupe_bytes_per_remembered_id"] = BYTES_PER_ID
     table = Table(title=f"{events:,} order events per run (embedded broker, this machine)")
     table.add_column("run")
-    columns = ("events", "events/s", "peak RSS (MiB)", "late RSS", "cores: consumer", "broker")
+    columns = (
+        "events",
+        "events/s",
+        "peak RSS (MiB)",
+        "late RSS",
+        "cores: consumer",
+        "broker",
+        "commit p50 / p99 (ms)",
+    )
     for column in columns:
         table.add_column(column, justify="right")
     runs = {key: run for key, run in results.items() if isinstance(run, dict) and "events" in run}
@@ -265,6 +310,7 @@ def run_benchmarks(
             f"{run['late_rss_mib']}",
             f"{run['consumer_cores']:.2f}",
             f"{run['broker_cores']:.2f}",
+            f"{run['commit_p50_ms']} / {run['commit_p99_ms']}" if "commit_p50_ms" in run else "",
         )
     console.print(table)
     for name, ratio in results["ratios"].items():

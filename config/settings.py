@@ -186,6 +186,14 @@ class _PipelineFields(BaseModel):
     """
 
     data_dir: Path = Field(default=Path("data"), description="root of all output")
+    lake_uri: str | None = Field(
+        default=None,
+        description=(
+            "where the Delta tables live: a local path, `file://`, `s3://bucket/prefix`, "
+            "`gs://`, `az://` or `abfss://` (credentials from each cloud's standard "
+            "variables, see Object storage); unset: `<data_dir>/lake`"
+        ),
+    )
     window_seconds: int = Field(
         default=600,
         gt=0,
@@ -304,7 +312,7 @@ class StreamSettings(_PipelineFields):
 
     @property
     def lake_dir(self) -> Path:
-        """Root of the Delta tables."""
+        """The default local lake (the lake itself: ``lake_location_of(settings)``)."""
         return self.data_dir / "lake"
 
 
@@ -361,7 +369,9 @@ SETTINGS_MODELS: tuple[type[BaseSettings], ...] = (
 """Every settings model: ``config show`` and the README's table list their fields."""
 
 # Fields of StreamSettings that one stream cannot set apart from the others.
-_NOT_PER_STREAM = frozenset({"stream", "data_dir", "stop_at_end", "metrics_port", "metrics_host"})
+_NOT_PER_STREAM = frozenset(
+    {"stream", "data_dir", "lake_uri", "stop_at_end", "metrics_port", "metrics_host"}
+)
 PER_STREAM_FIELDS = tuple(
     dict.fromkeys(
         name

@@ -1,6 +1,6 @@
 #!/bin/sh
 # The demo stack's report: orders and revenue per window from the lake, every
-# REPORT_INTERVAL_SECONDS. The lake is mounted read-only; DuckDB sees committed
+# REPORT_INTERVAL_SECONDS. The lake is STREAMBATCH_LAKE_URI (the MinIO bucket); DuckDB sees committed
 # batches only, so an empty table just means no batch has closed yet.
 set -u
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
+from deltalake.exceptions import DeltaError
 
 from config.settings import KafkaSettings, StreamSettings, load_kafka_settings, load_stream_settings
 from connectors.kafka_clients import TopicUnavailable, describe_topic
@@ -25,6 +26,7 @@ from flows.records import ClosedBatch, ValidatedBatch
 from flows.run_summary import print_summary_at_exit
 from flows.validation import validate_batch
 from sinks.delta_lake import DeltaLake
+from sinks.lake_location import LakeLocation, lake_location_of
 from sinks.lake_sink import LakeSink
 from streambatch.allocators import use_compact_allocators
 from streambatch.clock import Clock, utc_now
@@ -35,7 +37,13 @@ from streambatch.health import FlowHealth, serve_flow_endpoints
 from streambatch.log_guard import check_logs, mismatch_line
 from streambatch.logs import configure_logging
 
-__all__ = ["build_flow", "check_source_log", "flow_from_environment", "serve_health_and_metrics"]
+__all__ = [
+    "build_flow",
+    "check_lake",
+    "check_source_log",
+    "flow_from_environment",
+    "serve_health_and_metrics",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +61,7 @@ def build_flow(
     ``failure``: tripped by a failure the flow cannot get past (see
     :mod:`streambatch.failure`); the flow's workers then stop.
     """
-    lake = DeltaLake(settings.lake_dir, stream)
+    lake = DeltaLake(lake_location_of(settings), stream)
     lake.ensure_tables()
     if settings.metrics_port is not None:
         serve_health_and_metrics(stream.name, settings)
@@ -124,6 +132,7 @@ def flow_from_environment(stream: StreamSchema) -> Dataflow:
         raise SystemExit(2) from None
     try:
         check_source_topic(kafka, settings.topic)
+        check_lake(stream, lake_location_of(settings))
         check_source_log(stream, settings, kafka)
     except TerminalError as exc:
         print(f"streambatch: {exc}", file=sys.stderr)
@@ -137,6 +146,21 @@ def flow_from_environment(stream: StreamSchema) -> Dataflow:
     freeze_startup_objects()
     collect_less_often()
     return flow
+
+
+def check_lake(stream: StreamSchema, location: LakeLocation) -> None:
+    """Fail fast, with one line naming the lake, when its storage cannot be used.
+
+    Creates the stream's tables if absent (what the flow does first anyway).
+
+    Raises:
+        LakeError: no such bucket, refused credentials, unreachable endpoint
+            (never the secret), or a table of another schema.
+    """
+    try:
+        DeltaLake(location, stream).ensure_tables()
+    except (OSError, DeltaError) as exc:
+        raise location.error("open", exc) from None
 
 
 def check_source_topic(kafka: KafkaSettings, topic: str) -> None:
@@ -158,7 +182,7 @@ def check_source_log(stream: StreamSchema, settings: StreamSettings, kafka: Kafk
         TerminalError: one line naming topic, partition, fence, the broker's
             offsets and the ``streambatch accept-log`` command that accepts the log.
     """
-    lake = DeltaLake(settings.lake_dir, stream)
+    lake = DeltaLake(lake_location_of(settings), stream)
     lake.ensure_tables()
     mismatches = check_logs(stream, lake, kafka.librdkafka_config(), settings.topic)
     if mismatches:

@@ -31,10 +31,11 @@ from typing import Any, cast
 
 import pyarrow.compute as pc
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
-from deltalake import DeltaTable
 
 from connectors.kafka_clients import new_consumer, new_producer
 from sinks.delta_lake import BatchRecord, DeltaLake
+from sinks.delta_log import as_lake_table
+from sinks.lake_location import LakeTable
 from streambatch.errors import LakeError, StreambatchError
 
 __all__ = [
@@ -166,13 +167,13 @@ class BatchAnnouncement:
         return int(self.offset_ranges[0]["next_offset"])
 
 
-def added_files(table_path: Path | str, version: int) -> tuple[str, ...]:
+def added_files(table_path: LakeTable | Path | str, version: int) -> tuple[str, ...]:
     """Paths (relative to the table) of the files added by ``version``; () if its log is gone."""
-    log_file = Path(table_path) / "_delta_log" / f"{version:020d}.json"
-    try:
-        text = log_file.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    table = as_lake_table(table_path)
+    data = table.location.read_file(table.path(f"_delta_log/{version:020d}.json"))
+    if data is None:
         return ()
+    text = data.decode("utf-8")
     paths = []
     for line in text.splitlines():
         if line.strip():
@@ -207,7 +208,9 @@ class BatchAnnouncer:
         self._lock = threading.Lock()
         self._failure: str | None = None
 
-    def announce(self, record: BatchRecord, table_path: Path | str) -> BatchAnnouncement:
+    def announce(
+        self, record: BatchRecord, table_path: LakeTable | Path | str
+    ) -> BatchAnnouncement:
         """Produce the announcement of committed ``record`` (not waiting for the broker)."""
         self._raise_failure()
         announcement = BatchAnnouncement.of(record, added_files(table_path, record.lake_version))
@@ -378,7 +381,7 @@ def _manifest_rows(
     lake: DeltaLake, stream: str, topic: str, partition: int, *, after: int | None
 ) -> list[BatchRecord]:
     """``batches`` rows of a source partition whose range ends after ``after``, in order."""
-    if not DeltaTable.is_deltatable(str(lake.batches_path)):
+    if not lake.batches_path.exists():
         return []
     expression = (
         (pc.field("stream") == stream)
@@ -387,7 +390,7 @@ def _manifest_rows(
     )
     if after is not None:
         expression = expression & (pc.field("next_offset") > after)
-    dataset = DeltaTable(str(lake.batches_path)).to_pyarrow_dataset()
+    dataset = lake.batches_path.open().to_pyarrow_dataset()
     table = dataset.to_table(filter=expression).sort_by("next_offset")
     records = []
     for row in table.to_pylist():

@@ -30,6 +30,7 @@ from deltalake.transaction import AddAction, RemoveAction
 
 from events.stream import PARTITION_COLUMNS, StreamSchema
 from sinks.delta_log import commits_from, recent_commits
+from sinks.lake_location import LakeLocation, LakeTable
 from streambatch.errors import FenceMovedError, LakeError, TransientError
 from streambatch.failpoints import failpoint
 
@@ -141,11 +142,11 @@ class DeltaLake:
     writes data and fence atomically; a batch below the fence is refused.
     """
 
-    def __init__(self, lake_dir: Path, stream: StreamSchema) -> None:
-        self._lake_dir = lake_dir
+    def __init__(self, lake: LakeLocation | Path, stream: StreamSchema) -> None:
+        self.location = lake if isinstance(lake, LakeLocation) else LakeLocation.local(lake)
         self._stream = stream
-        self.table_path = lake_dir / stream.name
-        self.batches_path = lake_dir / BATCHES_TABLE
+        self.table_path = self.location.table(stream.name)
+        self.batches_path = self.location.table(BATCHES_TABLE)
         # Per thread, one handle per table, updated incrementally: loading a
         # table afresh replays its log and cost more than writing a batch.
         self._handles = threading.local()
@@ -161,33 +162,34 @@ class DeltaLake:
         existing ones keep their ``delta.checkpointInterval`` (changing it is a
         metadata commit, which would fail the commits of running writers).
         """
-        ensure_inside(self._lake_dir.parent, self.table_path)
         self._create(self.table_path, self._stream.table_schema, PARTITION_COLUMNS.names)
         self._create(self.batches_path, BATCHES_SCHEMA, [])
-        existing = DeltaTable(str(self.table_path)).schema().to_arrow()
+        existing = self.table_path.open().schema().to_arrow()
         wanted = self._stream.table_schema
         missing = [name for name in wanted.names if name not in existing.names]
         if missing:
             raise LakeError(
                 f"{self.table_path} exists with another schema: missing columns {missing}; "
-                "point STREAMBATCH_DATA_DIR elsewhere or migrate the table"
+                "point STREAMBATCH_LAKE_URI elsewhere or migrate the table"
             )
 
-    def _create(self, path: Path, schema: pa.Schema, partition_by: list[str]) -> None:
-        if DeltaTable.is_deltatable(str(path)):
+    def _create(self, table: LakeTable, schema: pa.Schema, partition_by: list[str]) -> None:
+        if table.exists():
             return
-        path.mkdir(parents=True, exist_ok=True)
+        if self.location.is_local:
+            Path(table.uri).mkdir(parents=True, exist_ok=True)
         try:
             DeltaTable.create(
-                str(path),
+                table.uri,
                 schema,
                 mode="ignore",
                 partition_by=partition_by or None,
                 configuration={"delta.checkpointInterval": str(CHECKPOINT_INTERVAL)},
+                storage_options=table.storage_options(),
             )
         except Exception:
             # Another worker created it between our check and our create.
-            if not DeltaTable.is_deltatable(str(path)):
+            if not table.exists():
                 raise
 
     def fence(self, topic: str, partition: int) -> int | None:
@@ -198,14 +200,14 @@ class DeltaLake:
         """Fence as recorded in ``batches`` (lags :meth:`fence` only after a crash)."""
         return self._transaction_version(self.batches_path, self.app_id(topic, partition))
 
-    def _transaction_version(self, path: Path, app_id: str) -> int | None:
+    def _transaction_version(self, path: LakeTable, app_id: str) -> int | None:
         table = self._table(path)
         if table is None:
             return None
         version = table.transaction_version(app_id)
         return None if version is None else int(version)
 
-    def _table(self, path: Path, *, refresh: bool = True) -> DeltaTable | None:
+    def _table(self, path: LakeTable, *, refresh: bool = True) -> DeltaTable | None:
         """This thread's handle on the table at ``path``, at its newest version.
 
         None if there is no table there. ``refresh=False`` skips catching up
@@ -213,21 +215,21 @@ class DeltaLake:
         has just refreshed. A handle that cannot catch up (its log files
         cleaned up meanwhile) is replaced by a fresh load.
         """
-        handles: dict[Path, DeltaTable] = self._handles.__dict__.setdefault("tables", {})
-        table = handles.get(path)
+        handles: dict[str, DeltaTable] = self._handles.__dict__.setdefault("tables", {})
+        table = handles.get(path.uri)
         if table is not None:
             try:
                 if refresh:
                     table.update_incremental()
                 return table
             except Exception:
-                del handles[path]
-        if not DeltaTable.is_deltatable(str(path)):
+                del handles[path.uri]
+        if not path.exists():
             return None
-        handles[path] = table = DeltaTable(str(path))
+        handles[path.uri] = table = path.open()
         return table
 
-    def _existing_table(self, path: Path, *, refresh: bool = True) -> DeltaTable:
+    def _existing_table(self, path: LakeTable, *, refresh: bool = True) -> DeltaTable:
         table = self._table(path, refresh=refresh)
         if table is None:
             raise LakeError(f"{path} is not a Delta table (was it deleted while running?)")
@@ -291,9 +293,8 @@ class DeltaLake:
         )
         data_columns = [n for n in table.column_names if n not in PARTITION_COLUMNS.names]
         dictionary = _dictionary_columns(table.select(data_columns))
-        root = ensure_inside(self._lake_dir, self.table_path)
         return [
-            _write_file(root, key, part.select(data_columns), part, dictionary)
+            _write_file(self.table_path, key, part.select(data_columns), part, dictionary)
             for key, part in _partitions(table, keys)
         ]
 
@@ -324,7 +325,6 @@ class DeltaLake:
         app_id = self.app_id(record.topic, record.partition)
         row = pa.Table.from_pylist([asdict(record)], schema=BATCHES_SCHEMA)
         properties = CommitProperties(app_transactions=[Transaction(app_id, record.next_offset)])
-        root = ensure_inside(self._lake_dir, self.batches_path)
         action: AddAction | None = None
         for attempt in range(_COMMIT_ATTEMPTS):
             # Also after a failed attempt: the commit may have landed all the same.
@@ -332,7 +332,9 @@ class DeltaLake:
             if done is not None and done >= record.next_offset:
                 return
             if action is None:
-                action = _add_file(root, f"part-{uuid.uuid4()}.zstd.parquet", row, row, {}, [])
+                action = _add_file(
+                    self.batches_path, f"part-{uuid.uuid4()}.zstd.parquet", row, row, {}, []
+                )
             try:
                 # _transaction_version has just refreshed this thread's handle.
                 self._existing_table(self.batches_path, refresh=False).create_write_transaction(
@@ -377,9 +379,9 @@ class DeltaLake:
 
         Looks at the last 10,000 offsets first (file statistics prune the rest).
         """
-        if not DeltaTable.is_deltatable(str(self.table_path)):
+        if not self.table_path.exists():
             return None
-        dataset = DeltaTable(str(self.table_path)).to_pyarrow_dataset()
+        dataset = self.table_path.open().to_pyarrow_dataset()
         mine = (pc.field("_topic") == topic) & (pc.field("_partition") == partition)
         for low in (max(0, fence - 10_000), 0):
             rows = dataset.to_table(
@@ -409,13 +411,10 @@ class DeltaLake:
                 ("_arrived_at", pa.timestamp("us", tz="UTC")),
             ]
         ).empty_table()
-        if not (
-            DeltaTable.is_deltatable(str(self.batches_path))
-            and DeltaTable.is_deltatable(str(self.table_path))
-        ):
+        if not (self.batches_path.exists() and self.table_path.exists()):
             return empty
         recent = (
-            DeltaTable(str(self.batches_path))
+            self.batches_path.open()
             .to_pyarrow_dataset()
             .to_table(
                 columns=["first_offset", "next_offset", "committed_at"],
@@ -433,7 +432,7 @@ class DeltaLake:
         starts = recent.column("first_offset").to_numpy()
         stops = recent.column("next_offset").to_numpy()
         rows = (
-            DeltaTable(str(self.table_path))
+            self.table_path.open()
             .to_pyarrow_dataset()
             .to_table(
                 columns=["event_id", "_value_digest", "_offset"],
@@ -453,7 +452,7 @@ class DeltaLake:
 
 
 def _write_file(
-    root: Path, key: str, data: pa.Table, part: pa.Table, dictionary: list[str]
+    root: LakeTable, key: str, data: pa.Table, part: pa.Table, dictionary: list[str]
 ) -> AddAction:
     """One hive partition's Parquet file (``data``: its columns in the file) and its add action.
 
@@ -469,28 +468,41 @@ def _write_file(
 
 
 def _add_file(
-    root: Path,
+    root: LakeTable,
     relative: str,
     data: pa.Table,
     part: pa.Table,
     partition_values: Mapping[str, str | None],
     dictionary: list[str],
 ) -> AddAction:
-    """Write ``data`` as zstd Parquet at ``root / relative``; its add action, not yet committed."""
-    path = ensure_inside(root, root / relative)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``data`` as zstd Parquet at ``relative`` in table ``root``; its add action.
+
+    The file is not committed yet. In a local lake it is written in place
+    (checked to stay inside the table); in an object store it is encoded in
+    memory and stored as one object.
+    """
     written: list[pq.FileMetaData] = []
-    pq.write_table(
-        data,
-        path,
-        compression="zstd",
-        use_dictionary=dictionary,
-        write_statistics=True,
-        metadata_collector=written,
-    )
+    options: dict[str, Any] = {
+        "compression": "zstd",
+        "use_dictionary": dictionary,
+        "write_statistics": True,
+        "metadata_collector": written,
+    }
+    if root.location.is_local:
+        table_dir = Path(root.uri)
+        path = ensure_inside(table_dir, table_dir / relative)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(data, path, **options)
+        size = path.stat().st_size
+    else:
+        sink = pa.BufferOutputStream()
+        pq.write_table(data, sink, **options)
+        buffer = sink.getvalue()
+        root.location.write_file(root.path(relative), buffer)
+        size = buffer.size
     return AddAction(
         path=relative,
-        size=path.stat().st_size,
+        size=size,
         partition_values=partition_values,
         modification_time=int(time.time() * 1000),
         data_change=True,

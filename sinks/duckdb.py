@@ -7,8 +7,11 @@ commit that never happened are never visible. The connection is a snapshot
 taken when it was opened; connect again to see newer commits. It only reads
 immutable Parquet files and takes no lock, so it never blocks the writers.
 
-DuckDB's ``delta`` extension is not used: extensions cannot be downloaded
-here, and the ``deltalake`` package already knows the list of active files.
+DuckDB's ``delta`` and ``httpfs`` extensions are not used: many deployments
+cannot download extensions at run time, and the ``deltalake`` package already
+knows the list of active files. A lake in an object store is read through
+deltalake's own Arrow dataset of the same committed version (its files are
+fetched by deltalake's object store, with the lake's storage options).
 
 After the views exist the connection is locked down: no file outside the
 tables' active files can be read or written, no extension installed or
@@ -18,6 +21,7 @@ which only runs ``SELECT`` statements (see there why).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +37,7 @@ from deltalake import DeltaTable
 from events.registry import STREAMS, stream_names
 from events.stream import COMMON_COLUMNS, LINEAGE_COLUMNS, PARTITION_COLUMNS
 from sinks.delta_lake import BATCHES_SCHEMA, BATCHES_TABLE
+from sinks.lake_location import LakeLocation, LakeTable, lake_in
 from streambatch.errors import LakeError, StreambatchError
 
 __all__ = [
@@ -43,6 +48,7 @@ __all__ = [
     "ReportParameterError",
     "UnknownReportError",
     "connect",
+    "lake_cursor",
     "run_report",
     "run_sql",
 ]
@@ -53,6 +59,10 @@ ParamKind = Literal["timestamp", "positive_int", "text"]
 # (deleted rows reappearing, columns under the wrong names).
 _UNSUPPORTED_READER_FEATURES: Final = frozenset({"deletionVectors", "columnMapping"})
 _MAX_TEXT_PARAM_CHARS: Final = 200
+# The deltalake datasets behind the views of a connection to an object-store lake.
+_DATASET_VIEWS: weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, list[tuple[str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class UnknownReportError(StreambatchError, KeyError):
@@ -84,7 +94,7 @@ class _TableSnapshot:
 
 
 def connect(
-    data_dir: Path | str, *, streams: Sequence[str] | None = None
+    data_dir: LakeLocation | Path | str, *, streams: Sequence[str] | None = None
 ) -> duckdb.DuckDBPyConnection:
     """Open an in-memory DuckDB connection with one view per stream plus ``batches``.
 
@@ -98,7 +108,8 @@ def connect(
     The returned connection is locked down (see :func:`_lock_down`).
 
     Args:
-        data_dir: the data directory; tables live under ``<data_dir>/lake/``.
+        data_dir: the lake's location, or a data directory whose tables live
+            under ``<data_dir>/lake/``.
         streams: stream names, each a lower-case identifier other than ``batches``
             (default: every registered stream).
 
@@ -108,14 +119,17 @@ def connect(
             file outside its own directory.
     """
     names = _validate_streams(stream_names() if streams is None else streams)
-    lake_dir = Path(data_dir).absolute() / "lake"
+    location = lake_in(data_dir)
     conn = duckdb.connect(":memory:")
     try:
         # Buckets and printed timestamps in UTC, whatever the machine's zone.
         conn.execute("SET GLOBAL TimeZone = 'UTC'")
         allowed: list[str] = []
         for name in (*names, BATCHES_TABLE):
-            snapshot = _read_snapshot(lake_dir / name, _fallback_schema(name))
+            if not location.is_local:
+                _register_dataset(conn, name, location.table(name), _fallback_schema(name))
+                continue
+            snapshot = _read_snapshot(location.local_path / name, _fallback_schema(name))
             conn.execute(_view_sql(conn, name, snapshot))
             allowed.extend(snapshot.files)
         _lock_down(conn, allowed)
@@ -157,14 +171,7 @@ def _read_snapshot(table_dir: Path, fallback: pa.Schema) -> _TableSnapshot:
     if not DeltaTable.is_deltatable(str(table_dir)):
         return _TableSnapshot(schema=fallback, partition_columns=(), files=())
     table = DeltaTable(str(table_dir))
-    protocol = table.protocol()
-    features = set(protocol.reader_features or ())
-    if protocol.min_reader_version == 2 or features & _UNSUPPORTED_READER_FEATURES:
-        raise LakeError(
-            f"the Delta table at {table_dir} needs reader features the query layer cannot "
-            f"honour (min_reader_version={protocol.min_reader_version}, "
-            f"reader_features={sorted(features)})"
-        )
+    _check_reader_features(table, table_dir)
     root = table_dir.resolve()
     files: list[str] = []
     for uri in table.file_uris():
@@ -178,6 +185,63 @@ def _read_snapshot(table_dir: Path, fallback: pa.Schema) -> _TableSnapshot:
         partition_columns=tuple(table.metadata().partition_columns),
         files=tuple(files),
     )
+
+
+def _register_dataset(
+    conn: duckdb.DuckDBPyConnection, name: str, table: LakeTable, fallback: pa.Schema
+) -> None:
+    """A view over deltalake's dataset of the table's latest version (an object-store lake).
+
+    The dataset is registered under a private name; the view selects the
+    table's own columns in schema order. No table yet: an empty view.
+    """
+    try:
+        exists = table.exists()
+        delta = table.open() if exists else None
+    except OSError as exc:
+        raise table.location.error("read", exc) from None
+    if delta is None:
+        conn.execute(_view_sql(conn, name, _TableSnapshot(fallback, (), ())))
+        return
+    _check_reader_features(delta, table.uri)
+    dataset = delta.to_pyarrow_dataset()
+    _DATASET_VIEWS.setdefault(conn, []).append((name, dataset))
+    _create_dataset_view(conn, name, dataset)
+
+
+def _create_dataset_view(conn: duckdb.DuckDBPyConnection, name: str, dataset: Any) -> None:
+    # Registered objects and views over them belong to one connection (a
+    # cursor is another one): lake_cursor() creates them again on each cursor.
+    source = f"_delta_{name}"
+    conn.register(source, dataset)
+    columns = ", ".join(_quote_identifier(column) for column in dataset.schema.names)
+    conn.execute(
+        f"CREATE TEMP VIEW {_quote_identifier(name)} AS "
+        f"SELECT {columns} FROM {_quote_identifier(source)}"
+    )
+
+
+def lake_cursor(conn: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A cursor of ``conn`` that sees the same lake views (close it after use).
+
+    Use it instead of ``conn.cursor()``: the views of an object-store lake
+    read Arrow datasets registered on ``conn`` alone.
+    """
+    cursor = conn.cursor()
+    for name, dataset in _DATASET_VIEWS.get(conn, ()):
+        _create_dataset_view(cursor, name, dataset)
+    return cursor
+
+
+def _check_reader_features(table: DeltaTable, where: object) -> None:
+    protocol = table.protocol()
+    features = set(protocol.reader_features or ())
+    if protocol.min_reader_version == 2 or features & _UNSUPPORTED_READER_FEATURES:
+        raise LakeError(
+            f"the Delta table at {where} needs reader features the query layer cannot "
+            f"honour (min_reader_version={protocol.min_reader_version}, "
+            f"reader_features={sorted(features)})"
+        )
 
 
 def _local_path(uri: str) -> str:
@@ -675,7 +739,7 @@ def _fetch(
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     # A cursor of its own: an unfinished result on the shared connection would
     # otherwise make every later call on it fail.
-    cursor = conn.cursor()
+    cursor = lake_cursor(conn)
     try:
         cursor.execute(sql, params)
         columns = [column[0] for column in cursor.description or ()]

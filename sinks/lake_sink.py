@@ -124,6 +124,7 @@ class PartitionCommitter:
             id_digests = digest_ids(table.column("event_id").to_pylist())
         first_offset = offsets[0]
         skipped = 0
+        # Stage 1, drop below the fence: what an earlier run committed already.
         if self.fence is not None and first_offset < self.fence:
             if offsets[-1] < self.fence:
                 COMMITTED.publish(self.topic, self.partition, self.fence)
@@ -135,6 +136,7 @@ class PartitionCommitter:
             id_digests = id_digests[at_or_past]
             letters = [letter for letter in letters if letter.offset >= self.fence]
             first_offset = self.fence
+        # Stage 2, dedupe: within the batch, then against ids committed within the horizon.
         result = self.index.check_digests(
             id_digests, _int64s(table.column("_value_digest")), _microseconds(self.now())
         )
@@ -145,6 +147,7 @@ class PartitionCommitter:
             table = table.filter(pa.array(keep))
             kept_digests = kept_digests[keep]
         started = time.monotonic()
+        # Stage 3, dead letters: acknowledged before the commit moves the fence past them.
         self.dead_letters.write(letters, self.topic, self.partition)
         # A batch spanning many hours is committed in offset ranges of at most
         # max_partitions hive partitions each (see sinks.commit_ranges).
@@ -154,6 +157,8 @@ class PartitionCommitter:
             if result.duplicates
             else checked_offsets[:0]
         )
+        # Stage 4, commit: per offset range, rows and fence in one Delta commit, then
+        # the batches row.
         in_batch = np.asarray(offsets, dtype=np.int64)
         committed: BatchRecord | None = None
         for low, high in ranges:
@@ -454,7 +459,8 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
             line = f"lake at {self._lake.table_path}: {cause} while {doing}; {remedy(exc)}"
         else:
             line = f"{root_cause(exc)} while {doing}; {remedy(exc)}"
-        self._latch.trip(line, exc)
+        # An object store's error may quote a credential: never let it reach the line.
+        self._latch.trip(self._lake.location.scrub(line), exc)
 
     def _committer(self, batch: BatchRange) -> PartitionCommitter:
         """The partition's committer, built from the lake on first use (and after a retry)."""

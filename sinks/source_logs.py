@@ -34,7 +34,6 @@ from sinks.delta_lake import (
     CHECKPOINT_INTERVAL,
     DeltaLake,
     _add_file,
-    ensure_inside,
 )
 from streambatch.errors import LakeError
 from streambatch.failpoints import failpoint
@@ -104,16 +103,16 @@ class SourceLogs:
         self._lake = lake
         self._schema = stream.table_schema
         self._stream = stream.name
-        self.path = lake.table_path.parent / SOURCE_LOGS_TABLE
+        self.path = lake.location.table(SOURCE_LOGS_TABLE)
 
     def _generation_app_id(self, topic: str, partition: int) -> str:
         return f"{self._lake.app_id(topic, partition)}/log"
 
     def generation_in_force(self, topic: str, partition: int) -> int | None:
         """The generation committed with the fence (None: none recorded yet)."""
-        if not DeltaTable.is_deltatable(str(self._lake.table_path)):
+        if not self._lake.table_path.exists():
             return None
-        table = DeltaTable(str(self._lake.table_path))
+        table = self._lake.table_path.open()
         version = table.transaction_version(self._generation_app_id(topic, partition))
         return None if version is None else int(version)
 
@@ -123,19 +122,19 @@ class SourceLogs:
         Ordered by partition, then generation. Rows of a generation that never
         came into force (a crash inside ``accept-log``) are left out.
         """
-        if not DeltaTable.is_deltatable(str(self.path)):
+        if not self.path.exists():
             return []
         expression = (pc.field("stream") == self._stream) & (pc.field("topic") == topic)
-        rows = DeltaTable(str(self.path)).to_pyarrow_dataset().to_table(filter=expression)
+        rows = self.path.open().to_pyarrow_dataset().to_table(filter=expression)
         latest: dict[tuple[int, int], LogGeneration] = {}
         for values in rows.to_pylist():
             record = LogGeneration(**values)
             key = (record.partition, record.generation)
             if key not in latest or latest[key].recorded_at < record.recorded_at:
                 latest[key] = record
-        if not DeltaTable.is_deltatable(str(self._lake.table_path)):
+        if not self._lake.table_path.exists():
             return []
-        table = DeltaTable(str(self._lake.table_path))
+        table = self._lake.table_path.open()
         in_force = {
             p: table.transaction_version(self._generation_app_id(topic, p)) for p, _ in latest
         }
@@ -176,7 +175,7 @@ class SourceLogs:
             app_transactions=transactions,
             max_commit_retries=_ATTEMPTS,
         )
-        table = DeltaTable(str(self._lake.table_path))
+        table = self._lake.table_path.open()
         try:
             table.create_write_transaction(
                 [],
@@ -215,7 +214,7 @@ class SourceLogs:
             app_transactions=[Transaction(self._lake.app_id(topic, partition), fence)],
             max_commit_retries=_ATTEMPTS,
         )
-        DeltaTable(str(self._lake.batches_path)).create_write_transaction(
+        self._lake.batches_path.open().create_write_transaction(
             [], mode="append", schema=BATCHES_SCHEMA, commit_properties=properties
         )
         return True
@@ -223,9 +222,8 @@ class SourceLogs:
     def _append(self, generation: LogGeneration) -> None:
         self._create()
         row = pa.Table.from_pylist([asdict(generation)], schema=SOURCE_LOGS_SCHEMA)
-        root = ensure_inside(self._lake.table_path.parent, self.path)
-        action = _add_file(root, f"part-{uuid.uuid4()}.zstd.parquet", row, row, {}, [])
-        DeltaTable(str(self.path)).create_write_transaction(
+        action = _add_file(self.path, f"part-{uuid.uuid4()}.zstd.parquet", row, row, {}, [])
+        self.path.open().create_write_transaction(
             [action],
             mode="append",
             schema=SOURCE_LOGS_SCHEMA,
@@ -233,18 +231,20 @@ class SourceLogs:
         )
 
     def _create(self) -> None:
-        if DeltaTable.is_deltatable(str(self.path)):
+        if self.path.exists():
             return
-        Path(self.path).mkdir(parents=True, exist_ok=True)
+        if self._lake.location.is_local:
+            Path(self.path.uri).mkdir(parents=True, exist_ok=True)
         try:
             DeltaTable.create(
-                str(self.path),
+                self.path.uri,
                 SOURCE_LOGS_SCHEMA,
                 mode="ignore",
                 configuration={"delta.checkpointInterval": str(CHECKPOINT_INTERVAL)},
+                storage_options=self.path.storage_options(),
             )
         except Exception:
-            if not DeltaTable.is_deltatable(str(self.path)):
+            if not self.path.exists():
                 raise LakeError(f"cannot create {self.path}") from None
 
 

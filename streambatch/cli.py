@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import duckdb
 import typer
+from deltalake.exceptions import DeltaError
 from rich.console import Console
 from rich.markup import escape
 
@@ -25,6 +26,7 @@ from config.settings import (
     load_pipeline_settings,
     load_stream_settings,
 )
+from sinks.lake_location import LakeLocation, lake_in, lake_location_of
 from streambatch.errors import ConfigError, StreambatchError
 
 if TYPE_CHECKING:
@@ -85,7 +87,11 @@ BootstrapOption = Annotated[
 ]
 DataDirOption = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="root of the lake (default: STREAMBATCH_DATA_DIR or ./data)"),
+    typer.Option(
+        "--data-dir",
+        help="read the lake at DATA_DIR/lake (default: STREAMBATCH_LAKE_URI, "
+        "else STREAMBATCH_DATA_DIR/lake, else ./data/lake)",
+    ),
 ]
 
 
@@ -105,20 +111,28 @@ def _kafka_connection(bootstrap: str | None) -> dict[str, str]:
     return connection
 
 
-def _data_dir_with_lake(data_dir: Path | None) -> Path:
-    """``data_dir`` (default: the setting), once it holds a lake the flows wrote.
+def _lake(data_dir: Path | None) -> LakeLocation:
+    """``--data-dir``'s lake if given, else the configured one (``STREAMBATCH_LAKE_URI``)."""
+    if data_dir is not None:
+        return lake_in(data_dir)
+    return lake_location_of(load_pipeline_settings())
+
+
+def _data_dir_with_lake(data_dir: Path | None) -> LakeLocation:
+    """The lake of ``data_dir`` (default: the settings), once it holds a lake the flows wrote.
+
+    Only a local lake is checked here; an object store names its own errors.
 
     Raises:
         ConfigError: the directory or its lake is absent, naming the path.
     """
-    root = data_dir or load_pipeline_settings().data_dir
-    lake = root / "lake"
-    if not any(lake.glob("*/_delta_log")):
+    location = _lake(data_dir)
+    if location.is_local and not any(location.local_path.glob("*/_delta_log")):
         raise ConfigError(
-            f"no lake at {lake}: no flow has written there; pass --data-dir (or set "
-            "STREAMBATCH_DATA_DIR) to the data directory of your flows"
+            f"no lake at {location.local_path}: no flow has written there; pass --data-dir "
+            "(or set STREAMBATCH_DATA_DIR or STREAMBATCH_LAKE_URI) to your flows' lake"
         )
-    return root
+    return location
 
 
 @app.command()
@@ -522,7 +536,9 @@ def verify(
 
     report = verify_stream(
         get_stream(stream),
-        load_stream_settings(stream).model_copy(update={"data_dir": _data_dir_with_lake(data_dir)}),
+        load_stream_settings(stream).model_copy(
+            update={"lake_uri": _data_dir_with_lake(data_dir).root}
+        ),
         _kafka_connection(bootstrap),
     )
     console.print(report.render())
@@ -552,11 +568,10 @@ def accept_log(
     from sinks.delta_lake import DeltaLake
     from streambatch.log_guard import accept_logs
 
-    settings = load_stream_settings(stream).model_copy(
-        update={"data_dir": _data_dir_with_lake(data_dir)}
-    )
+    location = _data_dir_with_lake(data_dir)
+    settings = load_stream_settings(stream).model_copy(update={"lake_uri": location.root})
     schema = get_stream(stream)
-    lake = DeltaLake(settings.lake_dir, schema)
+    lake = DeltaLake(location, schema)
     lake.ensure_tables()
     results = accept_logs(schema, lake, _kafka_connection(bootstrap), settings.topic, partition)
     for result in results:
@@ -582,7 +597,7 @@ def status(
 
     statuses = collect_status(
         stream or list(stream_names()),
-        data_dir or load_pipeline_settings().data_dir,
+        _lake(data_dir),
         _kafka_connection(bootstrap),
         utc_now,
     )
@@ -758,6 +773,9 @@ def main() -> None:
     except (StreambatchError, duckdb.Error) as exc:
         # duckdb.Error: user SQL that DuckDB refuses (syntax, unknown table, locked-down I/O).
         _fail(str(exc), 2)
+    except (OSError, DeltaError) as exc:
+        # The lake's storage refused or could not be reached (no bucket, bad credentials).
+        _fail(str(lake_location_of(load_pipeline_settings()).error("read", exc)), 2)
     except (KeyboardInterrupt, typer.Abort):
         code = 130
     except Exception as exc:

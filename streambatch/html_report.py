@@ -41,7 +41,8 @@ from typing import Any, Final
 
 import duckdb
 
-from sinks.duckdb import connect, run_report
+from sinks.duckdb import connect, lake_cursor, run_report
+from sinks.lake_location import LakeLocation
 from streambatch.report_charts import (
     BarSeries,
     LineSeries,
@@ -195,7 +196,7 @@ lake. {_escape_html(coverage)}</p>
 
 
 def write_report(
-    data_dir: Path | str,
+    data_dir: LakeLocation | Path | str,
     path: Path | str,
     *,
     title: str = "streambatch report",
@@ -203,7 +204,7 @@ def write_report(
     until: datetime | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Path:
-    """Render the report of the lake under ``data_dir`` and write it to ``path`` atomically.
+    """Render the report of the lake (``data_dir``: its location or data directory) to ``path``.
 
     The page is written to a temporary file next to ``path`` and renamed over
     it: a reader sees the old report or the new one, never half of one.
@@ -242,7 +243,7 @@ def _newest_charted_event(conn: duckdb.DuckDBPyConnection) -> datetime | None:
     stamped when a handler ran, which would move the window to the wall clock),
     clicks and log lines.
     """
-    cursor = conn.cursor()
+    cursor = lake_cursor(conn)
     try:
         cursor.execute(
             "SELECT max(latest) FROM ("
@@ -277,7 +278,7 @@ def _coverage(
 
 
 def _latest_batches(conn: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
-    cursor = conn.cursor()
+    cursor = lake_cursor(conn)
     try:
         cursor.execute(
             'SELECT committed_at, stream, "partition", first_offset, next_offset, "rows", '

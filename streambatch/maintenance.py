@@ -27,12 +27,14 @@ from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 from deltalake import DeltaTable, WriterProperties
 from deltalake.exceptions import CommitFailedError, DeltaError
 
 from events.registry import get_stream
 from sinks.delta_lake import DeltaLake
 from sinks.delta_log import commit_info
+from sinks.lake_location import LakeLocation, LakeTable, lake_in
 from streambatch.errors import LakeError, StreambatchError
 
 __all__ = [
@@ -115,7 +117,7 @@ def finished_hour_partitions(table: DeltaTable, now: datetime) -> dict[Partition
 
 
 def compact_stream(
-    data_dir: Path,
+    data_dir: LakeLocation | Path,
     stream: str,
     now: Callable[[], datetime],
     target_size_bytes: int = DEFAULT_TARGET_SIZE_BYTES,
@@ -132,7 +134,9 @@ def compact_stream(
     ``None``.
 
     Raises:
-        StreambatchError: unknown stream or no table at ``<data_dir>/lake/<stream>``.
+        StreambatchError: unknown stream or no table at ``<lake>/<stream>``
+            (``data_dir``: a lake location, or a data directory whose lake is
+            ``<data_dir>/lake``).
         LakeError: a compaction commit changed a partition's rows or a fence
             (never expected; the message names the version to restore).
         ValueError: ``target_size_bytes`` not positive or ``now()`` naive.
@@ -140,15 +144,15 @@ def compact_stream(
     if target_size_bytes <= 0:
         raise ValueError(f"target_size_bytes must be > 0, got {target_size_bytes}")
     try:
-        lake = DeltaLake(data_dir / "lake", get_stream(stream))
+        lake = DeltaLake(lake_in(data_dir), get_stream(stream))
     except KeyError as exc:
         raise StreambatchError(str(exc.args[0])) from None
-    path = str(lake.table_path)
-    if not DeltaTable.is_deltatable(path):
+    path = lake.table_path
+    if not path.exists():
         raise StreambatchError(
-            f"no Delta table at {lake.table_path}: has the {stream} flow run with this data dir?"
+            f"no Delta table at {lake.table_path}: has the {stream} flow run with this lake?"
         )
-    table = DeltaTable(path)
+    table = path.open()
     planned = finished_hour_partitions(table, now())
     candidates = sorted(key for key, files in planned.items() if files > 1)
     rows_before = _rows(table, candidates)
@@ -182,7 +186,7 @@ def compact_stream(
             report.partition_done(
                 f"{stream} {name}: {removed} files -> {added} ({time.monotonic() - started:.1f} s)"
             )
-    final = DeltaTable(path)
+    final = path.open()
     after = _files_per_partition(final)
     return CompactionResult(
         stream=stream,
@@ -196,7 +200,7 @@ def compact_stream(
 
 
 def _compact_partition(
-    path: str,
+    path: LakeTable,
     key: PartitionKey,
     target_size_bytes: int,
     writer_properties: WriterProperties,
@@ -206,7 +210,7 @@ def _compact_partition(
     """Compact one partition and check its commit; ``None`` if it kept conflicting."""
     filters = [("event_date", "=", key[0]), ("event_hour", "=", key[1])]
     for attempt in range(1, _CONFLICT_ATTEMPTS + 1):
-        table = DeltaTable(path)
+        table = path.open()
         since = table.version()
         try:
             metrics = table.optimize.compact(
@@ -231,19 +235,21 @@ def _compact_partition(
     return None
 
 
-def _check_compaction_commits(path: str, since: int, key: PartitionKey, app_ids: list[str]) -> None:
+def _check_compaction_commits(
+    path: LakeTable, since: int, key: PartitionKey, app_ids: list[str]
+) -> None:
     """Every OPTIMIZE commit after ``since`` kept the partition's rows and every fence.
 
     Raises:
         LakeError: naming the commit and the version to restore.
     """
-    latest = DeltaTable(path).version()
+    latest = path.open().version()
     for version in range(since + 1, latest + 1):
         info = commit_info(path, version)
         if info is None or info.get("operation") != "OPTIMIZE":
             continue
-        before = DeltaTable(path, version=version - 1)
-        after = DeltaTable(path, version=version)
+        before = path.open(version=version - 1)
+        after = path.open(version=version)
         for app_id in app_ids:
             old, new = before.transaction_version(app_id), after.transaction_version(app_id)
             if old != new:
@@ -309,10 +315,10 @@ def _known_app_ids(lake: DeltaLake, table: DeltaTable) -> list[str]:
     (topic, partition) pairs the lake has seen.
     """
     pairs: set[tuple[str, int]] = set()
-    if DeltaTable.is_deltatable(str(lake.batches_path)):
+    if lake.batches_path.exists():
         name = lake.table_path.name
         rows = (
-            DeltaTable(str(lake.batches_path))
+            lake.batches_path.open()
             .to_pyarrow_dataset()
             .to_table(columns=["topic", "partition"], filter=pc.field("stream") == name)
         )
@@ -336,11 +342,11 @@ def _known_app_ids(lake: DeltaLake, table: DeltaTable) -> list[str]:
 
 
 def vacuum_lake(
-    data_dir: Path,
+    data_dir: LakeLocation | Path,
     retention: timedelta = DEFAULT_VACUUM_RETENTION,
     dry_run: bool = False,
     force: bool = False,
-) -> list[Path]:
+) -> list[str]:
     """Delete files of every lake table that no version references, older than ``retention``.
 
     Covers the stream tables and ``batches``: files removed by compaction once
@@ -348,12 +354,13 @@ def vacuum_lake(
     named (a crash between writing a batch's files and its commit) once their
     modification time is. ``retention`` is rounded up to whole hours. Returns
     the deleted files (with ``dry_run``, the files that would be deleted,
-    none is touched).
+    none is touched): local paths, or URIs in an object store. ``data_dir``:
+    a lake location, or a data directory whose lake is ``<data_dir>/lake``.
 
     Raises:
         StreambatchError: retention below :data:`MIN_VACUUM_RETENTION` without
             ``force`` (a running flow's written-but-uncommitted files could go),
-            or no lake under ``data_dir``.
+            or no lake there.
     """
     if retention < timedelta(0):
         raise StreambatchError("the vacuum retention must not be negative")
@@ -363,15 +370,13 @@ def vacuum_lake(
             f"refusing a vacuum retention of {hours:g} h (< 1 h): files a running flow has "
             "written but not committed yet could be deleted; pass --force to do it anyway"
         )
-    lake_dir = data_dir / "lake"
-    if not lake_dir.is_dir():
-        raise StreambatchError(f"no lake at {lake_dir}")
+    location = lake_in(data_dir)
+    if location.is_local and not location.local_path.is_dir():
+        raise StreambatchError(f"no lake at {location.describe()}")
     retention_hours = math.ceil(retention / timedelta(hours=1))
-    removed: list[Path] = []
-    for table_dir in sorted(lake_dir.iterdir()):
-        if not DeltaTable.is_deltatable(str(table_dir)):
-            continue
-        files = DeltaTable(str(table_dir)).vacuum(
+    removed: list[str] = []
+    for table in _lake_tables(location):
+        files = table.open().vacuum(
             retention_hours=retention_hours,
             dry_run=dry_run,
             # Our own floor (1 h, or --force) replaces the table's 7-day default.
@@ -379,8 +384,34 @@ def vacuum_lake(
             # Full: also orphans no commit ever named, not only removed files.
             full=True,
         )
-        removed.extend(table_dir / relative for relative in sorted(files))
+        removed.extend(f"{table.uri}/{relative}" for relative in sorted(files))
     return removed
+
+
+def _lake_tables(location: LakeLocation) -> list[LakeTable]:
+    """The Delta tables directly under the lake's root, by name.
+
+    Raises:
+        StreambatchError: the lake cannot be listed (no bucket, no access).
+    """
+    try:
+        entries = location.filesystem().get_file_info(pafs.FileSelector("", recursive=False))
+    except (OSError, FileNotFoundError) as exc:
+        raise location.error("list", exc) from None
+    names = sorted(
+        info.base_name
+        for info in entries
+        if info.type == pafs.FileType.Directory and not info.base_name.startswith(".")
+    )
+    tables = []
+    for name in names:
+        try:
+            table = location.table(name)
+        except LakeError:
+            continue
+        if table.exists():
+            tables.append(table)
+    return tables
 
 
 def _aware_utc(moment: datetime) -> datetime:

@@ -23,7 +23,6 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
-from deltalake import DeltaTable
 from rich.console import JustifyMethod
 from rich.markup import escape
 from rich.table import Table
@@ -32,6 +31,7 @@ from config.settings import load_stream_settings
 from connectors.kafka_clients import TopicUnavailable, describe_topic, new_consumer
 from events.registry import get_stream
 from sinks.delta_lake import BATCHES_TABLE, DeltaLake
+from sinks.lake_location import LakeLocation, LakeTable, lake_in
 from streambatch.errors import StreambatchError
 
 __all__ = [
@@ -139,14 +139,15 @@ class _TopicProbe:
 
 def collect_status(
     streams: Sequence[str],
-    data_dir: Path,
+    data_dir: LakeLocation | Path,
     connection: dict[str, str],
     now: Callable[[], datetime],
 ) -> list[PartitionStatus]:
     """One status per Kafka partition of each stream's topic (and per partition the lake knows).
 
     Topics come from ``load_stream_settings(stream).topic``, windows from its
-    ``window_seconds``; the lake is ``<data_dir>/lake``. Reads only: nothing is
+    ``window_seconds``; ``data_dir`` is the lake's location, or a data directory
+    whose lake is ``<data_dir>/lake``. Reads only: nothing is
     committed to Kafka or the lake. ``now`` must return an aware datetime.
 
     Raises:
@@ -154,8 +155,8 @@ def collect_status(
         ValueError: ``now()`` returned a naive datetime.
     """
     observed_at = _aware_utc(now())
-    lake_dir = data_dir / "lake"
-    last_commits = _last_commits(lake_dir / BATCHES_TABLE, streams)
+    lake_dir = lake_in(data_dir)
+    last_commits = _last_commits(lake_dir.table(BATCHES_TABLE), streams)
     statuses: list[PartitionStatus] = []
     for name in streams:
         try:
@@ -346,13 +347,13 @@ def _aware_utc(moment: datetime) -> datetime:
 
 
 def _last_commits(
-    batches_path: Path, streams: Sequence[str]
+    batches_path: LakeTable, streams: Sequence[str]
 ) -> dict[tuple[str, str, int], datetime]:
     """Newest ``committed_at`` per (stream, topic, partition) from ``batches``."""
-    if not DeltaTable.is_deltatable(str(batches_path)):
+    if not batches_path.exists():
         return {}
     rows = (
-        DeltaTable(str(batches_path))
+        batches_path.open()
         .to_pyarrow_dataset()
         .to_table(
             columns=["stream", "topic", "partition", "committed_at"],
@@ -378,9 +379,9 @@ def _fences(lake: DeltaLake, topic: str, partitions: set[int]) -> dict[int, int 
     """Fence per partition, reading the Delta log once."""
     if not partitions:
         return {}
-    if not DeltaTable.is_deltatable(str(lake.table_path)):
+    if not lake.table_path.exists():
         return dict.fromkeys(partitions)
-    table = DeltaTable(str(lake.table_path))
+    table = lake.table_path.open()
     fences: dict[int, int | None] = {}
     for partition in partitions:
         version = table.transaction_version(lake.app_id(topic, partition))

@@ -28,7 +28,6 @@ from typing import Protocol
 import orjson
 import pyarrow.compute as pc
 from confluent_kafka import Message
-from deltalake import DeltaTable
 from rich.table import Table
 
 from config.settings import StreamSettings
@@ -36,6 +35,7 @@ from connectors.kafka_log import topic_id
 from events.stream import StreamSchema
 from flows.record_validation import value_digest
 from sinks.delta_lake import DeltaLake
+from sinks.lake_location import lake_location_of
 from sinks.source_logs import LogGeneration, SourceLogs
 from streambatch.dead_letter_tools import read_topic, source_of
 from streambatch.errors import StreambatchError
@@ -188,7 +188,7 @@ def verify_stream(
 ) -> VerifyReport:
     """Read the topic, the dead-letter topic and the lake; account for every offset."""
     topic = settings.topic
-    lake = DeltaLake(settings.lake_dir, stream)
+    lake = DeltaLake(lake_location_of(settings), stream)
     records = read_topic(connection, topic)
     dead: dict[int, dict[int, set[int]]] = {}
     for letter in read_topic(connection, settings.dead_letter_topic):
@@ -198,9 +198,9 @@ def verify_stream(
             digests.add(value_digest(letter.value() or b""))
     ids: Counter[str] = Counter()
     stored: dict[int, Counter[tuple[int, int]]] = {}
-    if DeltaTable.is_deltatable(str(lake.table_path)):
+    if lake.table_path.exists():
         rows = (
-            DeltaTable(str(lake.table_path))
+            lake.table_path.open()
             .to_pyarrow_dataset()
             .to_table(
                 columns=["event_id", "_partition", "_offset", "_value_digest"],
@@ -349,11 +349,11 @@ def _batch_ranges(
     lake: DeltaLake, stream: str, topic: str
 ) -> dict[int, list[tuple[int, int, datetime]]]:
     """Per partition, the ``[first_offset, next_offset)`` of each committed batch and its time."""
-    if not DeltaTable.is_deltatable(str(lake.batches_path)):
+    if not lake.batches_path.exists():
         return {}
     expression = (pc.field("stream") == stream) & (pc.field("topic") == topic)
     table = (
-        DeltaTable(str(lake.batches_path))
+        lake.batches_path.open()
         .to_pyarrow_dataset()
         .to_table(
             columns=["partition", "first_offset", "next_offset", "committed_at"],

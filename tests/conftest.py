@@ -18,6 +18,7 @@ from psycopg import sql
 
 from connectors.embedded_broker import EmbeddedBroker, create_topics
 from tests.support import StreamTopics
+from tests.support_s3 import S3Lake, S3Server
 
 
 @pytest.fixture(scope="session")
@@ -114,3 +115,19 @@ def schema_url(postgres_url: str, admin: psycopg.Connection[tuple[object, ...]])
     admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     yield with_search_path(postgres_url, schema)
     admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """An S3 API over HTTP: ``STREAMBATCH_TEST_S3_ENDPOINT`` (a MinIO), else moto on a free port."""
+    server = S3Server.from_environment_or_moto(tmp_path_factory.mktemp("s3"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_lake(s3_server: S3Server) -> S3Lake:
+    """A lake in a fresh bucket of the session's S3 server."""
+    return s3_server.new_lake()

@@ -29,6 +29,7 @@ def test_every_scenario_processes_every_event_and_reports_its_ratio() -> None:
         "baseline orjson per event (1 process)": 3000,
         "orders flow, 2 partitions, 1 process": 3000,
         "orders flow, 2 partitions, 1 process, announcements off": 3000,
+        "orders flow, 2 partitions, 1 process, lake in S3 (moto)": 3000,
         "orders flow, 4 partitions, 1 process": 3000,
         "orders flow, 4 partitions, 2 processes": 3000,
         **(
@@ -59,6 +60,8 @@ def test_every_scenario_processes_every_event_and_reports_its_ratio() -> None:
         "flow / read_json baseline",
         "2 processes / 1 process (4 partitions)",
         "announcements on / off (events/s)",
+        "S3 lake / local disk (events/s)",
+        "S3 lake / local disk (peak RSS)",
         *(["2 processes / 1 process, 1 core each (4 partitions)"] if pinned else []),
         "2x events/s / 1x events/s",
         "ingest ceiling 2x / 1x",
@@ -66,4 +69,9 @@ def test_every_scenario_processes_every_event_and_reports_its_ratio() -> None:
         "2x peak RSS / 1x peak RSS",
         "2x late RSS / 1x late RSS",
     }
+    s3 = runs["orders flow, 2 partitions, 1 process, lake in S3 (moto)"]
+    expected = round(s3["events_per_second"] / flow["events_per_second"], 2)
+    assert ratios["S3 lake / local disk (events/s)"] == expected
+    for run in (flow, s3, scaled):
+        assert run["commit_p99_ms"] >= run["commit_p50_ms"] > 0
     assert results["dedupe_bytes_per_remembered_id"] == 32

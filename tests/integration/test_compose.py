@@ -25,6 +25,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 KAFKA_INTERNAL = "kafka:9092"
 LAKE_VOLUME = "lake"
+LAKE_URI = "s3://streambatch/lake"
 FIRST_METRICS_HOST_PORT = 9101
 INSTALL_HINT = (
     "docker-compose is not installed; install it with "
@@ -147,7 +148,9 @@ def test_every_image_is_pinned_to_an_exact_tag(services: dict[str, dict[str, Any
         tag = image_tag(str(reference))
         assert tag is not None, f"{name}: {reference} has no tag"
         assert tag != "latest", f"{name}: {reference} is not pinned"
-        assert re.match(r"v?\d+\.\d+", tag), f"{name}: {reference} is a floating tag"
+        # MinIO's images are tagged by release time (RELEASE.2024-12-18T13-15-44Z).
+        exact = re.match(r"v?\d+\.\d+", tag) or re.fullmatch(r"RELEASE\.[\dT-]+Z", tag)
+        assert exact, f"{name}: {reference} is a floating tag"
 
 
 def test_project_image_has_a_pinned_python_base_and_runs_unprivileged() -> None:
@@ -193,9 +196,10 @@ def test_the_three_flows_run_with_restart_lake_volume_and_metrics(
     host_ports: list[int] = []
     for stream, service in flows.items():
         assert service["restart"] == "unless-stopped", stream
-        assert (LAKE_VOLUME, "/data", False) in volume_mounts(service), stream
+        assert volume_mounts(service) == [], "no disk shared: the lake is the bucket"
         settings = environment(service)
-        assert settings["STREAMBATCH_DATA_DIR"] == "/data", stream
+        assert settings["STREAMBATCH_LAKE_URI"] == LAKE_URI, stream
+        assert settings["AWS_ENDPOINT_URL"] == "http://minio:9000", stream
         metrics_port = int(settings["STREAMBATCH_METRICS_PORT"])
         ports = published_ports(service)
         assert [container for _, _, container in ports] == [metrics_port], stream
@@ -203,6 +207,7 @@ def test_the_three_flows_run_with_restart_lake_volume_and_metrics(
         assert dependencies(service) == {
             "kafka": "service_healthy",
             "topics": "service_completed_successfully",
+            "lake-bucket": "service_completed_successfully",
         }, stream
     first = FIRST_METRICS_HOST_PORT
     assert sorted(host_ports) == list(range(first, first + len(flows)))
@@ -222,12 +227,41 @@ def test_every_published_metrics_endpoint_listens_on_all_container_interfaces(
         assert settings.get("STREAMBATCH_METRICS_HOST") == "0.0.0.0", name
 
 
-def test_lake_is_a_named_volume_and_the_report_reads_it_only(resolved: dict[str, Any]) -> None:
+def test_lake_is_a_minio_bucket_created_once_and_read_by_the_report(
+    resolved: dict[str, Any],
+) -> None:
+    services = resolved["services"]
+    minio = services["minio"]
+    assert minio["image"].startswith("minio/minio:RELEASE.")
+    assert volume_mounts(minio) == [(LAKE_VOLUME, "/data", False)]
     assert LAKE_VOLUME in resolved["volumes"]
-    report = resolved["services"]["report"]
-    assert volume_mounts(report) == [(LAKE_VOLUME, "/data", True)]
+    assert ("127.0.0.1", 9001, 9001) in published_ports(minio), "the console, on localhost"
+    assert "--console-address" in command(minio)
+    bucket = services["lake-bucket"]
+    assert bucket["image"].startswith("minio/mc:RELEASE.")
+    assert dependencies(bucket) == {"minio": "service_healthy"}
+    assert "mc mb --ignore-existing lake/streambatch" in " ".join(bucket["entrypoint"])
+    report = services["report"]
+    assert volume_mounts(report) == []
+    assert environment(report)["STREAMBATCH_LAKE_URI"] == LAKE_URI
+    assert dependencies(report) == {"lake-bucket": "service_completed_successfully"}
     loop = (ROOT / "docker" / "report-loop.sh").read_text()
     assert "streambatch query --report orders_per_window" in loop
+
+
+def test_every_lake_user_reaches_minio_with_the_same_credentials(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    minio = environment(services["minio"])
+    users = [
+        name for name, service in services.items() if "STREAMBATCH_LAKE_URI" in environment(service)
+    ]
+    assert {"flows-orders", "flows-clicks", "flows-logs", "report"} <= set(users)
+    for name in users:
+        settings = environment(services[name])
+        assert settings["AWS_ACCESS_KEY_ID"] == minio["MINIO_ROOT_USER"], name
+        assert settings["AWS_SECRET_ACCESS_KEY"] == minio["MINIO_ROOT_PASSWORD"], name
+        assert settings["AWS_ALLOW_HTTP"] == "true", name
 
 
 def test_generator_produces_every_stream_after_the_topics_exist(

@@ -255,11 +255,11 @@ def test_vacuum_removes_only_unreferenced_old_files(topics: StreamTopics, data_d
     fresh_orphan.write_bytes(b"PAR1 written, commit pending")
 
     listed = vacuum_lake(data_dir, dry_run=True)
-    assert listed == [old_orphan]
+    assert listed == [str(old_orphan)]
     assert old_orphan.exists()
 
     removed = vacuum_lake(data_dir)
-    assert removed == [old_orphan]
+    assert removed == [str(old_orphan)]
     assert not old_orphan.exists()
     assert fresh_orphan.exists(), "younger than the retention: maybe a commit in progress"
     root = table_path(data_dir)
@@ -272,8 +272,8 @@ def test_vacuum_removes_only_unreferenced_old_files(topics: StreamTopics, data_d
     with pytest.raises(StreambatchError, match="--force"):
         vacuum_lake(data_dir, retention=timedelta(0), dry_run=True)
     everything = set(vacuum_lake(data_dir, retention=timedelta(0), dry_run=True, force=True))
-    assert {root / path for path in replaced} | {fresh_orphan} <= everything
-    assert not {root / path for path in live} & everything
+    assert {str(root / path) for path in replaced} | {str(fresh_orphan)} <= everything
+    assert not {str(root / path) for path in live} & everything
     assert all((root / path).exists() for path in replaced), "a dry run deletes nothing"
 
 
