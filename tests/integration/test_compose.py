@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from config.settings import STREAM_NAMES
+from events.registry import stream_names
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -181,7 +181,7 @@ def test_topics_are_created_once_kafka_is_healthy(services: dict[str, dict[str, 
     assert dependencies(topics) == {"kafka": "service_healthy"}
     settings = environment(topics)
     assert settings["TOPIC_PARTITIONS"] == "3"
-    assert settings["TOPIC_STREAMS"].split() == list(STREAM_NAMES)
+    assert settings["TOPIC_STREAMS"].split() == list(stream_names())
     script = (ROOT / "docker" / "create-topics.sh").read_text()
     assert "--create --if-not-exists" in script
     assert '"$stream.dlq"' in script
@@ -192,7 +192,7 @@ def test_the_three_flows_run_with_restart_lake_volume_and_metrics(
     services: dict[str, dict[str, Any]],
 ) -> None:
     flows = flow_services(services)
-    assert sorted(flows) == sorted(STREAM_NAMES)
+    assert sorted(flows) == sorted(stream_names())
     host_ports: list[int] = []
     for stream, service in flows.items():
         assert service["restart"] == "unless-stopped", stream
@@ -222,7 +222,7 @@ def test_every_published_metrics_endpoint_listens_on_all_container_interfaces(
         for name, service in services.items()
         if "STREAMBATCH_METRICS_PORT" in environment(service)
     }
-    assert len(serving) == len(STREAM_NAMES) + 2  # the flows, the router, the workers
+    assert len(serving) == len(stream_names()) + 2  # the flows, the router, the workers
     for name, settings in serving.items():
         assert settings.get("STREAMBATCH_METRICS_HOST") == "0.0.0.0", name
 
@@ -287,7 +287,7 @@ def test_every_kafka_client_uses_the_internal_listener(
             if key in settings:
                 assert settings[key] == KAFKA_INTERNAL, f"{name}: {key}={settings[key]}"
                 clients += 1
-    assert clients >= len(STREAM_NAMES) + 3  # flows, generator, report, topics, kafka-ui
+    assert clients >= len(stream_names()) + 3  # flows, generator, report, topics, kafka-ui
 
 
 def test_published_ports_listen_on_localhost_only(services: dict[str, dict[str, Any]]) -> None:
