@@ -25,6 +25,7 @@ from handlers.batch.worker import build_batch_worker
 from handlers.config import HandlersConfig
 from handlers.store import open_store
 from sinks.batch_announcements import BatchAnnouncement
+from sinks.lake_location import lake_in
 from streambatch.errors import StreambatchError
 from streambatch.flow_runner import run_flow_to_end
 
@@ -72,7 +73,7 @@ def measure_batch_delay(
         }
     )
     store = open_store(f"sqlite:///{scratch / 'batch-delay-state.db'}")
-    plan = batch_plan(config, "bench-delay", data_dir / "lake")
+    plan = batch_plan(config, "bench-delay", lake_in(data_dir))
     worker = build_batch_worker(plan, store, {"bootstrap.servers": bootstrap_servers})
     worker.prepare()
     thread = threading.Thread(target=worker.run, name="bench-batch-worker", daemon=True)

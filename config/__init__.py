@@ -2,7 +2,6 @@
 
 from config.settings import (
     CONFIG_FILE_NAME,
-    STREAM_NAMES,
     KafkaSettings,
     PipelineSettings,
     StreamSettings,
@@ -13,7 +12,6 @@ from config.settings import (
 
 __all__ = [
     "CONFIG_FILE_NAME",
-    "STREAM_NAMES",
     "KafkaSettings",
     "PipelineSettings",
     "StreamSettings",

@@ -16,7 +16,13 @@ from pathlib import Path
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
-from config.settings import PER_STREAM_FIELDS, SETTINGS_MODELS, KafkaSettings, StreamSettings
+from config.settings import (
+    PER_STREAM_FIELDS,
+    SETTINGS_MODELS,
+    KafkaSettings,
+    PipelineSettings,
+    StreamSettings,
+)
 from config.show import display_value, model_fields
 
 __all__ = ["README", "TABLE_END", "TABLE_START", "render_settings_table", "update_readme"]
@@ -100,7 +106,10 @@ def render_settings_table() -> str:
     for field in PER_STREAM_FIELDS:
         info = StreamSettings.model_fields[field]
         default = _PER_STREAM_DEFAULTS.get(field, f"`STREAMBATCH_{field.upper()}`")
-        meaning = info.description or f"`STREAMBATCH_{field.upper()}` for one stream"
+        # A pipeline field overridden for one stream means what its global row says.
+        shared = field in PipelineSettings.model_fields
+        fallback = f"`STREAMBATCH_{field.upper()}` for one stream"
+        meaning = fallback if shared else (info.description or fallback)
         rows.append(
             f"| `STREAMBATCH_<STREAM>_{field.upper()}` | `[streams.<stream>]` `{field}` "
             f"| {default} | {_cell(meaning)} |"

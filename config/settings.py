@@ -46,7 +46,6 @@ __all__ = [
     "KAFKA_TOOL_VARIABLES",
     "PER_STREAM_FIELDS",
     "SETTINGS_MODELS",
-    "STREAM_NAMES",
     "ConfigFile",
     "HandlerSettings",
     "KafkaSettings",
@@ -64,7 +63,6 @@ __all__ = [
 ]
 
 CONFIG_FILE_NAME = "streambatch.toml"
-STREAM_NAMES = ("orders", "clicks", "logs")
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
@@ -180,10 +178,12 @@ class KafkaSettings(_EnvFirstSettings):
         return config
 
 
-class PipelineSettings(_EnvFirstSettings):
-    """Settings shared by every stream; each may be overridden per stream."""
+class _PipelineFields(BaseModel):
+    """The pipeline's fields, declared once.
 
-    model_config = SettingsConfigDict(env_prefix="STREAMBATCH_", extra="ignore")
+    :class:`PipelineSettings` reads them from ``STREAMBATCH_<FIELD>``;
+    :class:`StreamSettings` holds one stream's values after its overrides.
+    """
 
     data_dir: Path = Field(default=Path("data"), description="root of all output")
     lake_uri: str | None = Field(
@@ -255,7 +255,13 @@ class PipelineSettings(_EnvFirstSettings):
     )
 
 
-class StreamSettings(BaseModel):
+class PipelineSettings(_EnvFirstSettings, _PipelineFields):
+    """Settings shared by every stream; each may be overridden per stream."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMBATCH_", extra="ignore")
+
+
+class StreamSettings(_PipelineFields):
     """The settings of one stream after per-stream overrides were applied."""
 
     model_config = ConfigDict(frozen=True)
@@ -268,20 +274,6 @@ class StreamSettings(BaseModel):
         pattern=r"^[A-Za-z0-9._-]+$",
         description="the stream's source topic; dead letters go to `<topic>.dlq`",
     )
-    data_dir: Path
-    lake_uri: str | None = Field(
-        default=None, description="the lake's URI; unset: `<data_dir>/lake`"
-    )
-    window_seconds: int = Field(gt=0, le=7 * 86400)
-    window_bytes: int = Field(ge=1024, le=1024 * 1024 * 1024)
-    dedupe_horizon_seconds: int = Field(ge=0, le=365 * 86400)
-    stop_at_end: bool
-    max_record_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
-    metrics_port: int | None = Field(default=None, ge=0, le=65535)
-    metrics_host: str = Field(default="127.0.0.1", min_length=1)
-    retry_seconds: int = Field(default=600, ge=1, le=86400)
-    max_partitions_per_commit: int = Field(default=100, ge=1, le=10_000)
-    announce_batches: bool = True
     batches_topic: str | None = Field(
         default=None,
         max_length=249,
@@ -381,7 +373,11 @@ _NOT_PER_STREAM = frozenset(
     {"stream", "data_dir", "lake_uri", "stop_at_end", "metrics_port", "metrics_host"}
 )
 PER_STREAM_FIELDS = tuple(
-    name for name in StreamSettings.model_fields if name not in _NOT_PER_STREAM
+    dict.fromkeys(
+        name
+        for name in ("topic", *PipelineSettings.model_fields, *StreamSettings.model_fields)
+        if name not in _NOT_PER_STREAM
+    )
 )
 """What ``STREAMBATCH_<STREAM>_<FIELD>`` (or ``[streams.<stream>]``) may set."""
 
@@ -679,33 +675,17 @@ def load_stream_settings(stream: str, config_file: Path | None = None) -> Stream
     Raises:
         ConfigError: naming the variable whose value is refused.
     """
-    if stream not in STREAM_NAMES and not stream.isidentifier():
+    if not stream.isidentifier():
         raise ConfigError(f"unknown stream name {stream!r}")
     file_values = _read_config_file(config_file or Path(CONFIG_FILE_NAME))
     shared = load_pipeline_settings(config_file)
     prefix = f"STREAMBATCH_{stream.upper()}_"
     overrides = {**file_values, **{k: v for k, v in os.environ.items() if k.startswith(prefix)}}
-    values: dict[str, Any] = {
-        "stream": stream,
-        "topic": stream,
-        "data_dir": shared.data_dir,
-        "lake_uri": shared.lake_uri,
-        "window_seconds": shared.window_seconds,
-        "window_bytes": shared.window_bytes,
-        "dedupe_horizon_seconds": shared.dedupe_horizon_seconds,
-        "stop_at_end": shared.stop_at_end,
-        "metrics_port": shared.metrics_port,
-        "metrics_host": shared.metrics_host,
-        "retry_seconds": shared.retry_seconds,
-        "max_partitions_per_commit": shared.max_partitions_per_commit,
-        "max_record_bytes": shared.max_record_bytes,
-        "announce_batches": shared.announce_batches,
-        "batches_topic": None,
-    }
+    values: dict[str, Any] = {"stream": stream, "topic": stream, **shared.model_dump()}
     for key, value in overrides.items():
         if key.startswith(prefix):
             field = key[len(prefix) :].lower()
-            if field in values and field not in _NOT_PER_STREAM:
+            if field in PER_STREAM_FIELDS:
                 values[field] = value
     try:
         return StreamSettings.model_validate(values)

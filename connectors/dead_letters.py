@@ -25,6 +25,14 @@ from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
+from connectors.dead_letter_headers import (
+    ERROR_CLASS,
+    ERROR_MESSAGE,
+    ERROR_STAGE,
+    SOURCE_OFFSET,
+    SOURCE_PARTITION,
+    SOURCE_TOPIC,
+)
 from connectors.kafka_clients import new_producer
 from flows.records import DeadLetter
 from streambatch.errors import DeadLetterWriteError
@@ -101,12 +109,12 @@ def dead_letter_headers(
     """The original headers followed by the six error headers."""
     headers = list(letter.headers or [])
     headers += [
-        ("error.stage", letter.stage.encode()),
-        ("error.class", letter.error_class.encode()),
-        ("error.message", letter.error_message.encode("utf-8", "replace")),
-        ("source.topic", source_topic.encode()),
-        ("source.partition", str(source_partition).encode()),
-        ("source.offset", str(letter.offset).encode()),
+        (ERROR_STAGE, letter.stage.encode()),
+        (ERROR_CLASS, letter.error_class.encode()),
+        (ERROR_MESSAGE, letter.error_message.encode("utf-8", "replace")),
+        (SOURCE_TOPIC, source_topic.encode()),
+        (SOURCE_PARTITION, str(source_partition).encode()),
+        (SOURCE_OFFSET, str(letter.offset).encode()),
     ]
     return headers
 

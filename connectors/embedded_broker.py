@@ -19,9 +19,10 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import NewTopic
 
 from connectors.kafka_clients import new_admin
+from events.registry import stream_names
 from streambatch.errors import StreambatchError, TransientError
 
-__all__ = ["EmbeddedBroker", "create_topics", "free_port"]
+__all__ = ["EmbeddedBroker", "create_topics", "free_port", "stream_topics"]
 
 
 def free_port() -> int:
@@ -52,6 +53,13 @@ def create_topics(
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):
                 raise StreambatchError(f"cannot create topic {name!r}: {exc}") from exc
+
+
+def stream_topics() -> list[str]:
+    """Each registered stream's topic, dead-letter topic and batches topic, in registry order."""
+    return [
+        name for stream in stream_names() for name in (stream, f"{stream}.dlq", f"{stream}.batches")
+    ]
 
 
 class EmbeddedBroker:

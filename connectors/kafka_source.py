@@ -28,7 +28,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from connectors.kafka_clients import new_admin, new_consumer
+from connectors.kafka_clients import TopicUnavailable, describe_topic, new_admin, new_consumer
 from connectors.kafka_log import BrokerLog, LogMismatch
 from flows.progress import InFlightLimiter
 from flows.records import Headers, RecordChunk, partition_key
@@ -89,12 +89,10 @@ class LakeFencedKafkaSource(FixedPartitionedSource[RecordChunk, None]):
     prefetch_bytes: int = 4 * 1024 * 1024
 
     def list_parts(self) -> list[str]:
-        admin = new_admin(self.consumer_config)
-        metadata = admin.list_topics(self.topic, timeout=30)
-        described = metadata.topics.get(self.topic)
-        if described is None or described.error is not None:
-            reason = described.error if described is not None else "no metadata"
-            raise TerminalError(f"source topic {self.topic!r} is not available: {reason}")
+        try:
+            described = describe_topic(self.consumer_config, self.topic, timeout_seconds=30)
+        except TopicUnavailable as exc:
+            raise TopicUnavailable(f"source {exc}") from None
         return [partition_key(self.topic, p) for p in sorted(described.partitions)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _FencedPartition:

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from handlers.batch.service import build_batch_workers
@@ -35,6 +34,7 @@ from handlers.router import EventRouter, RouterCounts
 from handlers.rules import RuleSet
 from handlers.store import Store, open_store
 from handlers.worker import WorkerCounts, build_worker
+from sinks.lake_location import LakeLocation
 from streambatch.errors import StreambatchError
 
 __all__ = ["NotSettledError", "ServiceResult", "build_router", "run_router", "run_workers"]
@@ -180,10 +180,10 @@ def run_workers(
     until_idle_seconds: float | None = None,
     on_ready: Callable[[], None] | None = None,
     batch_handlers: Sequence[str] = (),
-    lake_dir: Path | None = None,
+    lake: LakeLocation | None = None,
     settle_timeout_seconds: float | None = None,
 ) -> ServiceResult:
-    """Run the named workers, batch handlers (on ``lake_dir``) and router until stopped or settled.
+    """Run the named workers, batch handlers (reading ``lake``) and router until stopped or settled.
 
     Raises:
         ConfigError: an unknown worker or handler, bad options.
@@ -195,7 +195,7 @@ def run_workers(
     relay = OutboxRelay(store, connection)
     try:
         workers = [build_worker(plan, store, connection, relay) for plan in plans]
-        batch_workers = build_batch_workers(batch_handlers, config, store, connection, lake_dir)
+        batch_workers = build_batch_workers(batch_handlers, config, store, connection, lake)
         router = build_router(config, connection) if with_router else None
         if router is not None:
             router.prepare()

@@ -42,6 +42,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
+from connectors.dead_letter_headers import HANDLER_ATTEMPTS, HANDLER_NAME
 from connectors.dead_letters import DeadLetterWriter
 from connectors.kafka_clients import new_producer
 from flows.records import DeadLetter
@@ -475,8 +476,8 @@ class QueueWorker(ConsumerLoop):
         source_topic, source_partition, source_offset = _source_of(message)
         headers = [
             *_original_headers(message),
-            ("handler.name", self.plan.name.encode()),
-            ("handler.attempts", str(attempts).encode()),
+            (HANDLER_NAME, self.plan.name.encode()),
+            (HANDLER_ATTEMPTS, str(attempts).encode()),
         ]
         letter = DeadLetter(
             key=message.key(),

@@ -34,14 +34,13 @@ import duckdb
 import pyarrow as pa
 from deltalake import DeltaTable
 
-from events.registry import STREAMS
+from events.registry import STREAMS, stream_names
 from events.stream import COMMON_COLUMNS, LINEAGE_COLUMNS, PARTITION_COLUMNS
 from sinks.delta_lake import BATCHES_SCHEMA, BATCHES_TABLE
 from sinks.lake_location import LakeLocation, LakeTable, lake_in
 from streambatch.errors import LakeError, StreambatchError
 
 __all__ = [
-    "DEFAULT_STREAMS",
     "REPORTS",
     "ForbiddenStatementError",
     "Report",
@@ -53,8 +52,6 @@ __all__ = [
     "run_report",
     "run_sql",
 ]
-
-DEFAULT_STREAMS: Final[tuple[str, ...]] = ("orders", "clicks", "logs")
 
 ParamKind = Literal["timestamp", "positive_int", "text"]
 
@@ -97,7 +94,7 @@ class _TableSnapshot:
 
 
 def connect(
-    data_dir: LakeLocation | Path | str, *, streams: Sequence[str] = DEFAULT_STREAMS
+    data_dir: LakeLocation | Path | str, *, streams: Sequence[str] | None = None
 ) -> duckdb.DuckDBPyConnection:
     """Open an in-memory DuckDB connection with one view per stream plus ``batches``.
 
@@ -113,14 +110,15 @@ def connect(
     Args:
         data_dir: the lake's location, or a data directory whose tables live
             under ``<data_dir>/lake/``.
-        streams: stream names, each a lower-case identifier other than ``batches``.
+        streams: stream names, each a lower-case identifier other than ``batches``
+            (default: every registered stream).
 
     Raises:
         ValueError: a stream name is invalid or repeated.
         LakeError: a table needs Delta features we cannot honour, or lists a
             file outside its own directory.
     """
-    names = _validate_streams(streams)
+    names = _validate_streams(stream_names() if streams is None else streams)
     location = lake_in(data_dir)
     conn = duckdb.connect(":memory:")
     try:

@@ -22,7 +22,6 @@ from rich.markup import escape
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from config.settings import (
-    STREAM_NAMES,
     load_kafka_settings,
     load_pipeline_settings,
     load_stream_settings,
@@ -72,7 +71,9 @@ console = Console(width=max(120, Console().width))
 # soft_wrap: an error is one line even when stderr is not a terminal.
 errors = Console(stderr=True, soft_wrap=True)
 
-StreamOption = Annotated[str, typer.Option("--stream", "-s", help="orders, clicks or logs")]
+StreamOption = Annotated[
+    str, typer.Option("--stream", "-s", help="a registered stream: orders, clicks, logs, ...")
+]
 ProduceStreamOption = Annotated[
     str, typer.Option("--stream", "-s", help="orders, clicks, logs or all")
 ]
@@ -140,14 +141,10 @@ def broker(
     partitions: Annotated[int, typer.Option(min=1, help="partitions per topic")] = 3,
 ) -> None:
     """Run the embedded Kafka-compatible broker (in memory) until Ctrl-C, with topics made."""
-    from connectors.embedded_broker import EmbeddedBroker, create_topics
+    from connectors.embedded_broker import EmbeddedBroker, create_topics, stream_topics
 
     with EmbeddedBroker(port=port) as running:
-        topics = [
-            name
-            for stream in STREAM_NAMES
-            for name in (stream, f"{stream}.dlq", f"{stream}.batches")
-        ]
+        topics = stream_topics()
         create_topics(running.bootstrap_servers, topics, partitions)
         console.print(
             f"broker ready on [bold]{running.bootstrap_servers}[/] with topics "
@@ -183,14 +180,17 @@ def produce(
     logs send the click sessions or service logs around COUNT order events
     (same customers, skus and time range); all sends the three.
     """
+    from events.registry import CLICKS, LOGS, ORDERS
     from streambatch.generator import (
         generate_order_records,
         generate_stream_records,
         produce_records,
     )
 
-    if stream not in (*STREAM_NAMES, "all"):
-        raise StreambatchError(f"--stream must be one of {', '.join(STREAM_NAMES)} or all")
+    # The generator makes the built-in streams only; a user's stream brings its own data.
+    generated = (ORDERS.name, CLICKS.name, LOGS.name)
+    if stream not in (*generated, "all"):
+        raise StreambatchError(f"--stream must be one of {', '.join(generated)} or all")
     if checkouts_only and stream not in ("orders", "all"):
         raise StreambatchError("--checkouts-only needs --stream orders or all")
     connection = _kafka_connection(bootstrap)
@@ -501,7 +501,7 @@ def worker(
         with_router=with_router,
         until_idle_seconds=until_idle,
         batch_handlers=batch,
-        lake_dir=data_dir / "lake",
+        lake=_lake(None),
     )
     if result.router is not None:
         _print_router_counts(result.router)
@@ -582,13 +582,13 @@ def accept_log(
 def status(
     stream: Annotated[
         list[str] | None,
-        typer.Option("--stream", "-s", help="orders, clicks or logs; repeat it (default: all)"),
+        typer.Option("--stream", "-s", help="a registered stream; repeat it (default: all)"),
     ] = None,
     data_dir: DataDirOption = None,
     bootstrap: BootstrapOption = None,
 ) -> None:
     """Kafka end offset, lake fence, lag and open-batch age per partition; exit 1 if stalled."""
-    from events.registry import get_stream
+    from events.registry import get_stream, stream_names
     from streambatch.clock import utc_now
     from streambatch.status import collect_status, render_status, stalled
 
@@ -596,7 +596,7 @@ def status(
         get_stream(name)  # an unknown name fails here, before Kafka is asked
 
     statuses = collect_status(
-        stream or list(STREAM_NAMES),
+        stream or list(stream_names()),
         _lake(data_dir),
         _kafka_connection(bootstrap),
         utc_now,
@@ -611,7 +611,7 @@ def status(
 
 @app.command()
 def compact(
-    stream: Annotated[str, typer.Argument(help="orders, clicks or logs")],
+    stream: Annotated[str, typer.Argument(help="a registered stream: orders, clicks, logs, ...")],
     target_size_mib: Annotated[int, typer.Option(min=1, help="target file size in MiB")] = 128,
     progress: Annotated[bool | None, typer.Option(help="progress bar (default: on a TTY)")] = None,
     data_dir: DataDirOption = None,

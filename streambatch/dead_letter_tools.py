@@ -17,6 +17,14 @@ from confluent_kafka import (
 from rich.console import Group
 from rich.table import Table
 
+from connectors.dead_letter_headers import (
+    ERROR_CLASS,
+    ERROR_HEADER_NAMES,
+    ERROR_MESSAGE,
+    SOURCE_OFFSET,
+    SOURCE_PARTITION,
+    SOURCE_TOPIC,
+)
 from connectors.kafka_clients import describe_topic, new_consumer
 from streambatch.errors import StreambatchError
 
@@ -30,17 +38,6 @@ __all__ = [
     "read_topic",
     "source_of",
 ]
-
-ERROR_HEADER_NAMES = (
-    "error.stage",
-    "error.class",
-    "error.message",
-    "source.topic",
-    "source.partition",
-    "source.offset",
-    "handler.name",
-    "handler.attempts",
-)
 
 
 def read_topic(
@@ -100,9 +97,9 @@ def source_of(message: Message) -> tuple[str, int, int] | None:
     """``(topic, partition, offset)`` a dead letter came from, from its headers."""
     try:
         return (
-            header(message, "source.topic"),
-            int(header(message, "source.partition")),
-            int(header(message, "source.offset")),
+            header(message, SOURCE_TOPIC),
+            int(header(message, SOURCE_PARTITION)),
+            int(header(message, SOURCE_OFFSET)),
         )
     except ValueError:
         return None
@@ -132,12 +129,12 @@ class DeadLetterSummary:
     def render(self) -> Group:
         """Two rich tables: counts by class and samples."""
         counts = Table(title=f"{self.topic}: {self.total} dead letters")
-        counts.add_column("error.class")
+        counts.add_column(ERROR_CLASS)
         counts.add_column("count", justify="right")
         for name, count in self.by_class.most_common():
             counts.add_row(name, str(count))
         samples = Table(title="samples")
-        for column in ("source", "error.class", "error.message", "value (start)"):
+        for column in ("source", ERROR_CLASS, ERROR_MESSAGE, "value (start)"):
             samples.add_column(column, overflow="fold")
         for row in self.samples:
             samples.add_row(*row)
@@ -148,15 +145,15 @@ def inspect_dead_letters(connection: dict[str, str], topic: str, limit: int) -> 
     """Count the letters of ``topic`` by ``error.class`` and keep ``limit`` samples."""
     summary = DeadLetterSummary(topic)
     for message in read_topic(connection, topic):
-        error_class = header(message, "error.class") or "(no error.class header)"
+        error_class = header(message, ERROR_CLASS) or "(no error.class header)"
         summary.by_class[error_class] += 1
         if len(summary.samples) < limit:
             source = (
-                f"{header(message, 'source.topic')}/{header(message, 'source.partition')}"
-                f"@{header(message, 'source.offset')}"
+                f"{header(message, SOURCE_TOPIC)}/{header(message, SOURCE_PARTITION)}"
+                f"@{header(message, SOURCE_OFFSET)}"
             )
             value = (message.value() or b"")[:80].decode("utf-8", "replace")
             summary.samples.append(
-                (source, error_class, header(message, "error.message")[:200], value)
+                (source, error_class, header(message, ERROR_MESSAGE)[:200], value)
             )
     return summary

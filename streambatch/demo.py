@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from handlers.batch.rollup import RollupRow
     from handlers.config import HandlersConfig
 
-from config.settings import STREAM_NAMES
-from connectors.embedded_broker import EmbeddedBroker, create_topics
+from connectors.embedded_broker import EmbeddedBroker, create_topics, stream_topics
+from sinks.lake_location import lake_in
 from streambatch.errors import StreambatchError
 from streambatch.flow_runner import run_flow_to_end
 
@@ -69,11 +69,7 @@ def run_demo(console: Console, *, events: int, data_dir: Path) -> None:
     console.rule("[bold]streambatch demo")
     with EmbeddedBroker(log_file=data_dir / "broker.log") as broker:
         connection = {"bootstrap.servers": broker.bootstrap_servers}
-        topics = [
-            name
-            for stream in STREAM_NAMES
-            for name in (stream, f"{stream}.dlq", f"{stream}.batches")
-        ]
+        topics = stream_topics()
         create_topics(broker.bootstrap_servers, topics, partitions=3)
         console.print(
             f"1. embedded Kafka broker on {broker.bootstrap_servers}: orders, clicks, logs (x3)"
@@ -97,7 +93,7 @@ def run_demo(console: Console, *, events: int, data_dir: Path) -> None:
             # Small batches so that the demo shows several per partition.
             "STREAMBATCH_WINDOW_BYTES": str(256 * 1024),
         }
-        for name in STREAM_NAMES:
+        for name in streams:
             started = time.monotonic()
             with console.status(f"python -m bytewax.run flows.{name}"):
                 run = run_flow_to_end(name, env, cwd=_REPO_ROOT)
@@ -201,7 +197,7 @@ def _run_batch_handlers(
                 store_url,
                 until_idle_seconds=_WORKFLOW_QUIET_SECONDS,
                 batch_handlers=sorted(config.batch_handlers),
-                lake_dir=data_dir / "lake",
+                lake=lake_in(data_dir),
             )
     handled = ", ".join(
         f"{name} {counts.processed} batches" for name, counts in result.batch_handlers.items()

@@ -34,6 +34,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import NewTopic
 
+from connectors.dead_letter_headers import ERROR_CLASS, ERROR_HEADER_NAMES, SOURCE_TOPIC
 from connectors.kafka_clients import (
     TopicUnavailable,
     describe_topic,
@@ -43,7 +44,6 @@ from connectors.kafka_clients import (
     new_producer,
 )
 from streambatch.dead_letter_tools import (
-    ERROR_HEADER_NAMES,
     header,
     header_pairs,
     iter_topic,
@@ -168,11 +168,11 @@ def _plan(
         if header(message, REDRIVEN_FROM_HEADER):
             report.failed_again += 1
             continue
-        letter_class = header(message, "error.class")
+        letter_class = header(message, ERROR_CLASS)
         if error_class is not None and letter_class != error_class:
             report.other_class += 1
             continue
-        destination = source_topic or header(message, "source.topic")
+        destination = source_topic or header(message, SOURCE_TOPIC)
         if not destination:
             raise StreambatchError(
                 f"{position}: no source.topic header; pass the topic to send it to"

@@ -23,13 +23,12 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
 from rich.console import JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 
 from config.settings import load_stream_settings
-from connectors.kafka_clients import new_admin, new_consumer
+from connectors.kafka_clients import TopicUnavailable, describe_topic, new_consumer
 from events.registry import get_stream
 from sinks.delta_lake import BATCHES_TABLE, DeltaLake
 from sinks.lake_location import LakeLocation, LakeTable, lake_in
@@ -158,8 +157,6 @@ def collect_status(
     observed_at = _aware_utc(now())
     lake_dir = lake_in(data_dir)
     last_commits = _last_commits(lake_dir.table(BATCHES_TABLE), streams)
-    # A status query must not create the topic it asks about (brokers may auto-create).
-    admin = new_admin(connection)
     statuses: list[PartitionStatus] = []
     for name in streams:
         try:
@@ -170,7 +167,7 @@ def collect_status(
         topic = settings.topic
         lake = DeltaLake(lake_dir, schema)
         lake_partitions = {p for (s, t, p) in last_commits if s == name and t == topic}
-        partitions = _topic_partitions(admin, topic)
+        partitions = _topic_partitions(connection, topic)
         wanted = sorted(set(partitions or []) | lake_partitions)
         fences = _fences(lake, topic, set(wanted))
         probe = (
@@ -392,19 +389,17 @@ def _fences(lake: DeltaLake, topic: str, partitions: set[int]) -> dict[int, int 
     return fences
 
 
-def _topic_partitions(admin: AdminClient, topic: str) -> list[int] | None:
-    """The topic's partitions, or ``None`` if it does not exist."""
+def _topic_partitions(connection: dict[str, str], topic: str) -> list[int] | None:
+    """The topic's partitions, or ``None`` if it does not exist (never creating it).
+
+    Raises:
+        KafkaUnreachable: the cluster did not answer.
+    """
     try:
-        metadata = admin.list_topics(topic, timeout=_KAFKA_TIMEOUT_SECONDS)
-    except KafkaException as exc:
-        raise StreambatchError(
-            f"cannot read the metadata of topic {topic!r} (is Kafka reachable at "
-            "KAFKA_BOOTSTRAP_SERVERS?): " + " ".join(str(exc).split())
-        ) from None
-    described = metadata.topics.get(topic)
-    if described is None or described.error is not None or not described.partitions:
+        described = describe_topic(connection, topic, timeout_seconds=_KAFKA_TIMEOUT_SECONDS)
+    except TopicUnavailable:
         return None
-    return sorted(described.partitions)
+    return sorted(described.partitions) or None
 
 
 def _probe_topic(

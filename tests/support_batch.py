@@ -20,6 +20,7 @@ from handlers.service import ServiceResult, run_workers
 from handlers.store import open_store
 from sinks.batch_announcements import BatchAnnouncement, batch_id
 from sinks.duckdb import connect, run_report
+from sinks.lake_location import LakeLocation, lake_in
 from streambatch.errors import TransientError
 from tests.support import StreamTopics, lake_table
 
@@ -87,10 +88,11 @@ def run_batch_handlers(
     topics: StreamTopics,
     config: HandlersConfig,
     store_url: str,
-    data_dir: Path,
+    data_dir: Path | LakeLocation,
     until_idle_seconds: float = 3.0,
 ) -> ServiceResult:
-    """Run every batch handler of ``config`` until all were idle that long."""
+    """Run every batch handler of ``config`` on a data directory's lake (or any lake)
+    until all were idle that long."""
     return run_workers(
         [],
         config,
@@ -98,7 +100,7 @@ def run_batch_handlers(
         store_url,
         until_idle_seconds=until_idle_seconds,
         batch_handlers=sorted(config.batch_handlers),
-        lake_dir=data_dir / "lake",
+        lake=lake_in(data_dir),
     )
 
 
@@ -108,9 +110,9 @@ def rollup_rows(store_url: str) -> list[tuple[Any, ...]]:
         return [(r.window_start, r.currency, r.orders, r.revenue) for r in read_rollup(store)]
 
 
-def report_rows(data_dir: Path) -> list[tuple[Any, ...]]:
+def report_rows(data_dir: Path | LakeLocation) -> list[tuple[Any, ...]]:
     """DuckDB's ``orders_per_window`` over the lake: (window start, currency, orders, revenue)."""
-    with connect(data_dir) as conn:
+    with connect(lake_in(data_dir)) as conn:
         columns, rows = run_report(conn, "orders_per_window", {"limit": "100000"})
     named = [dict(zip(columns, row, strict=True)) for row in rows]
     return [(r["window_start"], r["currency"], r["orders"], r["revenue"]) for r in named]

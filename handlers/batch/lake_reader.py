@@ -10,23 +10,22 @@ offset ranges, so the result is exactly the batch: no more, no less.
 from __future__ import annotations
 
 from datetime import UTC
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from deltalake import DeltaTable
 
 from events.registry import get_stream
 from events.stream import PARTITION_COLUMNS
 from sinks.batch_announcements import BatchAnnouncement
+from sinks.lake_location import LakeLocation, LakeTable
 from streambatch.errors import TransientError
 
 __all__ = ["read_batch_rows"]
 
 
-def read_batch_rows(lake_dir: Path, batch: BatchAnnouncement) -> pa.Table:
-    """The rows of ``batch`` from the stream's table under ``lake_dir``, in offset order.
+def read_batch_rows(lake: LakeLocation, batch: BatchAnnouncement) -> pa.Table:
+    """The rows of ``batch`` from the stream's table in ``lake`` (local or bucket), in offset order.
 
     Columns are the stream's table columns, in the table's order.
 
@@ -37,10 +36,10 @@ def read_batch_rows(lake_dir: Path, batch: BatchAnnouncement) -> pa.Table:
     schema = get_stream(batch.stream).table_schema
     if batch.rows == 0:
         return schema.empty_table()
-    path = lake_dir / batch.stream
-    rows = _read_files(path, batch, schema) if batch.files else None
+    table = lake.table(batch.stream)
+    rows = _read_files(table, batch, schema) if batch.files else None
     if rows is None or rows.num_rows != batch.rows:
-        rows = _read_table(path, batch, schema)
+        rows = _read_table(table, batch, schema)
     if rows.num_rows != batch.rows:
         raise TransientError(
             f"{batch.batch_id}: {rows.num_rows} rows in the lake, "
@@ -49,7 +48,7 @@ def read_batch_rows(lake_dir: Path, batch: BatchAnnouncement) -> pa.Table:
     return rows
 
 
-def _read_files(path: Path, batch: BatchAnnouncement, schema: pa.Schema) -> pa.Table | None:
+def _read_files(table: LakeTable, batch: BatchAnnouncement, schema: pa.Schema) -> pa.Table | None:
     """The batch's rows from the files its commit added; None if one of them is gone.
 
     A compaction rewrites files but keeps the old ones (with the same rows)
@@ -57,25 +56,26 @@ def _read_files(path: Path, batch: BatchAnnouncement, schema: pa.Schema) -> pa.T
     No table load: building a dataset of the whole table costs time with its
     file count.
     """
-    files = [str(path / relative) for relative in batch.files]
+    files = [table.path(relative) for relative in batch.files]
     try:
         dataset = ds.dataset(
             files,
             schema=schema,
             format="parquet",
+            filesystem=table.location.filesystem(),
             partitioning=ds.partitioning(PARTITION_COLUMNS, flavor="hive"),
-            partition_base_dir=str(path),
+            partition_base_dir=table.path(),
         )
         return _in_order(dataset.to_table(filter=_offsets(batch)), schema)
-    except FileNotFoundError:
+    except OSError:  # a file gone (FileNotFoundError), or an object store's "not found"
         return None
 
 
-def _read_table(path: Path, batch: BatchAnnouncement, schema: pa.Schema) -> pa.Table:
+def _read_table(table: LakeTable, batch: BatchAnnouncement, schema: pa.Schema) -> pa.Table:
     """The batch's rows from the table's committed files, pruned to the batch's dates."""
-    if not DeltaTable.is_deltatable(str(path)):
-        raise TransientError(f"{path} is not a Delta table (yet)")
-    dataset = DeltaTable(str(path)).to_pyarrow_dataset()
+    if not table.exists():
+        raise TransientError(f"{table.uri} is not a Delta table (yet)")
+    dataset = table.open().to_pyarrow_dataset()
     return _in_order(dataset.to_table(filter=_offsets(batch) & _hours(batch)), schema)
 
 

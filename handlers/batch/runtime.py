@@ -17,7 +17,6 @@ import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import pyarrow as pa
@@ -27,6 +26,7 @@ from handlers.config import HandlersConfig
 from handlers.retry import RetryPolicy
 from handlers.store import Transaction
 from sinks.batch_announcements import BatchAnnouncement
+from sinks.lake_location import LakeLocation
 from streambatch.errors import ConfigError
 
 __all__ = [
@@ -86,10 +86,10 @@ class BatchHandlerPlan:
     start_from: str
     dead_letter_topic: str
     group_id: str
-    lake_dir: Path
+    lake: LakeLocation
 
 
-def batch_plan(config: HandlersConfig, name: str, lake_dir: Path) -> BatchHandlerPlan:
+def batch_plan(config: HandlersConfig, name: str, lake: LakeLocation) -> BatchHandlerPlan:
     """The plan of batch handler ``name``; ConfigError naming the known ones if unknown."""
     settings = config.batch_handlers.get(name)
     if settings is None:
@@ -106,7 +106,7 @@ def batch_plan(config: HandlersConfig, name: str, lake_dir: Path) -> BatchHandle
         start_from=settings.start_from,
         dead_letter_topic=settings.dead_letter_topic or f"{name}.dlq",
         group_id=settings.group_id or f"streambatch-batch-{name}",
-        lake_dir=lake_dir,
+        lake=lake,
     )
 
 

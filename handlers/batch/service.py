@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from handlers.batch.runtime import batch_plan
 from handlers.batch.worker import BatchWorker, build_batch_worker
 from handlers.config import HandlersConfig
 from handlers.store import Store
+from sinks.lake_location import LakeLocation
 from streambatch.errors import ConfigError
 
 __all__ = ["build_batch_workers"]
@@ -19,17 +19,15 @@ def build_batch_workers(
     config: HandlersConfig,
     store: Store,
     connection: Mapping[str, str],
-    lake_dir: Path | None,
+    lake: LakeLocation | None,
 ) -> list[BatchWorker]:
-    """One worker per named batch handler, reading the lake at ``lake_dir``.
+    """One worker per named batch handler, reading ``lake`` (a local directory or a bucket).
 
     Raises:
         ConfigError: an unknown name or handler, bad options, or no lake given.
     """
     if not names:
         return []
-    if lake_dir is None:
+    if lake is None:
         raise ConfigError("batch handlers need the lake: pass its directory")
-    return [
-        build_batch_worker(batch_plan(config, name, lake_dir), store, connection) for name in names
-    ]
+    return [build_batch_worker(batch_plan(config, name, lake), store, connection) for name in names]

@@ -27,6 +27,7 @@ from random import Random
 
 from confluent_kafka import Message
 
+from connectors.dead_letter_headers import HANDLER_ATTEMPTS, HANDLER_NAME
 from connectors.dead_letters import DeadLetterWriter
 from flows.records import DeadLetter
 from handlers.batch.lake_reader import read_batch_rows
@@ -200,7 +201,7 @@ class BatchWorker(ConsumerLoop):
         """Read the rows, then one transaction: claim and handler. False if done before."""
         if self._store.claimed(self.plan.name, batch.batch_id):
             return False
-        rows = read_batch_rows(self.plan.lake_dir, batch)
+        rows = read_batch_rows(self.plan.lake, batch)
         delay = (self._now() - batch.committed_at).total_seconds()
         BATCH_HANDLER_DELAY.labels(self.plan.name).observe(max(delay, 0.0))
         # Effects outside the store (an HTTP POST) come first: the store is never
@@ -221,8 +222,8 @@ class BatchWorker(ConsumerLoop):
             (str(pair[0]), pair[1]) for pair in message.headers() or []
         ]
         headers += [
-            ("handler.name", self.plan.name.encode()),
-            ("handler.attempts", str(attempts).encode()),
+            (HANDLER_NAME, self.plan.name.encode()),
+            (HANDLER_ATTEMPTS, str(attempts).encode()),
         ]
         letter = DeadLetter(
             key=message.key(),

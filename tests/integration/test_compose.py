@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from config.settings import STREAM_NAMES
+from events.registry import stream_names
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -181,7 +181,7 @@ def test_topics_are_created_once_kafka_is_healthy(services: dict[str, dict[str, 
     assert dependencies(topics) == {"kafka": "service_healthy"}
     settings = environment(topics)
     assert settings["TOPIC_PARTITIONS"] == "3"
-    assert settings["TOPIC_STREAMS"].split() == list(STREAM_NAMES)
+    assert settings["TOPIC_STREAMS"].split() == list(stream_names())
     script = (ROOT / "docker" / "create-topics.sh").read_text()
     assert "--create --if-not-exists" in script
     assert '"$stream.dlq"' in script
@@ -192,7 +192,7 @@ def test_the_three_flows_run_with_restart_lake_volume_and_metrics(
     services: dict[str, dict[str, Any]],
 ) -> None:
     flows = flow_services(services)
-    assert sorted(flows) == sorted(STREAM_NAMES)
+    assert sorted(flows) == sorted(stream_names())
     host_ports: list[int] = []
     for stream, service in flows.items():
         assert service["restart"] == "unless-stopped", stream
@@ -222,7 +222,7 @@ def test_every_published_metrics_endpoint_listens_on_all_container_interfaces(
         for name, service in services.items()
         if "STREAMBATCH_METRICS_PORT" in environment(service)
     }
-    assert len(serving) == len(STREAM_NAMES) + 2  # the flows, the router, the workers
+    assert len(serving) == len(stream_names()) + 2  # the flows, the router, the workers
     for name, settings in serving.items():
         assert settings.get("STREAMBATCH_METRICS_HOST") == "0.0.0.0", name
 
@@ -256,7 +256,7 @@ def test_every_lake_user_reaches_minio_with_the_same_credentials(
     users = [
         name for name, service in services.items() if "STREAMBATCH_LAKE_URI" in environment(service)
     ]
-    assert {"flows-orders", "flows-clicks", "flows-logs", "report"} <= set(users)
+    assert {"flows-orders", "flows-clicks", "flows-logs", "report", "workers"} <= set(users)
     for name in users:
         settings = environment(services[name])
         assert settings["AWS_ACCESS_KEY_ID"] == minio["MINIO_ROOT_USER"], name
@@ -287,7 +287,7 @@ def test_every_kafka_client_uses_the_internal_listener(
             if key in settings:
                 assert settings[key] == KAFKA_INTERNAL, f"{name}: {key}={settings[key]}"
                 clients += 1
-    assert clients >= len(STREAM_NAMES) + 3  # flows, generator, report, topics, kafka-ui
+    assert clients >= len(stream_names()) + 3  # flows, generator, report, topics, kafka-ui
 
 
 def test_published_ports_listen_on_localhost_only(services: dict[str, dict[str, Any]]) -> None:
@@ -322,8 +322,8 @@ def test_router_and_workers_run_the_workflow_on_postgres(
     assert environment(services["generator"])["GENERATOR_CHECKOUTS_ONLY"] == "true"
     loop = (ROOT / "docker" / "produce-loop.sh").read_text()
     assert "--checkouts-only" in loop
-    # The batch handlers read the lake (read-only) and deliver to the compose receiver.
-    assert (LAKE_VOLUME, "/data", True) in volume_mounts(workers)
+    # The batch handlers read the bucket (no volume of the lake) and deliver to the receiver.
+    assert not any(mount[0] == LAKE_VOLUME for mount in volume_mounts(workers))
     assert environment(workers)["STREAMBATCH_DELIVERY_URL"] == "http://batch-receiver:8787/batches"
     assert command(services["batch-receiver"])[:3] == ["python", "-m", "handlers.batch.receiver"]
     # The image carries the handlers' configuration where the commands look for it.

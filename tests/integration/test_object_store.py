@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
+from connectors.embedded_broker import create_topics
+from sinks.lake_location import resolve_lake_location
 from streambatch.generator import generate_order_records, summarize
 from tests.support import (
     REPO_ROOT,
@@ -21,6 +23,7 @@ from tests.support import (
     run_flow,
     send,
 )
+from tests.support_batch import handlers_config, report_rows, rollup_rows, run_batch_handlers
 from tests.support_s3 import S3Lake, S3Server
 
 FINISHED_HOUR = datetime(2026, 11, 20, 9, tzinfo=UTC)
@@ -195,3 +198,26 @@ def test_compact_and_vacuum_while_a_flow_commits_to_the_bucket_keep_every_row(
     )
     assert finished and set(finished.values()) == {1}, "each finished hour compacted into one file"
     assert files_after > 0 and files_before > 1
+
+
+def test_batch_handlers_read_each_batch_from_the_bucket(
+    topics: StreamTopics, data_dir: Path, s3_lake: S3Lake, tmp_path: Path
+) -> None:
+    """The rollup over batches read from the bucket equals DuckDB's report over it."""
+    create_topics(topics.bootstrap_servers, [f"{topics.name}.batches"], topics.partitions)
+    records = list(generate_order_records(1200, seed=5, duplicate_ratio=0.03))
+    send(topics, records)
+    run_flow(bucket_env(topics, data_dir, s3_lake, STREAMBATCH_WINDOW_BYTES="65536"))
+    lake = resolve_lake_location(s3_lake.uri, data_dir, s3_lake.env())
+    store_url = f"sqlite:///{tmp_path / 'state.db'}"
+    config = handlers_config(topics, {"rollup": {"handler": "batch.rollup"}})
+
+    result = run_batch_handlers(topics, config, store_url, lake)
+
+    batches = s3_lake.table("batches").num_rows
+    assert batches > 3
+    assert result.batch_handlers["rollup"].processed == batches
+    assert result.batch_handlers["rollup"].dead_lettered == 0
+    rollup = rollup_rows(store_url)
+    assert rollup == report_rows(lake) and len(rollup) > 1
+    assert not any(data_dir.iterdir()), "nothing of the lake on the local disk"

@@ -293,3 +293,42 @@ def test_log_and_handler_settings_come_from_env_and_file(
     monkeypatch.setenv("STREAMBATCH_LOG_LEVEL", "verbose")
     with pytest.raises(ConfigError, match="STREAMBATCH_LOG_LEVEL"):
         load_log_settings()
+
+
+def test_stream_settings_declare_each_pipeline_field_once() -> None:
+    from config.settings import PER_STREAM_FIELDS, PipelineSettings, StreamSettings
+
+    for name, info in PipelineSettings.model_fields.items():
+        own = StreamSettings.model_fields[name]
+        assert (own.annotation, own.default, own.metadata) == (
+            info.annotation,
+            info.default,
+            info.metadata,
+        ), name
+    assert set(StreamSettings.model_fields) - set(PipelineSettings.model_fields) == {
+        "stream",
+        "topic",
+        "batches_topic",
+    }
+    assert PER_STREAM_FIELDS == (
+        "topic",
+        "window_seconds",
+        "window_bytes",
+        "dedupe_horizon_seconds",
+        "max_record_bytes",
+        "retry_seconds",
+        "max_partitions_per_commit",
+        "announce_batches",
+        "batches_topic",
+    )
+
+
+def test_a_per_stream_override_is_checked_like_the_global_setting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STREAMBATCH_WINDOW_SECONDS", "30")
+    monkeypatch.setenv("STREAMBATCH_CLICKS_WINDOW_SECONDS", "0")
+    assert load_stream_settings("orders").window_seconds == 30
+    with pytest.raises(ConfigError, match="STREAMBATCH_CLICKS_WINDOW_SECONDS"):
+        load_stream_settings("clicks")
