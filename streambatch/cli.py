@@ -491,6 +491,9 @@ def worker(
     if not chosen or (run_all and names):
         raise StreambatchError("name one or more workers, or pass --all (not both)")
     batch = sorted(name for name in chosen if name in config.batch_handlers)
+    for name in chosen:
+        if name not in config.batch_handlers:
+            config.plan(name)  # an unknown name fails here, naming the known ones
     _start_handler_process(metrics_port)
     data_dir = load_pipeline_settings().data_dir
     result = run_workers(

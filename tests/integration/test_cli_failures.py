@@ -9,6 +9,7 @@ its own.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -107,6 +108,7 @@ def _cases(dead: str) -> list[Case]:
         Case("bad-sql", (*CLI, "query", "--data-dir", "fake", "SELEC 1"), "syntax error"),
         Case("missing-event-file", (*CLI, "rules", "test", "nosuch.json"), "nosuch.json"),
         Case("missing-handlers-file", (*CLI, "route", "--config", "nosuch.toml"), "nosuch.toml"),
+        Case("unknown-worker", (*CLI, "worker", "nosuch"), "no worker named 'nosuch'"),
         Case("missing-argument", (*CLI, "compact"), "Missing argument"),
         Case("unknown-command", (*CLI, "nosuch"), "No such command"),
         Case("bad-option-value", (*CLI, "produce", "--count", "many"), "--count"),
@@ -167,3 +169,14 @@ def test_unreachable_kafka_is_said_within_seconds(tmp_path: Path) -> None:
     assert startup.returncode == 0 and unreachable.returncode == 2, unreachable.stderr
     waited = unreachable.seconds - startup.seconds
     assert waited < REACH_TIMEOUT_SECONDS + 10, waited
+
+
+def test_broker_on_a_taken_port_says_so_at_once(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        outcome = _run(Case("broker", (*CLI, "broker", "--port", str(port)), "taken"), tmp_path)
+    lines = [line for line in outcome.stderr.splitlines() if line.strip()]
+    assert outcome.returncode == 2 and len(lines) == 1, outcome.stderr
+    assert f"port {port} on 127.0.0.1 is taken" in lines[0]
