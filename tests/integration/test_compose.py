@@ -328,3 +328,13 @@ def test_router_and_workers_run_the_workflow_on_postgres(
     assert command(services["batch-receiver"])[:3] == ["python", "-m", "handlers.batch.receiver"]
     # The image carries the handlers' configuration where the commands look for it.
     assert "COPY config/handlers.toml config/rules.toml /app/config/" in DOCKERFILE.read_text()
+
+
+def test_flow_containers_are_healthy_only_while_committing(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The health check asks /healthz (503 when stalled), not a page that merely answers."""
+    for name in ("flows-orders", "flows-clicks", "flows-logs"):
+        check = " ".join(services[name]["healthcheck"]["test"])
+        assert "/healthz" in check and "/metrics" not in check, (name, check)
+        assert environment(services[name])["STREAMBATCH_METRICS_PORT"] in check, name
