@@ -201,6 +201,9 @@ class BatchAnnouncer:
                 "enable.idempotence": "true",
                 "acks": "all",
                 "linger.ms": "5",
+                # Wait through a broker outage like the dead-letter producer: a
+                # delivery timeout would stop a flow that only waited for Kafka.
+                "message.timeout.ms": "0",
                 "client.id": f"streambatch-announcer-{topic}",
             },
         )

@@ -46,7 +46,7 @@ class Outcome:
 def _cases(dead: str) -> list[Case]:
     unreachable = {"KAFKA_BOOTSTRAP_SERVERS": dead}
     reach = f"cannot reach Kafka at {dead}"
-    no_lake = "no lake at nosuch/lake"
+    no_lake = "nosuch/lake: no flow has written there"
     kafka_commands = {
         "produce": ("produce", "--count", "5"),
         "route": ("route", "--until-idle", "1"),
