@@ -435,10 +435,18 @@ UntilIdleOption = Annotated[
 ]
 
 
+def _stop_before_work(_signum: int, _frame: object) -> None:
+    """SIGTERM while a handler process starts: nothing is in flight yet, exit cleanly."""
+    raise SystemExit(0)
+
+
 def _start_handler_process(metrics_port: int | None) -> None:
     from streambatch.logs import configure_logging
     from streambatch.metrics import serve_metrics
 
+    # Until the workers take over signals (a graceful stop of each), a stop ends
+    # the process at once with 0, as docker stop or a supervisor expects.
+    signal.signal(signal.SIGTERM, _stop_before_work)
     configure_logging()
     shared = load_pipeline_settings()
     port = metrics_port if metrics_port is not None else shared.metrics_port

@@ -75,10 +75,19 @@ def test_double_delivery_and_kill_9_leave_the_same_final_state(
             if n == 1:
                 kill(router)
                 router = setup.start("route", log_name="router.log", **twice)
+        logged_before = len(setup.log("workers.log"))
         workers = setup.start("worker", "--all", log_name="workers.log", **twice)
         try:
             setup.wait_for(
                 lambda: workflow_done(setup, ORDERS, len(refused)), 300, "the workflow", logs
+            )
+            # The earlier runs may have finished the work: stop this process only once
+            # it is running (partitions assigned), or the stop meets its start-up.
+            setup.wait_for(
+                lambda: " assigned " in setup.log("workers.log")[logged_before:],
+                120,
+                "the last workers' assignment",
+                logs,
             )
         finally:
             assert stop(workers) == 0, setup.log("workers.log")[-3000:]
