@@ -143,10 +143,7 @@ def compact_stream(
     """
     if target_size_bytes <= 0:
         raise ValueError(f"target_size_bytes must be > 0, got {target_size_bytes}")
-    try:
-        lake = DeltaLake(lake_in(data_dir), get_stream(stream))
-    except KeyError as exc:
-        raise StreambatchError(str(exc.args[0])) from None
+    lake = DeltaLake(lake_in(data_dir), get_stream(stream))  # UnknownStreamError if unknown
     path = lake.table_path
     if not path.exists():
         raise StreambatchError(

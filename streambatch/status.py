@@ -159,10 +159,7 @@ def collect_status(
     last_commits = _last_commits(lake_dir.table(BATCHES_TABLE), streams)
     statuses: list[PartitionStatus] = []
     for name in streams:
-        try:
-            schema = get_stream(name)
-        except KeyError as exc:
-            raise StreambatchError(str(exc.args[0])) from None
+        schema = get_stream(name)  # UnknownStreamError names the known ones
         settings = load_stream_settings(name)
         topic = settings.topic
         lake = DeltaLake(lake_dir, schema)
