@@ -232,13 +232,61 @@ def run_workflow_bench(
     return result
 
 
+def _produce_as_workflow(console: Console, broker: EmbeddedBroker, topic: str, events: int) -> int:
+    """Whole workflows as the router meets them: checkouts plain, the rest as handlers publish.
+
+    The handlers' events carry the publisher header (they were checked against
+    the schema when published, so the router does not check them again).
+    """
+    from confluent_kafka import Producer
+
+    from handlers.runtime import PUBLISHER_HEADER
+
+    create_topics(broker.bootstrap_servers, [topic], _PARTITIONS)
+    producer = Producer(
+        {"bootstrap.servers": broker.bootstrap_servers, "linger.ms": "20", "acks": "all"}
+    )
+    count = 0
+    for record in generate_order_records(
+        events, seed=7, duplicate_ratio=0, malformed_ratio=0, checkouts_only=False
+    ):
+        checkout = b'"event_type":"OrderPlaced"' in record.value
+        headers: list[tuple[str, str | bytes | None]] = (
+            [] if checkout else [(PUBLISHER_HEADER, b"bench")]
+        )
+        while True:
+            try:
+                producer.produce(topic, value=record.value, key=record.key, headers=headers)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        count += 1
+    if producer.flush(60):
+        raise StreambatchError(f"router bench: {topic} not acknowledged")
+    console.print(f"{topic}: {count:,} events on {_PARTITIONS} partitions, handlers' marked")
+    return count
+
+
 def run_router_bench(
-    console: Console, broker: EmbeddedBroker, scratch: Path, *, events: int
+    console: Console,
+    broker: EmbeddedBroker,
+    scratch: Path,
+    *,
+    events: int,
+    workflow_traffic: bool = True,
 ) -> dict[str, Any]:
-    """The router alone, in this process, over ``events`` events of whole workflows."""
-    prefix = "rt-bench"
+    """The router alone, in this process, over ``events`` events of whole workflows.
+
+    ``workflow_traffic``: the handlers' events carry the publisher header, as
+    in a running workflow (only checkouts are schema-checked); off, every event
+    comes from outside and is checked.
+    """
+    prefix = "rt-workflow" if workflow_traffic else "rt-external"
     handlers_file = _write_config(scratch, prefix)
-    produced = _produce(console, broker, prefix, events, checkouts_only=False)
+    if workflow_traffic:
+        produced = _produce_as_workflow(console, broker, prefix, events)
+    else:
+        produced = _produce(console, broker, prefix, events, checkouts_only=False)
     config = load_handlers_config(handlers_file)
     router = build_router(config, {"bootstrap.servers": broker.bootstrap_servers})
     router.prepare()
@@ -246,17 +294,22 @@ def run_router_bench(
     thread.start()
     router.ready.wait(120)
     began = time.monotonic()
+    cpu_before = os.times()
     while not (router.settled and router.counts.events >= produced):
         if not thread.is_alive():
             raise StreambatchError("router bench: the router stopped")
         time.sleep(0.02)
     seconds = time.monotonic() - began
+    cpu_after = os.times()
     router.stop()
     thread.join(60)
+    cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
     result = {
         "events": router.counts.events,
+        "validated": "checkouts only" if workflow_traffic else "every event",
         "seconds": round(seconds, 2),
         "events_per_second": round(router.counts.events / seconds),
+        "cpu_us_per_event": round(1e6 * cpu / max(router.counts.events, 1), 1),
         "copies": sum(router.counts.published.values()),
     }
     console.print(f"  router alone: {result}")
@@ -293,7 +346,12 @@ def run_workflow_benchmarks(console: Console, *, orders: int, router_events: int
         EmbeddedBroker() as broker,
     ):
         scratch = Path(scratch_name)
-        results["router alone"] = run_router_bench(console, broker, scratch, events=router_events)
+        results["router alone, workflow traffic"] = run_router_bench(
+            console, broker, scratch, events=router_events
+        )
+        results["router alone, every event validated"] = run_router_bench(
+            console, broker, scratch, events=router_events, workflow_traffic=False
+        )
         sqlite_url = f"sqlite:///{scratch / 'state.db'}"
         results["workflow, SQLite"] = run_workflow_bench(
             console, broker, scratch, orders=orders, store_url=sqlite_url, label="sqlite"

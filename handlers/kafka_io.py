@@ -194,14 +194,24 @@ def track_revoke(activity: Activity) -> Callable[..., None]:
 
 
 def read_records(messages: Sequence[Message], activity: Activity, owner: str) -> list[Message]:
-    """The records among ``messages``; partition ends and records update ``activity``."""
+    """The records among ``messages``; partition ends and records update ``activity``.
+
+    What ``activity`` learns is what the last message of each partition says:
+    a record (more to read) or its end.
+    """
     records = []
+    last: dict[tuple[str, int], bool] = {}  # partition -> its last message was a record
     for message in messages:
         if is_record(message, owner):
             records.append(message)
-            activity.more_to_read([(str(message.topic()), int(message.partition() or 0))])
+            last[str(message.topic()), int(message.partition() or 0)] = True
         elif _is_end(message):
-            activity.reached_end((str(message.topic()), int(message.partition() or 0)))
+            last[str(message.topic()), int(message.partition() or 0)] = False
+    if last:
+        activity.more_to_read([where for where, record in last.items() if record])
+        for where, record in last.items():
+            if not record:
+                activity.reached_end(where)
     return records
 
 

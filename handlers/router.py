@@ -42,7 +42,7 @@ from handlers.kafka_io import (
     read_records,
     track_assignment,
 )
-from handlers.rules import RuleSet, parse_event
+from handlers.rules import Rule, RuleSet
 from handlers.runtime import PUBLISHER_HEADER, parse_order_json
 from streambatch.errors import StreambatchError, TerminalError
 from streambatch.failpoints import deliveries
@@ -144,53 +144,54 @@ class EventRouter(ConsumerLoop):
     def _route(self, batch: Sequence[Message]) -> None:
         failures = DeliveryFailures()
         letters: dict[tuple[str, int], list[DeadLetter]] = {}
-
+        routed: dict[tuple[str, str], int] = {}
+        published = self.counts.published
+        produce = self._producer.produce
         for message in batch:
             self.counts.events += 1
+            value = message.value() or b""
             try:
-                event = parse_event(message.value() or b"")
+                matching = self.rules.matching_rules_json(value)
             except TerminalError as exc:
                 self.counts.unreadable += 1
                 _add_letter(letters, message, exc)
                 continue
-            matching = self.rules.matching_rules(event)
             if not matching:
                 self.counts.unmatched += 1
                 continue
-            if self._validate and not _published_by_a_handler(message):
+            original: list[tuple[str, str | bytes | None]] = list(message.headers() or [])  # type: ignore[arg-type]  # a list of pairs at run time; the stub also allows a dict
+            if self._validate and not _published_by_a_handler(original):
                 try:
-                    parse_order_json(message.value() or b"")
+                    parse_order_json(value)
                 except TerminalError as exc:
                     self.counts.invalid += 1
                     _add_letter(letters, message, exc)
                     continue
-            rules_by_target: dict[str, list[str]] = {}
-            for rule in matching:
-                for target in rule.targets:
-                    rules_by_target.setdefault(target, []).append(rule.name)
-            for target, rule_names in rules_by_target.items():
+            source = f"{message.topic()}/{message.partition()}@{message.offset()}".encode()
+            key = message.key()
+            for target, rule_names in _rules_by_target(matching).items():
                 headers: list[tuple[str, str | bytes | None]] = [
-                    (str(pair[0]), pair[1]) for pair in message.headers() or []
-                ]
-                headers += [
+                    *original,
                     ("route.rules", ",".join(rule_names).encode()),
-                    (
-                        "route.source",
-                        f"{message.topic()}/{message.partition()}@{message.offset()}".encode(),
-                    ),
+                    ("route.source", source),
                 ]
                 for _ in range(self._deliveries):
-                    produce_waiting(
-                        self._producer,
-                        target,
-                        value=message.value(),
-                        key=message.key(),
-                        headers=headers,
-                        on_delivery=failures,
-                    )
-                self.counts.published[target] = self.counts.published.get(target, 0) + 1
+                    try:
+                        produce(target, value=value, key=key, headers=headers, on_delivery=failures)
+                    except BufferError:  # the local queue is full: wait for acknowledgements
+                        produce_waiting(
+                            self._producer,
+                            target,
+                            value=value,
+                            key=key,
+                            headers=headers,
+                            on_delivery=failures,
+                        )
+                published[target] = published.get(target, 0) + 1
                 for name in rule_names:
-                    ROUTED_EVENTS.labels(name, target).inc()
+                    routed[name, target] = routed.get((name, target), 0) + 1
+        for (name, target), count in routed.items():
+            ROUTED_EVENTS.labels(name, target).inc(count)
         remaining = self._producer.flush(_FLUSH_SECONDS)
         while remaining and not failures.errors and not self._activity.stopping.is_set():
             log.warning("router: waiting for the broker to acknowledge %d copies", remaining)
@@ -213,9 +214,18 @@ class EventRouter(ConsumerLoop):
                 )
 
 
-def _published_by_a_handler(message: Message) -> bool:
+def _published_by_a_handler(headers: Sequence[tuple[str, object]]) -> bool:
     """Events our handlers publish were checked against the schema on the way out."""
-    return any(pair[0] == PUBLISHER_HEADER for pair in message.headers() or [])
+    return any(pair[0] == PUBLISHER_HEADER for pair in headers)
+
+
+def _rules_by_target(matching: Sequence[Rule]) -> dict[str, list[str]]:
+    """Each target of the matching rules once, with the names of the rules that name it."""
+    found: dict[str, list[str]] = {}
+    for rule in matching:
+        for target in rule.targets:
+            found.setdefault(target, []).append(rule.name)
+    return found
 
 
 def _add_letter(

@@ -128,6 +128,11 @@ class _Stopping(Exception):
     """Stop requested while a batch waited for the store: leave it uncommitted."""
 
 
+def _event_of(delivery: _Delivery) -> dict[str, Any]:
+    assert delivery.event is not None  # undecodable ones never reach the store
+    return delivery.event
+
+
 @dataclass
 class _Delivery:
     """One consumed message: its event (None if undecodable) and which attempt this is."""
@@ -349,20 +354,40 @@ class QueueWorker(ConsumerLoop):
                     raise _Stopping from None
 
     def _apply_batch(self, deliveries: Sequence[_Delivery]) -> _BatchOutcome:
+        """The events in one transaction: one bulk inbox claim, each event in a savepoint.
+
+        A failing event is rolled back to its savepoint and its claim removed,
+        so it leaves no trace and the others commit; the handler is called
+        once per attempt, never again for a neighbour's failure.
+        """
         outcome = _BatchOutcome()
         with self._store.transaction() as transaction:
-            for delivery in deliveries:
-                event = delivery.event
-                assert event is not None  # undecodable ones never get here
+            ids = [str(_event_of(delivery)["event_id"]) for delivery in deliveries]
+            fresh = transaction.claim_many(self.plan.name, ids)
+            released: set[str] = set()  # claims taken back after a failure: claim anew
+            for delivery, event_id in zip(deliveries, ids, strict=True):
                 delivery.error = None
                 for _ in range(self._deliveries):
+                    claimed = event_id in fresh
+                    fresh.discard(event_id)  # a repeat in this batch is a duplicate
+                    if not claimed and event_id not in released:
+                        outcome.duplicates += 1
+                        continue
                     try:
                         with transaction.savepoint():
-                            first_time = self._apply(transaction, event)
+                            if claimed:
+                                self._handle(transaction, _event_of(delivery))
+                                first_time = True
+                            else:
+                                first_time = self._apply(transaction, _event_of(delivery))
                     except Exception as exc:
+                        if claimed:
+                            transaction.unclaim(self.plan.name, event_id)
+                        released.add(event_id)
                         delivery.error = exc
                         outcome.failed.append(delivery)
                         break
+                    released.discard(event_id)
                     if first_time:
                         outcome.processed += 1
                     else:
@@ -373,6 +398,10 @@ class QueueWorker(ConsumerLoop):
         """Inbox claim, handler state, outbox, in a savepoint. False if seen before."""
         if not transaction.claim(self.plan.name, str(event["event_id"])):
             return False
+        self._handle(transaction, event)
+        return True
+
+    def _handle(self, transaction: Transaction, event: Mapping[str, Any]) -> None:
         context = HandlerContext(
             worker=self.plan.name,
             cause=event,
@@ -381,7 +410,6 @@ class QueueWorker(ConsumerLoop):
             now=self._now,
         )
         self._handler.handle(event, context)
-        return True
 
     def _route_failures(self, failed: Sequence[_Delivery]) -> None:
         """Each failure to its next retry topic or, after the last attempt, a dead letter."""

@@ -122,6 +122,44 @@ class StoreContract:
             transaction.execute("UPDATE counter SET n = n + 1 WHERE id = 1")
         assert counter_value(store) == 1
 
+    def test_claim_many_claims_each_new_id_once_and_says_which(self, store: Store) -> None:
+        with store.transaction() as transaction:
+            assert transaction.claim("billing", "e1")
+        with store.transaction() as transaction:
+            claimed = transaction.claim_many("billing", ["e1", "e2", "e3", "e2"])
+            assert claimed == {"e2", "e3"}
+            assert transaction.claim_many("billing", ["e2", "e4"]) == {"e4"}
+            assert transaction.claim_many("shipping", ["e1"]) == {"e1"}  # per handler
+        assert store.processed_count("billing") == 4
+        # More ids than one statement takes.
+        many = [f"m{n}" for n in range(1234)]
+        with store.transaction() as transaction:
+            assert transaction.claim_many("billing", many) == set(many)
+        assert store.processed_count("billing") == 4 + 1234
+
+    def test_unclaim_gives_an_event_back(self, store: Store) -> None:
+        with store.transaction() as transaction:
+            assert transaction.claim_many("billing", ["e1", "e2"]) == {"e1", "e2"}
+            transaction.unclaim("billing", "e1")
+        assert not store.claimed("billing", "e1")
+        assert store.claimed("billing", "e2")
+
+    def test_a_rolled_back_savepoint_drops_its_outbox_rows_only(self, store: Store) -> None:
+        with store.transaction() as transaction:
+            transaction.add_outbox("orders", b"k", b"before", "out-1")
+            with pytest.raises(Boom), transaction.savepoint():
+                transaction.add_outbox("orders", b"k", b"inside", "out-2")
+                raise Boom("this event failed")
+            with transaction.savepoint():
+                transaction.add_outbox("orders", b"k", b"after", "out-3")
+        assert [row.value for row in store.pending_outbox()] == [b"before", b"after"]
+        many = [(f"o{n}", b"%d" % n) for n in range(1234)]
+        with store.transaction() as transaction:
+            for event_id, value in many:
+                transaction.add_outbox("orders", None, value, event_id)
+        rows = store.pending_outbox(limit=2000)
+        assert [row.event_id for row in rows[2:]] == [event_id for event_id, _ in many]
+
     def test_outbox_round_trips_bytes_and_headers_exactly(self, store: Store) -> None:
         headers = [("trace", b"\x00\xff\x10"), ("trace", b""), ("ünïcode", "é".encode())]
         with store.transaction() as transaction:

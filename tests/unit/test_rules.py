@@ -792,3 +792,18 @@ def test_dotted_and_nested_paths_are_the_same_field(
     assert matches(_dotted(pattern), event) is expected
     assert matches(pattern, _dotted(event)) is expected
     assert matches(_dotted(pattern), _dotted(event)) is expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(small_patterns, min_size=1, max_size=4), json_events, small_events)
+def test_the_routers_json_path_agrees_with_parse_and_match(
+    patterns: list[dict[str, Any]], event: dict[str, Any], small: dict[str, Any]
+) -> None:
+    # Guards on a shared exact-string field, rules without one, floats, big ints,
+    # dotted keys: matching_rules_json must give matching_rules(parse_event(...)).
+    rules = [rule(p) for p in patterns] + [rule({"a": ["x", "xy"], "b": [{"exists": True}]})]
+    rules = [Rule(f"r{n}", r.pattern, ("t",)) for n, r in enumerate(rules)]
+    ruleset = RuleSet(rules)
+    for candidate in ({**event, **small}, small, {**small, "a.b": 1}):
+        text = json.dumps(candidate).encode()
+        assert ruleset.matching_rules_json(text) == ruleset.matching_rules(parse_event(text))

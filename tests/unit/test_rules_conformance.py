@@ -296,6 +296,8 @@ def test_conformance(case: Case) -> None:
     other = Rule("other", {"unrelated": [{"exists": False}]}, ("target",))
     found = RuleSet([other, rule]).matching_rules(event)
     assert found == ([other, rule] if case.matches else [other])
+    # The router's path (orjson, guards, the slow path for floats) agrees.
+    assert RuleSet([other, rule]).matching_rules_json(case.event.encode()) == found
 
 
 # Patterns AWS refuses at load; ours names the place and the reason.
