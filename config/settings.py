@@ -6,7 +6,7 @@ variable names (``STREAMBATCH_WINDOW_SECONDS = 60``), a ``[kafka]`` table of
 librdkafka properties and ``[streams.<name>]`` tables (see
 :func:`load_config_file`). The environment wins over the file. A bad value, an
 unknown key or an unknown librdkafka property is refused with a
-:class:`~streambatch.errors.ConfigError` whose message names the variable (and
+:class:`~foundation.errors.ConfigError` whose message names the variable (and
 the file's line). Every model of :data:`SETTINGS_MODELS` is listed by
 ``streambatch config show`` and in the README's table (``python -m config.docs``).
 """
@@ -39,7 +39,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.exceptions import SettingsError
 
-from streambatch.errors import ConfigError
+from foundation.errors import ConfigError
 
 __all__ = [
     "CONFIG_FILE_NAME",

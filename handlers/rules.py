@@ -89,7 +89,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
-from streambatch.errors import ConfigError, TerminalError
+from foundation.errors import ConfigError, TerminalError
 
 __all__ = [
     "Explanation",

@@ -9,7 +9,7 @@ import pytest
 
 from config import load_kafka_settings, load_pipeline_settings, load_stream_settings
 from config.settings import load_handler_settings, load_log_settings
-from streambatch.errors import ConfigError
+from foundation.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)
