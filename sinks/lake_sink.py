@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from config.settings import StreamSettings
-from connectors.backpressure import COMMITTED
+from connectors.backpressure import commit_board
 from connectors.dead_letters import DeadLetterWriter
 from connectors.records import BatchRange, ClosedBatch, ValidatedBatch, partition_key
 from foundation.allocators import release_free_memory
@@ -127,7 +127,7 @@ class PartitionCommitter:
         # Stage 1, drop below the fence: what an earlier run committed already.
         if self.fence is not None and first_offset < self.fence:
             if offsets[-1] < self.fence:
-                COMMITTED.publish(self.topic, self.partition, self.fence)
+                commit_board.publish(self.topic, self.partition, self.fence)
                 return CommitOutcome(None, len(offsets))
             # Only after a takeover mid-range: keep what is at or past the fence.
             skipped = sum(1 for offset in offsets if offset < self.fence)
@@ -205,7 +205,7 @@ class PartitionCommitter:
                 _int64s(part.column("_value_digest")),
             )
             self.fence = high
-            COMMITTED.publish(self.topic, self.partition, self.fence)
+            commit_board.publish(self.topic, self.partition, self.fence)
             _observe(committed, time.monotonic() - started)
             log.info("batch committed", extra={"fields": {"batch": _log_fields(committed)}})
             started = time.monotonic()
