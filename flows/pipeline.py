@@ -16,8 +16,9 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from deltalake.exceptions import DeltaError
 
-from config.settings import KafkaSettings, StreamSettings, load_kafka_settings, load_stream_settings
+from config.settings import KafkaSettings, StreamSettings, load_log_settings, load_stream_settings
 from connectors.kafka_clients import TopicUnavailable, describe_topic
+from connectors.kafka_settings import load_kafka_settings
 from connectors.kafka_source import LakeFencedKafkaSource
 from connectors.records import ClosedBatch, ValidatedBatch
 from events.stream import StreamSchema
@@ -124,7 +125,8 @@ def flow_from_environment(stream: StreamSchema) -> Dataflow:
     """
     use_compact_allocators()
     try:
-        configure_logging()
+        log_settings = load_log_settings()
+        configure_logging(log_settings.log_level, log_settings.log_format)
         settings = load_stream_settings(stream.name)
         kafka = load_kafka_settings()
     except ConfigError as exc:

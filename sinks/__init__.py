@@ -1,4 +1,4 @@
-"""Where batches go: the Delta lake and the DuckDB query layer."""
+"""Where batches go: the Delta lake (with the dedupe index of its sink) and the DuckDB layer."""
 
 from foundation.allocators import configure_deltalake_allocator
 

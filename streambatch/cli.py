@@ -22,10 +22,11 @@ from rich.markup import escape
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from config.settings import (
-    load_kafka_settings,
+    load_log_settings,
     load_pipeline_settings,
     load_stream_settings,
 )
+from connectors.kafka_settings import load_kafka_settings
 from foundation.errors import ConfigError, StreambatchError
 from sinks.lake_location import LakeLocation, lake_in, lake_location_of
 
@@ -447,7 +448,8 @@ def _start_handler_process(metrics_port: int | None) -> None:
     # Until the workers take over signals (a graceful stop of each), a stop ends
     # the process at once with 0, as docker stop or a supervisor expects.
     signal.signal(signal.SIGTERM, _stop_before_work)
-    configure_logging()
+    log_settings = load_log_settings()
+    configure_logging(log_settings.log_level, log_settings.log_format)
     shared = load_pipeline_settings()
     port = metrics_port if metrics_port is not None else shared.metrics_port
     if port is not None:
@@ -721,6 +723,7 @@ def config_show(
 
     if output not in ("table", "json"):
         raise StreambatchError(f"--format must be table or json, not {output!r}")
+    load_kafka_settings()  # refuses what librdkafka refuses, as when a command starts
     rows = list_settings(list(STREAMS))
     if output == "json":
         print(json.dumps([row.as_json() for row in rows], indent=2))
