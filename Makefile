@@ -24,9 +24,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/streambatch demo
 
+# lint-imports: every package imports only the layers below it ([tool.importlinter]).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -48,4 +50,4 @@ bench: $(STAMP)
 	$(BIN)/streambatch bench --scale $(BENCH_SCALE)
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

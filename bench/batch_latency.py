@@ -20,14 +20,14 @@ from typing import Any, ClassVar
 import pyarrow as pa
 from deltalake import DeltaTable
 
+from flows.runner import run_flow_to_end
+from foundation.errors import StreambatchError
 from handlers.batch.runtime import BatchContext, batch_plan
 from handlers.batch.worker import build_batch_worker
 from handlers.config import HandlersConfig
 from handlers.store import open_store
 from sinks.batch_announcements import BatchAnnouncement
 from sinks.lake_location import lake_in
-from streambatch.errors import StreambatchError
-from streambatch.flow_runner import run_flow_to_end
 
 __all__ = ["DelayRecorder", "measure_batch_delay"]
 

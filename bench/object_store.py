@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from streambatch.errors import StreambatchError
+from foundation.errors import StreambatchError
 
 __all__ = ["moto_lake"]
 

@@ -57,12 +57,12 @@ from rich.table import Table
 from bench.batch_latency import measure_batch_delay
 from bench.object_store import moto_lake
 from connectors.embedded_broker import EmbeddedBroker, create_topics
-from flows.dedupe import BYTES_PER_ID
+from flows.runner import PeakRssMonitor, run_flow_to_end
+from foundation.errors import StreambatchError
+from generator import generate_order_records, produce_records
+from sinks.dedupe import BYTES_PER_ID
 from sinks.delta_log import commit_info
 from sinks.lake_location import LakeLocation, resolve_lake_location
-from streambatch.errors import StreambatchError
-from streambatch.flow_runner import PeakRssMonitor, run_flow_to_end
-from streambatch.generator import generate_order_records, produce_records
 
 __all__ = ["run_benchmarks"]
 

@@ -35,11 +35,11 @@ from typing import Any
 from rich.console import Console
 
 from connectors.embedded_broker import EmbeddedBroker, create_topics
+from foundation.errors import StreambatchError
+from generator import generate_order_records, produce_records
 from handlers.config import load_handlers_config
 from handlers.service import build_router
 from handlers.store import Store, open_store
-from streambatch.errors import StreambatchError
-from streambatch.generator import generate_order_records, produce_records
 
 __all__ = ["postgres_server", "run_router_bench", "run_workflow_bench"]
 

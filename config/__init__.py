@@ -5,9 +5,9 @@ from config.settings import (
     KafkaSettings,
     PipelineSettings,
     StreamSettings,
-    load_kafka_settings,
     load_pipeline_settings,
     load_stream_settings,
+    read_kafka_settings,
 )
 
 __all__ = [
@@ -15,7 +15,7 @@ __all__ = [
     "KafkaSettings",
     "PipelineSettings",
     "StreamSettings",
-    "load_kafka_settings",
     "load_pipeline_settings",
     "load_stream_settings",
+    "read_kafka_settings",
 ]

@@ -5,8 +5,9 @@ the working directory: top-level field names (``window_seconds = 60``) or
 variable names (``STREAMBATCH_WINDOW_SECONDS = 60``), a ``[kafka]`` table of
 librdkafka properties and ``[streams.<name>]`` tables (see
 :func:`load_config_file`). The environment wins over the file. A bad value, an
-unknown key or an unknown librdkafka property is refused with a
-:class:`~streambatch.errors.ConfigError` whose message names the variable (and
+unknown key or (once ``connectors.kafka_settings`` had librdkafka check them)
+an unknown librdkafka property is refused with a
+:class:`~foundation.errors.ConfigError` whose message names the variable (and
 the file's line). Every model of :data:`SETTINGS_MODELS` is listed by
 ``streambatch config show`` and in the README's table (``python -m config.docs``).
 """
@@ -39,7 +40,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.exceptions import SettingsError
 
-from streambatch.errors import ConfigError
+from foundation.errors import ConfigError
 
 __all__ = [
     "CONFIG_FILE_NAME",
@@ -53,13 +54,14 @@ __all__ = [
     "PipelineSettings",
     "StreamSettings",
     "is_secret_property",
+    "kafka_property_origins",
     "load_config_file",
     "load_handler_settings",
-    "load_kafka_settings",
     "load_log_settings",
     "load_pipeline_settings",
     "load_settings",
     "load_stream_settings",
+    "read_kafka_settings",
 ]
 
 CONFIG_FILE_NAME = "streambatch.toml"
@@ -457,7 +459,7 @@ def _top_level_name(key: str) -> str | None:
     upper = key.upper()
     fields = _streambatch_fields()
     if upper.startswith("KAFKA_"):
-        return upper  # checked against librdkafka by load_kafka_settings
+        return upper  # checked against librdkafka by connectors.kafka_settings
     if upper.startswith("STREAMBATCH_"):
         rest = upper.removeprefix("STREAMBATCH_").lower()
         if rest in fields:
@@ -595,17 +597,34 @@ def _build(
         raise ConfigError(f"invalid configuration: {exc}") from None
 
 
-def load_kafka_settings(config_file: Path | None = None) -> KafkaSettings:
-    """Kafka settings from env and ``streambatch.toml``, checked by librdkafka itself.
+def read_kafka_settings(config_file: Path | None = None) -> KafkaSettings:
+    """Kafka settings from env and ``streambatch.toml``, not yet checked by librdkafka.
 
     Every ``KAFKA_<PROPERTY>`` variable (except :data:`KAFKA_TOOL_VARIABLES`)
     and every key of the file's ``[kafka]`` table is a librdkafka property; the
-    environment wins over the file.
+    environment wins over the file. Commands load them through
+    ``connectors.kafka_settings.load_kafka_settings``, which also has librdkafka
+    check the properties (the Kafka client lives in the layer above this one).
 
     Raises:
-        ConfigError: a bad value or an unknown property, naming it (never a secret).
+        ConfigError: a bad value of a declared field, naming it (never a secret).
     """
     file = load_config_file(config_file)
+    properties, _origins = _kafka_properties(file)
+    return _build(KafkaSettings, "KAFKA_", file.values, properties=properties)
+
+
+def kafka_property_origins(config_file: Path | None = None) -> dict[str, str]:
+    """Where each librdkafka property was set, for error messages.
+
+    ``{"sasl.mechanism": "KAFKA_SASL_MECHANISM (environment)"}``, or the file
+    and line for a property of ``streambatch.toml``.
+    """
+    return _kafka_properties(load_config_file(config_file))[1]
+
+
+def _kafka_properties(file: ConfigFile) -> tuple[dict[str, str], dict[str, str]]:
+    """The librdkafka properties of the environment and the file, and their origins."""
     declared = {f"KAFKA_{name.upper()}" for name in KafkaSettings.model_fields}
     origins: dict[str, str] = {}
     properties: dict[str, str] = {}
@@ -623,9 +642,7 @@ def load_kafka_settings(config_file: Path | None = None) -> KafkaSettings:
         prop = name.removeprefix("KAFKA_").lower().replace("_", ".")
         properties[prop] = _property_text(value)
         origins[prop] = origin
-    settings = _build(KafkaSettings, "KAFKA_", file.values, properties=properties)
-    _check_with_librdkafka(settings, origins)
-    return settings
+    return properties, origins
 
 
 def _property_text(value: Any) -> str:
@@ -633,34 +650,6 @@ def _property_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def _check_with_librdkafka(settings: KafkaSettings, origins: Mapping[str, str]) -> None:
-    """Build (never connect) a client with ``settings``: librdkafka refuses what it does
-    not know, and values it cannot use (a missing CA file, a missing OIDC endpoint)."""
-    from confluent_kafka import KafkaException
-
-    from connectors.kafka_clients import kafka_error_text, new_producer
-
-    config = settings.librdkafka_config()
-    # No brokers: nothing connects, nothing is sent.
-    config.pop("bootstrap.servers", None)
-    try:
-        new_producer(config)
-    except KafkaException as exc:
-        reason = kafka_error_text(exc).removeprefix("Failed to create producer: ")
-        for name, value in config.items():
-            if is_secret_property(name) and value:
-                reason = reason.replace(value, "**********")
-        named = re.search(r'property "([^"]+)"', reason)
-        prop = named.group(1) if named else next((n for n in origins if n in reason), None)
-        origin = origins.get(prop or "", f"Kafka setting {prop}" if prop else "Kafka settings")
-        location = config.get(prop or "", "")
-        if (prop or "").endswith(".location") and location and not Path(location).exists():
-            reason += f" ({location}: no such file)"
-        raise ConfigError(
-            f"{origin}: {reason}; see librdkafka's CONFIGURATION.md for its properties"
-        ) from None
 
 
 def load_pipeline_settings(config_file: Path | None = None) -> PipelineSettings:
@@ -696,11 +685,11 @@ def load_stream_settings(stream: str, config_file: Path | None = None) -> Stream
 def load_settings(model: type[SettingsT], config_file: Path | None = None) -> SettingsT:
     """Any settings model from env and ``streambatch.toml``; raises ConfigError.
 
-    (Kafka's go through :func:`load_kafka_settings`, which also reads the
+    (Kafka's go through :func:`read_kafka_settings`, which also reads the
     librdkafka properties.)
     """
     if model is KafkaSettings:
-        return load_kafka_settings(config_file)  # type: ignore[return-value]  # same model
+        return read_kafka_settings(config_file)  # type: ignore[return-value]  # same model
     prefix = str(model.model_config.get("env_prefix", ""))
     return _build(model, prefix, _read_config_file(config_file or Path(CONFIG_FILE_NAME)))
 

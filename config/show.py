@@ -25,10 +25,10 @@ from config.settings import (
     PipelineSettings,
     is_secret_property,
     load_config_file,
-    load_kafka_settings,
     load_pipeline_settings,
     load_settings,
     load_stream_settings,
+    read_kafka_settings,
 )
 
 __all__ = ["REDACTED", "SettingRow", "display_value", "list_settings", "model_fields"]
@@ -109,11 +109,15 @@ class _Sources:
 def list_settings(streams: Sequence[str], config_file: Path | None = None) -> list[SettingRow]:
     """Every setting, in model order, then every librdkafka property set, then per stream.
 
+    Whether librdkafka takes the Kafka properties is not checked here (that
+    needs a Kafka client: ``connectors.kafka_settings``, which the command runs
+    first).
+
     Raises:
         ConfigError: a setting's value is refused (as when a command starts).
     """
     sources = _Sources(config_file)
-    kafka = load_kafka_settings(config_file)
+    kafka = read_kafka_settings(config_file)
     pipeline = load_pipeline_settings(config_file)
     loaded: dict[type[BaseSettings], BaseSettings] = {
         KafkaSettings: kafka,

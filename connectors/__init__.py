@@ -1,1 +1,2 @@
-"""Kafka I/O: the fenced source, the dead-letter writer and the embedded broker."""
+"""Kafka I/O: clients and settings, the fenced source and its backpressure, dead letters, the
+embedded broker, and the records that flows carry."""

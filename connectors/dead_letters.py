@@ -34,10 +34,10 @@ from connectors.dead_letter_headers import (
     SOURCE_TOPIC,
 )
 from connectors.kafka_clients import new_producer
-from flows.records import DeadLetter
-from streambatch.errors import DeadLetterWriteError
-from streambatch.failpoints import failpoint
-from streambatch.metrics import BROKER_CONNECTED, KAFKA_ERRORS
+from connectors.records import DeadLetter
+from foundation.errors import DeadLetterWriteError
+from foundation.failpoints import failpoint
+from foundation.metrics import BROKER_CONNECTED, KAFKA_ERRORS
 
 __all__ = ["MAX_MESSAGE_BYTES", "DeadLetterWriter", "dead_letter_headers", "fitted"]
 

@@ -20,7 +20,7 @@ from confluent_kafka.admin import NewTopic
 
 from connectors.kafka_clients import new_admin
 from events.registry import stream_names
-from streambatch.errors import StreambatchError, TransientError
+from foundation.errors import StreambatchError, TransientError
 
 __all__ = ["EmbeddedBroker", "create_topics", "free_port", "stream_topics"]
 

@@ -17,7 +17,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, ClusterMetadata, TopicMetadata
 
-from streambatch.errors import TerminalError
+from foundation.errors import TerminalError
 
 __all__ = [
     "REACH_TIMEOUT_SECONDS",

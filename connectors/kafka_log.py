@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicCollection, TopicPartition
 
 from connectors.kafka_clients import kafka_error_text, new_admin, new_consumer
-from streambatch.errors import TerminalError, TransientError
+from foundation.errors import TerminalError, TransientError
 
 __all__ = [
     "BrokerLog",

@@ -3,7 +3,7 @@
 One Bytewax source partition per Kafka partition, each with its own
 ``assign()``-ed consumer (no consumer group, no Kafka commits): the offset of
 record lives in the lake, committed atomically with the data. Emits one
-:class:`~flows.records.RecordChunk` per ``consume()`` call, not one item per
+:class:`~connectors.records.RecordChunk` per ``consume()`` call, not one item per
 record. While reading, each partition stops the flow when its offsets go
 backwards or its topic is replaced (another topic id): the fence the flow
 started from belongs to the old log (see :mod:`connectors.kafka_log`).
@@ -28,14 +28,14 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from connectors.backpressure import InFlightLimiter
 from connectors.kafka_clients import TopicUnavailable, describe_topic, new_admin, new_consumer
 from connectors.kafka_log import BrokerLog, LogMismatch
-from flows.progress import InFlightLimiter
-from flows.records import Headers, RecordChunk, partition_key
-from streambatch.clock import utc_now
-from streambatch.errors import TerminalError
-from streambatch.gc_pause import gc_paused
-from streambatch.metrics import (
+from connectors.records import Headers, RecordChunk, partition_key
+from foundation.clock import utc_now
+from foundation.errors import TerminalError
+from foundation.gc_pause import gc_paused
+from foundation.metrics import (
     BROKER_CONNECTED,
     CONSUMER_LAG,
     KAFKA_ERRORS,
@@ -72,7 +72,7 @@ class LakeFencedKafkaSource(FixedPartitionedSource[RecordChunk, None]):
         stop_at_end: stop each partition at its end (``enable.partition.eof``).
         batch_size: most records per ``consume()`` call.
         max_in_flight_bytes: stop reading a partition while this many bytes
-            are read but not committed (bounds memory; see flows.progress).
+            are read but not committed (bounds memory; see connectors.backpressure).
         prefetch_bytes: the client's prefetch queues of all partitions of the
             topic together (each partition gets its share, 1 to 8 MiB). The
             client counts fetched bytes, which for a compressed topic are a

@@ -17,7 +17,7 @@ from events.clicks import CLICK_EVENT_TYPES, CLICKS_ARROW_SCHEMA, ClickEvent
 from events.logs import LOG_EVENT_TYPES, LOGS_ARROW_SCHEMA, LogEvent
 from events.orders import ORDER_EVENT_TYPES, ORDERS_ARROW_SCHEMA, OrderEvent
 from events.stream import StreamSchema
-from streambatch.errors import ConfigError, UnknownStreamError
+from foundation.errors import ConfigError, UnknownStreamError
 
 __all__ = [
     "CLICKS",

@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 
 from bytewax.operators import StatefulBatchLogic
 
-from flows.records import ClosedBatch, CloseReason, RecordChunk
-from streambatch.clock import Clock, utc_now
+from connectors.records import ClosedBatch, CloseReason, RecordChunk
+from foundation.clock import Clock, utc_now
 
 __all__ = ["FlushPolicy", "PartitionBatcher"]
 

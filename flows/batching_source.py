@@ -6,7 +6,7 @@ half the chunks of a two-process flow were pickled to the other process,
 and the commits of a partition happened where its reader could not see them
 (its in-flight limit then waited for a poll of the lake). Here each source
 partition runs the same :class:`~flows.batching.PartitionBatcher` over its
-own records and emits :class:`~flows.records.ClosedBatch` es; the sink
+own records and emits :class:`~connectors.records.ClosedBatch` es; the sink
 (a ``DynamicSink``) validates and commits them on the same worker.
 
 The batcher's guarantees hold unchanged: contiguous offsets of one
@@ -22,11 +22,11 @@ from datetime import datetime
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from connectors.records import ClosedBatch, RecordChunk
 from flows.batching import FlushPolicy, PartitionBatcher
-from flows.records import ClosedBatch, RecordChunk
-from streambatch.clock import Clock, utc_now
-from streambatch.errors import TerminalError
-from streambatch.failure import FailureLatch
+from foundation.clock import Clock, utc_now
+from foundation.errors import TerminalError
+from foundation.failure import FailureLatch
 
 __all__ = ["BatchingSource"]
 

@@ -17,11 +17,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from connectors.records import ClosedBatch, byte_lengths
 from events.stream import StreamSchema
 from flows.record_validation import validate_records, value_digests
-from flows.records import ClosedBatch, byte_lengths
 from flows.slices import Slice, merged
-from streambatch.libc import libc_function
+from foundation.libc import libc_function
 
 __all__ = ["validate_columnar"]
 

@@ -16,26 +16,27 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from deltalake.exceptions import DeltaError
 
-from config.settings import KafkaSettings, StreamSettings, load_kafka_settings, load_stream_settings
+from config.settings import KafkaSettings, StreamSettings, load_log_settings, load_stream_settings
 from connectors.kafka_clients import TopicUnavailable, describe_topic
+from connectors.kafka_settings import load_kafka_settings
 from connectors.kafka_source import LakeFencedKafkaSource
+from connectors.records import ClosedBatch, ValidatedBatch
 from events.stream import StreamSchema
 from flows.batching import FlushPolicy
 from flows.batching_source import BatchingSource
-from flows.records import ClosedBatch, ValidatedBatch
+from flows.log_guard import check_logs, mismatch_line
 from flows.run_summary import print_summary_at_exit
 from flows.validation import validate_batch
+from foundation.allocators import use_compact_allocators
+from foundation.clock import Clock, utc_now
+from foundation.errors import ConfigError, TerminalError
+from foundation.failure import FailureLatch, exit_on_failure
+from foundation.gc_pause import collect_less_often, freeze_startup_objects
+from foundation.health import FlowHealth, serve_flow_endpoints
+from foundation.logging_setup import configure_logging
 from sinks.delta_lake import DeltaLake
 from sinks.lake_location import LakeLocation, lake_location_of
 from sinks.lake_sink import LakeSink
-from streambatch.allocators import use_compact_allocators
-from streambatch.clock import Clock, utc_now
-from streambatch.errors import ConfigError, TerminalError
-from streambatch.failure import FailureLatch, exit_on_failure
-from streambatch.gc_pause import collect_less_often, freeze_startup_objects
-from streambatch.health import FlowHealth, serve_flow_endpoints
-from streambatch.log_guard import check_logs, mismatch_line
-from streambatch.logs import configure_logging
 
 __all__ = [
     "build_flow",
@@ -59,7 +60,7 @@ def build_flow(
     """The dataflow of one stream, with every setting already validated.
 
     ``failure``: tripped by a failure the flow cannot get past (see
-    :mod:`streambatch.failure`); the flow's workers then stop.
+    :mod:`foundation.failure`); the flow's workers then stop.
     """
     lake = DeltaLake(lake_location_of(settings), stream)
     lake.ensure_tables()
@@ -124,7 +125,8 @@ def flow_from_environment(stream: StreamSchema) -> Dataflow:
     """
     use_compact_allocators()
     try:
-        configure_logging()
+        log_settings = load_log_settings()
+        configure_logging(log_settings.log_level, log_settings.log_format)
         settings = load_stream_settings(stream.name)
         kafka = load_kafka_settings()
     except ConfigError as exc:

@@ -23,8 +23,8 @@ import pyarrow.json as pj
 import xxhash
 from pydantic import BaseModel, ValidationError
 
+from connectors.records import ClosedBatch, DeadLetter
 from events.stream import StreamSchema
-from flows.records import ClosedBatch, DeadLetter
 from flows.slices import Slice
 
 __all__ = [

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from flows.records import DeadLetter
+from connectors.records import DeadLetter
 
 __all__ = ["NO_INTS", "Slice", "joined_extras", "merged"]
 

@@ -34,6 +34,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectors.records import BatchRange, ClosedBatch, ValidatedBatch
 from events.stream import StreamSchema
 from flows.columnar_validation import validate_columnar
 from flows.record_validation import (
@@ -44,9 +45,8 @@ from flows.record_validation import (
     validate_records,
     value_digest,
 )
-from flows.records import BatchRange, ClosedBatch, ValidatedBatch
 from flows.slices import NO_INTS, Slice, joined_extras
-from streambatch.gc_pause import gc_paused
+from foundation.gc_pause import gc_paused
 
 __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",

@@ -24,8 +24,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from config.settings import load_handler_settings
+from foundation.errors import ConfigError
 from handlers.retry import RetryPolicy
-from streambatch.errors import ConfigError
 
 __all__ = [
     "DEFAULT_HANDLERS_FILE",

@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from connectors.embedded_broker import create_topics
 from connectors.kafka_clients import new_consumer
-from streambatch.errors import StreambatchError
+from foundation.errors import StreambatchError
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
 from connectors.kafka_clients import new_producer
+from foundation.errors import TransientError
+from foundation.failpoints import failpoint
+from foundation.metrics import OUTBOX_PUBLISHED
 from handlers.kafka_io import DeliveryFailures, produce_waiting
 from handlers.store import OutboxMessage, Store
-from streambatch.errors import TransientError
-from streambatch.failpoints import failpoint
-from streambatch.metrics import OUTBOX_PUBLISHED
 
 __all__ = ["OutboxRelay"]
 

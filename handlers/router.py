@@ -29,7 +29,10 @@ from confluent_kafka import Message
 
 from connectors.dead_letters import DeadLetterWriter
 from connectors.kafka_clients import new_producer
-from flows.records import DeadLetter
+from connectors.records import DeadLetter
+from foundation.errors import StreambatchError, TerminalError
+from foundation.failpoints import deliveries
+from foundation.metrics import ROUTED_EVENTS
 from handlers.kafka_io import (
     Activity,
     ConsumerLoop,
@@ -44,9 +47,6 @@ from handlers.kafka_io import (
 )
 from handlers.rules import Rule, RuleSet
 from handlers.runtime import PUBLISHER_HEADER, parse_order_json
-from streambatch.errors import StreambatchError, TerminalError
-from streambatch.failpoints import deliveries
-from streambatch.metrics import ROUTED_EVENTS
 
 __all__ = ["EventRouter", "RouterCounts"]
 

@@ -91,7 +91,7 @@ from typing import Any, Final
 
 import orjson
 
-from streambatch.errors import ConfigError, TerminalError
+from foundation.errors import ConfigError, TerminalError
 
 __all__ = [
     "Explanation",

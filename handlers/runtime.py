@@ -5,8 +5,8 @@ it gets the decoded event (a dict with a string ``event_id``) and a
 :class:`HandlerContext` whose transaction already holds the inbox claim of
 that event: the handler's state changes and the events it publishes commit
 together with the claim, or not at all. A handler signals failure by raising
-:class:`~streambatch.errors.TransientError` (retried with backoff) or
-:class:`~streambatch.errors.TerminalError` (dead-lettered at once); any other
+:class:`~foundation.errors.TransientError` (retried with backoff) or
+:class:`~foundation.errors.TerminalError` (dead-lettered at once); any other
 exception counts as transient.
 """
 
@@ -23,8 +23,8 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from events.orders import OrderEvent
+from foundation.errors import ConfigError, TerminalError
 from handlers.store import Store, Transaction
-from streambatch.errors import ConfigError, TerminalError
 
 __all__ = [
     "PUBLISHER_HEADER",

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from foundation.errors import StreambatchError
 from handlers.batch.service import build_batch_workers
 from handlers.config import HandlersConfig
 from handlers.kafka_io import QuietClock
@@ -35,7 +36,6 @@ from handlers.rules import RuleSet
 from handlers.store import Store, open_store
 from handlers.worker import WorkerCounts, build_worker
 from sinks.lake_location import LakeLocation
-from streambatch.errors import StreambatchError
 
 __all__ = ["NotSettledError", "ServiceResult", "build_router", "run_router", "run_workers"]
 

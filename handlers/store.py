@@ -25,7 +25,7 @@ strings, ``"..."`` identifiers, ``--`` and ``/* */`` comments, and
 ``$$`` or ``E'...'`` strings).
 
 Errors: lock waits, lost connections, serialization failures and deadlocks
-raise :class:`~streambatch.errors.TransientError` (retry the whole event);
+raise :class:`~foundation.errors.TransientError` (retry the whole event);
 a bad URL raises :class:`StoreError`; every other database error propagates
 as the driver raised it (``sqlite3.IntegrityError``,
 ``psycopg.errors.UniqueViolation``, ...). On PostgreSQL a failed statement
@@ -58,7 +58,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import parse_qsl, unquote
 
-from streambatch.errors import TerminalError, TransientError
+from foundation.errors import TerminalError, TransientError
 
 if TYPE_CHECKING:
     import psycopg

@@ -45,7 +45,11 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from connectors.dead_letter_headers import HANDLER_ATTEMPTS, HANDLER_NAME
 from connectors.dead_letters import DeadLetterWriter
 from connectors.kafka_clients import new_producer
-from flows.records import DeadLetter
+from connectors.records import DeadLetter
+from foundation.clock import utc_now
+from foundation.errors import StreambatchError, TerminalError, TransientError
+from foundation.failpoints import deliveries, failpoint
+from foundation.metrics import HANDLER_MESSAGES
 from handlers.config import WorkerPlan
 from handlers.kafka_io import (
     Activity,
@@ -63,10 +67,6 @@ from handlers.outbox import OutboxRelay
 from handlers.retry import RetryTopics
 from handlers.runtime import Handler, HandlerContext, InvalidEventError
 from handlers.store import Store, Transaction
-from streambatch.clock import utc_now
-from streambatch.errors import StreambatchError, TerminalError, TransientError
-from streambatch.failpoints import deliveries, failpoint
-from streambatch.metrics import HANDLER_MESSAGES
 
 __all__ = ["QueueWorker", "WorkerCounts", "build_worker", "decode_event"]
 

@@ -28,8 +28,8 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
+from foundation.errors import TerminalError, TransientError
 from handlers.runtime import HandlerContext, HandlerFactory, parse_order_event
-from streambatch.errors import TerminalError, TransientError
 
 __all__ = [
     "BUILTIN_HANDLERS",

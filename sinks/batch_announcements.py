@@ -33,10 +33,10 @@ import pyarrow.compute as pc
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from connectors.kafka_clients import new_consumer, new_producer
+from foundation.errors import LakeError, StreambatchError
 from sinks.delta_lake import BatchRecord, DeltaLake
 from sinks.delta_log import as_lake_table
 from sinks.lake_location import LakeTable
-from streambatch.errors import LakeError, StreambatchError
 
 __all__ = [
     "BATCH_ID_HEADER",

@@ -29,10 +29,10 @@ from deltalake import CommitProperties, DeltaTable, Transaction
 from deltalake.transaction import AddAction, RemoveAction
 
 from events.stream import PARTITION_COLUMNS, StreamSchema
+from foundation.errors import FenceMovedError, LakeError, TransientError
+from foundation.failpoints import failpoint
 from sinks.delta_log import commits_from, recent_commits
 from sinks.lake_location import LakeLocation, LakeTable
-from streambatch.errors import FenceMovedError, LakeError, TransientError
-from streambatch.failpoints import failpoint
 
 __all__ = [
     "BATCHES_SCHEMA",

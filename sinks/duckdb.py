@@ -36,9 +36,9 @@ from deltalake import DeltaTable
 
 from events.registry import STREAMS, stream_names
 from events.stream import COMMON_COLUMNS, LINEAGE_COLUMNS, PARTITION_COLUMNS
+from foundation.errors import LakeError, StreambatchError
 from sinks.delta_lake import BATCHES_SCHEMA, BATCHES_TABLE
 from sinks.lake_location import LakeLocation, LakeTable, lake_in
-from streambatch.errors import LakeError, StreambatchError
 
 __all__ = [
     "REPORTS",

@@ -38,7 +38,7 @@ from deltalake import DeltaTable
 from deltalake.fs import DeltaStorageHandler
 from pydantic import SecretStr
 
-from streambatch.errors import ConfigError, LakeError
+from foundation.errors import ConfigError, LakeError
 
 __all__ = [
     "OBJECT_STORE_SCHEMES",

@@ -27,19 +27,15 @@ import pyarrow.compute as pc
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from config.settings import StreamSettings
+from connectors.backpressure import commit_board
 from connectors.dead_letters import DeadLetterWriter
-from flows.dedupe import DedupeIndex, digest_ids
-from flows.progress import COMMITTED
-from flows.records import BatchRange, ClosedBatch, ValidatedBatch, partition_key
-from sinks.batch_announcements import BatchAnnouncer
-from sinks.commit_ranges import DEFAULT_MAX_PARTITIONS_PER_COMMIT, commit_ranges
-from sinks.delta_lake import BatchRecord, DeltaLake
-from streambatch.allocators import release_free_memory
-from streambatch.clock import Clock, utc_now
-from streambatch.errors import DeadLetterWriteError
-from streambatch.failpoints import failpoint
-from streambatch.failure import FailureLatch, is_transient, remedy, root_cause
-from streambatch.metrics import (
+from connectors.records import BatchRange, ClosedBatch, ValidatedBatch, partition_key
+from foundation.allocators import release_free_memory
+from foundation.clock import Clock, utc_now
+from foundation.errors import DeadLetterWriteError
+from foundation.failpoints import failpoint
+from foundation.failure import FailureLatch, is_transient, remedy, root_cause
+from foundation.metrics import (
     BATCH_BYTES,
     BATCH_ROWS,
     BATCHES_COMMITTED,
@@ -47,6 +43,10 @@ from streambatch.metrics import (
     LAST_COMMIT,
     RECORDS,
 )
+from sinks.batch_announcements import BatchAnnouncer
+from sinks.commit_ranges import DEFAULT_MAX_PARTITIONS_PER_COMMIT, commit_ranges
+from sinks.dedupe import DedupeIndex, digest_ids
+from sinks.delta_lake import BatchRecord, DeltaLake
 
 __all__ = ["CommitOutcome", "LakeSink", "PartitionCommitter"]
 
@@ -127,7 +127,7 @@ class PartitionCommitter:
         # Stage 1, drop below the fence: what an earlier run committed already.
         if self.fence is not None and first_offset < self.fence:
             if offsets[-1] < self.fence:
-                COMMITTED.publish(self.topic, self.partition, self.fence)
+                commit_board.publish(self.topic, self.partition, self.fence)
                 return CommitOutcome(None, len(offsets))
             # Only after a takeover mid-range: keep what is at or past the fence.
             skipped = sum(1 for offset in offsets if offset < self.fence)
@@ -205,7 +205,7 @@ class PartitionCommitter:
                 _int64s(part.column("_value_digest")),
             )
             self.fence = high
-            COMMITTED.publish(self.topic, self.partition, self.fence)
+            commit_board.publish(self.topic, self.partition, self.fence)
             _observe(committed, time.monotonic() - started)
             log.info("batch committed", extra={"fields": {"batch": _log_fields(committed)}})
             started = time.monotonic()
@@ -305,10 +305,10 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
     ``write_batch`` blocks, on top of the sources' own backpressure.
 
     Failing closed: a transient commit failure (a conflict with another
-    writer, see :func:`~streambatch.failure.is_transient`) is retried from
+    writer, see :func:`~foundation.failure.is_transient`) is retried from
     the lake's fence for at most ``STREAMBATCH_RETRY_SECONDS``; any other
     failure in either thread, or retries running out, trips the flow's
-    :class:`~streambatch.failure.FailureLatch` with one line naming the root
+    :class:`~foundation.failure.FailureLatch` with one line naming the root
     cause. Both threads then end, ``write_batch`` and ``close`` raise it (and
     so does the source, which polls the latch), so the worker stops: nothing
     after it is committed, a restart re-reads from the fence.

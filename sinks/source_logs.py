@@ -29,14 +29,14 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction
 
 from events.stream import PARTITION_COLUMNS, StreamSchema
+from foundation.errors import LakeError
+from foundation.failpoints import failpoint
 from sinks.delta_lake import (
     BATCHES_SCHEMA,
     CHECKPOINT_INTERVAL,
     DeltaLake,
     _add_file,
 )
-from streambatch.errors import LakeError
-from streambatch.failpoints import failpoint
 
 __all__ = ["SOURCE_LOGS_SCHEMA", "SOURCE_LOGS_TABLE", "LogGeneration", "SourceLogs"]
 

@@ -1,4 +1,7 @@
-"""streambatch: Kafka streams into clean, deduplicated, queryable batches."""
+"""streambatch: Kafka streams into clean, deduplicated, queryable batches.
+
+This package is the application on top of the others: the CLI and its commands.
+"""
 
 __all__ = ["__version__"]
 

@@ -22,12 +22,13 @@ from rich.markup import escape
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from config.settings import (
-    load_kafka_settings,
+    load_log_settings,
     load_pipeline_settings,
     load_stream_settings,
 )
+from connectors.kafka_settings import load_kafka_settings
+from foundation.errors import ConfigError, StreambatchError
 from sinks.lake_location import LakeLocation, lake_in, lake_location_of
-from streambatch.errors import ConfigError, StreambatchError
 
 if TYPE_CHECKING:
     from handlers.router import RouterCounts
@@ -181,7 +182,7 @@ def produce(
     (same customers, skus and time range); all sends the three.
     """
     from events.registry import CLICKS, LOGS, ORDERS
-    from streambatch.generator import (
+    from generator import (
         generate_order_records,
         generate_stream_records,
         produce_records,
@@ -441,13 +442,14 @@ def _stop_before_work(_signum: int, _frame: object) -> None:
 
 
 def _start_handler_process(metrics_port: int | None) -> None:
-    from streambatch.logs import configure_logging
-    from streambatch.metrics import serve_metrics
+    from foundation.logging_setup import configure_logging
+    from foundation.metrics import serve_metrics
 
     # Until the workers take over signals (a graceful stop of each), a stop ends
     # the process at once with 0, as docker stop or a supervisor expects.
     signal.signal(signal.SIGTERM, _stop_before_work)
-    configure_logging()
+    log_settings = load_log_settings()
+    configure_logging(log_settings.log_level, log_settings.log_format)
     shared = load_pipeline_settings()
     port = metrics_port if metrics_port is not None else shared.metrics_port
     if port is not None:
@@ -576,8 +578,8 @@ def accept_log(
     while the stream's flow is stopped.
     """
     from events.registry import get_stream
+    from flows.log_guard import accept_logs
     from sinks.delta_lake import DeltaLake
-    from streambatch.log_guard import accept_logs
 
     location = _data_dir_with_lake(data_dir)
     settings = load_stream_settings(stream).model_copy(update={"lake_uri": location.root})
@@ -600,7 +602,7 @@ def status(
 ) -> None:
     """Kafka end offset, lake fence, lag and open-batch age per partition; exit 1 if stalled."""
     from events.registry import get_stream, stream_names
-    from streambatch.clock import utc_now
+    from foundation.clock import utc_now
     from streambatch.status import collect_status, render_status, stalled
 
     for name in stream or []:
@@ -628,7 +630,7 @@ def compact(
     data_dir: DataDirOption = None,
 ) -> None:
     """Merge the small files of finished hours (UTC) of STREAM; rows and fences unchanged."""
-    from streambatch.clock import utc_now
+    from foundation.clock import utc_now
     from streambatch.maintenance import compact_stream
 
     result = compact_stream(
@@ -721,6 +723,7 @@ def config_show(
 
     if output not in ("table", "json"):
         raise StreambatchError(f"--format must be table or json, not {output!r}")
+    load_kafka_settings()  # refuses what librdkafka refuses, as when a command starts
     rows = list_settings(list(STREAMS))
     if output == "json":
         print(json.dumps([row.as_json() for row in rows], indent=2))

@@ -26,7 +26,7 @@ from connectors.dead_letter_headers import (
     SOURCE_TOPIC,
 )
 from connectors.kafka_clients import describe_topic, new_consumer
-from streambatch.errors import StreambatchError
+from foundation.errors import StreambatchError
 
 __all__ = [
     "ERROR_HEADER_NAMES",

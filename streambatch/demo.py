@@ -17,9 +17,9 @@ if TYPE_CHECKING:
     from handlers.config import HandlersConfig
 
 from connectors.embedded_broker import EmbeddedBroker, create_topics, stream_topics
+from flows.runner import run_flow_to_end
+from foundation.errors import StreambatchError
 from sinks.lake_location import lake_in
-from streambatch.errors import StreambatchError
-from streambatch.flow_runner import run_flow_to_end
 
 __all__ = ["DEMO_REPORTS", "run_demo"]
 
@@ -59,9 +59,9 @@ def run_demo(console: Console, *, events: int, data_dir: Path) -> None:
     The broker keeps data in memory, so each demo starts from empty topics and
     an empty lake (a lake's fences only make sense for the topics it read).
     """
+    from generator import generate_stream_records, produce_records
     from sinks.duckdb import connect, run_report
     from streambatch.dead_letter_tools import inspect_dead_letters
-    from streambatch.generator import generate_stream_records, produce_records
     from streambatch.tables import render_table
 
     data_dir = data_dir.resolve()

@@ -32,10 +32,10 @@ from deltalake import DeltaTable, WriterProperties
 from deltalake.exceptions import CommitFailedError, DeltaError
 
 from events.registry import get_stream
+from foundation.errors import LakeError, StreambatchError
 from sinks.delta_lake import DeltaLake
 from sinks.delta_log import commit_info
 from sinks.lake_location import LakeLocation, LakeTable, lake_in
-from streambatch.errors import LakeError, StreambatchError
 
 __all__ = [
     "DEFAULT_TARGET_SIZE_BYTES",

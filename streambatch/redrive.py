@@ -43,14 +43,14 @@ from connectors.kafka_clients import (
     new_consumer,
     new_producer,
 )
+from foundation.errors import StreambatchError
+from foundation.failpoints import failpoint
 from streambatch.dead_letter_tools import (
     header,
     header_pairs,
     iter_topic,
     read_topic,
 )
-from streambatch.errors import StreambatchError
-from streambatch.failpoints import failpoint
 
 __all__ = [
     "REDRIVEN_FROM_HEADER",

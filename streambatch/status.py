@@ -30,9 +30,9 @@ from rich.table import Table
 from config.settings import load_stream_settings
 from connectors.kafka_clients import TopicUnavailable, describe_topic, new_consumer
 from events.registry import get_stream
+from foundation.errors import StreambatchError
 from sinks.delta_lake import BATCHES_TABLE, DeltaLake
 from sinks.lake_location import LakeLocation, LakeTable, lake_in
-from streambatch.errors import StreambatchError
 
 __all__ = [
     "STALL_WINDOWS",

@@ -34,11 +34,11 @@ from config.settings import StreamSettings
 from connectors.kafka_log import topic_id
 from events.stream import StreamSchema
 from flows.record_validation import value_digest
+from foundation.errors import StreambatchError
 from sinks.delta_lake import DeltaLake
 from sinks.lake_location import lake_location_of
 from sinks.source_logs import LogGeneration, SourceLogs
 from streambatch.dead_letter_tools import read_topic, source_of
-from streambatch.errors import StreambatchError
 
 __all__ = [
     "PartitionReport",

@@ -15,9 +15,9 @@ from typing import Any
 import pyarrow as pa
 from deltalake import DeltaTable
 
+from flows.runner import flow_command as runner_flow_command
+from generator import GeneratedRecord, produce_records
 from streambatch.dead_letter_tools import read_topic as read_whole_topic
-from streambatch.flow_runner import flow_command as runner_flow_command
-from streambatch.generator import GeneratedRecord, produce_records
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

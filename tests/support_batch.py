@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from foundation.errors import TransientError
 from handlers.batch.rollup import read_rollup
 from handlers.batch.runtime import BatchContext
 from handlers.config import HandlersConfig
@@ -21,7 +22,6 @@ from handlers.store import open_store
 from sinks.batch_announcements import BatchAnnouncement, batch_id
 from sinks.duckdb import connect, run_report
 from sinks.lake_location import LakeLocation, lake_in
-from streambatch.errors import TransientError
 from tests.support import StreamTopics, lake_table
 
 CALLS_TABLE = "test_batch_calls"

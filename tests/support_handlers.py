@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from foundation.errors import TerminalError, TransientError
 from handlers.runtime import HandlerContext
 from handlers.store import open_store
-from streambatch.errors import TerminalError, TransientError
 from tests.support import REPO_ROOT, StreamTopics
 
 SHIPPED_RULES = REPO_ROOT / "config" / "rules.toml"

@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 
+from generator import generate_order_records
 from handlers.workflow import stable_fraction
-from streambatch.generator import generate_order_records
 from tests.support import read_topic
 from tests.support_handlers import HandlerSetup
 

@@ -34,9 +34,9 @@ from urllib.parse import urlsplit
 import orjson
 import pyarrow as pa
 
+from foundation.errors import TerminalError, TransientError
 from handlers.batch.runtime import BatchContext
 from sinks.batch_announcements import BatchAnnouncement
-from streambatch.errors import TerminalError, TransientError
 
 __all__ = ["DELIVERIES_TABLE", "HttpDelivery", "encode_rows"]
 

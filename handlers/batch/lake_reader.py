@@ -17,9 +17,9 @@ import pyarrow.dataset as ds
 
 from events.registry import get_stream
 from events.stream import PARTITION_COLUMNS
+from foundation.errors import TransientError
 from sinks.batch_announcements import BatchAnnouncement
 from sinks.lake_location import LakeLocation, LakeTable
-from streambatch.errors import TransientError
 
 __all__ = ["read_batch_rows"]
 

@@ -6,9 +6,9 @@ announcement (stable ``batch_id``, offsets, counts, times), ``rows`` exactly
 that batch's rows as an Arrow table, read from the lake, and ``context`` holds
 the store transaction that already claimed the batch id in the inbox. State
 changes in that transaction commit together with the claim, or not at all.
-Failure: raise :class:`~streambatch.errors.TransientError` (retried with
+Failure: raise :class:`~foundation.errors.TransientError` (retried with
 backoff; any other exception counts as transient) or
-:class:`~streambatch.errors.TerminalError` (dead-lettered at once).
+:class:`~foundation.errors.TerminalError` (dead-lettered at once).
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from typing import Any, ClassVar, Protocol
 import pyarrow as pa
 
 from config.settings import load_stream_settings
+from foundation.errors import ConfigError
 from handlers.config import HandlersConfig
 from handlers.retry import RetryPolicy
 from handlers.store import Transaction
 from sinks.batch_announcements import BatchAnnouncement
 from sinks.lake_location import LakeLocation
-from streambatch.errors import ConfigError
 
 __all__ = [
     "BUILTIN_BATCH_HANDLERS",

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from foundation.errors import ConfigError
 from handlers.batch.runtime import batch_plan
 from handlers.batch.worker import BatchWorker, build_batch_worker
 from handlers.config import HandlersConfig
 from handlers.store import Store
 from sinks.lake_location import LakeLocation
-from streambatch.errors import ConfigError
 
 __all__ = ["build_batch_workers"]
 

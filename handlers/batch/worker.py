@@ -29,7 +29,10 @@ from confluent_kafka import Message
 
 from connectors.dead_letter_headers import HANDLER_ATTEMPTS, HANDLER_NAME
 from connectors.dead_letters import DeadLetterWriter
-from flows.records import DeadLetter
+from connectors.records import DeadLetter
+from foundation.clock import utc_now
+from foundation.errors import TerminalError
+from foundation.metrics import BATCH_HANDLER_DELAY, HANDLER_MESSAGES
 from handlers.batch.lake_reader import read_batch_rows
 from handlers.batch.runtime import (
     BatchContext,
@@ -50,9 +53,6 @@ from handlers.kafka_io import (
 from handlers.store import Store
 from handlers.worker import WorkerCounts
 from sinks.batch_announcements import BatchAnnouncement
-from streambatch.clock import utc_now
-from streambatch.errors import TerminalError
-from streambatch.metrics import BATCH_HANDLER_DELAY, HANDLER_MESSAGES
 
 __all__ = ["BatchWorker", "InvalidAnnouncementError", "build_batch_worker", "decode_announcement"]
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streambatch.generator import (
+from generator import (
     GeneratedRecord,
     ProduceReport,
     generate_order_records,

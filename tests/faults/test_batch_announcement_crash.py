@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from connectors.embedded_broker import create_topics
+from generator import generate_order_records
 from handlers.store import open_store
 from sinks.batch_announcements import BatchAnnouncement, batch_id
-from streambatch.generator import generate_order_records
 from tests.support import (
     REPO_ROOT,
     StreamTopics,

@@ -36,7 +36,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.embedded_broker import EmbeddedBroker, create_topics, free_port
-from streambatch.generator import (
+from generator import (
     DEFAULT_START,
     GeneratedRecord,
     generate_order_records,

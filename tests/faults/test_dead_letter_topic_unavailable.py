@@ -39,8 +39,8 @@ from confluent_kafka.admin import AdminClient
 from deltalake import DeltaTable
 
 from connectors.embedded_broker import create_topics
-from streambatch.failure import EXIT_CODE
-from streambatch.generator import generate_order_records
+from foundation.failure import EXIT_CODE
+from generator import generate_order_records
 from tests.faults import test_broker_outage
 from tests.faults.test_broker_outage import ProxiedBroker
 from tests.support import (

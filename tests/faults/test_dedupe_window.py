@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streambatch.generator import GeneratedRecord, generate_order_records
+from generator import GeneratedRecord, generate_order_records
 from tests.support import StreamTopics, flow_env, lake_table, run_flow, send
 
 # Small batches: the re-sends meet the index, not the batch they came in with.

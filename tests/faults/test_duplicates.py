@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pyarrow.compute as pc
 
-from streambatch.generator import (
+from generator import (
     GeneratedRecord,
     generate_order_records,
     summarize,

@@ -22,9 +22,9 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from streambatch.failure import EXIT_CODE
-from streambatch.flow_runner import cluster_commands
-from streambatch.generator import generate_order_records
+from flows.runner import cluster_commands
+from foundation.failure import EXIT_CODE
+from generator import generate_order_records
 from tests.support import (
     REPO_ROOT,
     StreamTopics,

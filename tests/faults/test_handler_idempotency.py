@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from streambatch.failpoints import HANDLER_FAILPOINTS
-from streambatch.generator import GeneratedRecord, generate_order_records
+from foundation.failpoints import HANDLER_FAILPOINTS
+from generator import GeneratedRecord, generate_order_records
 from tests.support import StreamTopics, send
 from tests.support_handlers import HandlerSetup, kill, stop, summary_counts
 from tests.support_workflow import (

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from streambatch.generator import GeneratedRecord, generate_stream_records, produce_records
+from generator import GeneratedRecord, generate_stream_records, produce_records
 from tests.support import StreamTopics, flow_env, lake_table, read_topic, run_flow, send
 
 pytestmark = pytest.mark.slow

@@ -26,8 +26,8 @@ from typing import Any
 import orjson
 import pytest
 
+from generator import GeneratedRecord, produce_records
 from sinks.duckdb import connect
-from streambatch.generator import GeneratedRecord, produce_records
 from tests.support import StreamTopics, flow_command, flow_env, read_topic, send
 
 pytestmark = pytest.mark.slow

@@ -18,8 +18,8 @@ from deltalake import DeltaTable
 
 from config.settings import load_stream_settings
 from events.registry import ORDERS
-from streambatch.failpoints import FLOW_FAILPOINTS
-from streambatch.generator import (
+from foundation.failpoints import FLOW_FAILPOINTS
+from generator import (
     GenerationSummary,
     generate_order_records,
     summarize,

@@ -23,10 +23,10 @@ from config.settings import load_stream_settings
 from connectors.embedded_broker import EmbeddedBroker, create_topics
 from events.registry import ORDERS
 from events.stream import PARTITION_COLUMNS
+from foundation.failpoints import LOG_FAILPOINTS
+from generator import generate_order_records
 from sinks.delta_lake import DeltaLake
 from sinks.source_logs import SourceLogs
-from streambatch.failpoints import LOG_FAILPOINTS
-from streambatch.generator import generate_order_records
 from streambatch.verify import verify_stream
 from tests.support import REPO_ROOT, StreamTopics, flow_command, flow_env, lake_table, send
 

@@ -5,7 +5,7 @@ partition receiving data, + 32 bytes per remembered event id. With one busy
 partition, 10 MiB windows and ~210k ids that is 500 + 50 + 7 = 557 MiB.
 
 Pass: the flow exits 0, its peak RSS (``VmHWM``, via
-``streambatch.flow_runner.run_flow_to_end``) is below that bound, and the
+``flows.runner.run_flow_to_end``) is below that bound, and the
 lake holds exactly the distinct valid events, once each.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from streambatch.flow_runner import run_flow_to_end
-from streambatch.generator import generate_order_records
+from flows.runner import run_flow_to_end
+from generator import generate_order_records
 from tests.support import REPO_ROOT, StreamTopics, flow_env, lake_table
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from streambatch.generator import GenerationSummary, generate_order_records, summarize
+from generator import GenerationSummary, generate_order_records, summarize
 from tests.support import REPO_ROOT, StreamTopics, flow_command, flow_env, run_flow, send
 from tests.support_s3 import S3Lake, free_port
 

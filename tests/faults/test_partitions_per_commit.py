@@ -18,8 +18,8 @@ import orjson
 import pytest
 from deltalake import DeltaTable
 
+from generator import generate_order_records
 from sinks.commit_ranges import DEFAULT_MAX_PARTITIONS_PER_COMMIT
-from streambatch.generator import generate_order_records
 from tests.support import StreamTopics, flow_env, lake_table, run_flow, send
 
 pytestmark = pytest.mark.slow

@@ -32,8 +32,8 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from connectors.embedded_broker import create_topics
+from generator import generate_order_records, produce_records
 from sinks.duckdb import connect
-from streambatch.generator import generate_order_records, produce_records
 from tests.support import REPO_ROOT, StreamTopics, flow_env, run_flow
 
 pytestmark = pytest.mark.slow

@@ -20,8 +20,8 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from connectors.embedded_broker import create_topics
-from streambatch.failpoints import REDRIVE_FAILPOINTS
-from streambatch.generator import GeneratedRecord, generate_order_records
+from foundation.failpoints import REDRIVE_FAILPOINTS
+from generator import GeneratedRecord, generate_order_records
 from tests.support import REPO_ROOT, StreamTopics, flow_env, lake_table, read_topic, run_flow, send
 
 REDRIVEN_FROM = "streambatch.redriven-from"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streambatch.generator import generate_order_records, summarize
+from generator import generate_order_records, summarize
 from tests.support import (
     REPO_ROOT,
     StreamTopics,

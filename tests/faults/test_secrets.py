@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from streambatch.generator import generate_order_records
+from generator import generate_order_records
 from tests.support import REPO_ROOT, StreamTopics, flow_command, flow_env, read_topic, send
 
 pytestmark = pytest.mark.slow

@@ -23,7 +23,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from connectors.embedded_broker import free_port
-from streambatch.generator import GeneratedRecord, produce_records
+from generator import GeneratedRecord, produce_records
 from tests.support import REPO_ROOT
 
 VALID = 30

@@ -8,8 +8,8 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 
 from connectors.embedded_broker import create_topics
+from generator import generate_order_records
 from sinks.batch_announcements import BATCH_ID_HEADER, BatchAnnouncement, batch_id
-from streambatch.generator import generate_order_records
 from tests.support import StreamTopics, flow_env, lake_table, read_topic, run_flow, send
 
 

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from connectors.embedded_broker import create_topics
+from generator import generate_order_records
 from handlers.store import open_store
 from streambatch.dead_letter_tools import inspect_dead_letters
-from streambatch.generator import generate_order_records
 from tests.support import (
     REPO_ROOT,
     StreamTopics,

@@ -22,9 +22,9 @@ from plotly.offline import get_plotlyjs
 
 from connectors.embedded_broker import create_topics
 from events.registry import CLICKS, LOGS, ORDERS
+from generator import generate_stream_records, produce_records
 from sinks.delta_lake import BATCHES_SCHEMA
 from sinks.duckdb import connect, run_sql
-from streambatch.generator import generate_stream_records, produce_records
 from streambatch.html_report import render_report_html, write_report
 from tests.support import StreamTopics, flow_env, run_flow
 from tests.support_browser import (

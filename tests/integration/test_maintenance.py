@@ -19,13 +19,13 @@ from deltalake.table import TableOptimizer
 
 from config.settings import load_stream_settings
 from events.registry import ORDERS
-from sinks.delta_lake import DeltaLake
-from streambatch.errors import StreambatchError
-from streambatch.generator import (
+from foundation.errors import StreambatchError
+from generator import (
     GeneratedRecord,
     generate_order_records,
     summarize,
 )
+from sinks.delta_lake import DeltaLake
 from streambatch.maintenance import compact_stream, vacuum_lake
 from streambatch.verify import verify_stream
 from tests.support import (

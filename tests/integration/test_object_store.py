@@ -12,8 +12,8 @@ from pathlib import Path
 import pyarrow.compute as pc
 
 from connectors.embedded_broker import create_topics
+from generator import generate_order_records, summarize
 from sinks.lake_location import resolve_lake_location
-from streambatch.generator import generate_order_records, summarize
 from tests.support import (
     REPO_ROOT,
     StreamTopics,

@@ -12,7 +12,7 @@ from deltalake import DeltaTable
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.embedded_broker import free_port
-from streambatch.generator import generate_order_records, summarize
+from generator import generate_order_records, summarize
 from tests.support import REPO_ROOT, StreamTopics, flow_command, flow_env, lake_table, send
 
 

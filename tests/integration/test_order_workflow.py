@@ -8,9 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from foundation.errors import TerminalError
+from generator import generate_order_records
 from handlers.rules import RuleSet, parse_event
-from streambatch.errors import TerminalError
-from streambatch.generator import generate_order_records
 from tests.support import StreamTopics, read_topic, send
 from tests.support_handlers import HandlerSetup, stop, summary_counts, summary_line
 from tests.support_workflow import (

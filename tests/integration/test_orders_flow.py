@@ -13,14 +13,14 @@ import pytest
 from deltalake import DeltaTable
 
 from events.registry import ORDERS
-from sinks.delta_lake import CHECKPOINT_INTERVAL
-from sinks.duckdb import connect
-from streambatch.generator import (
+from generator import (
     GeneratedRecord,
     generate_order_records,
     produce_records,
     summarize,
 )
+from sinks.delta_lake import CHECKPOINT_INTERVAL
+from sinks.duckdb import connect
 from tests.support import (
     REPO_ROOT,
     StreamTopics,

@@ -12,12 +12,12 @@ import pytest
 from confluent_kafka import Producer
 from prometheus_client import REGISTRY
 
+from generator import generate_order_records
 from handlers.config import load_handlers_config
 from handlers.outbox import OutboxRelay
 from handlers.service import NotSettledError, run_workers
 from handlers.store import open_store
 from handlers.worker import build_worker
-from streambatch.generator import generate_order_records
 from tests.support import StreamTopics, read_topic, send
 from tests.support_handlers import HandlerSetup, stop, summary_counts
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from streambatch.clock import utc_now
-from streambatch.generator import generate_order_records
+from foundation.clock import utc_now
+from generator import generate_order_records
 from streambatch.status import PartitionStatus, collect_status, render_status, stalled
 from tests.support import REPO_ROOT, StreamTopics, flow_env, read_topic, run_flow, send
 

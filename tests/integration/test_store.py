@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from foundation.errors import TransientError
 from handlers.store import OutboxMessage, Store, StoreError, open_store
-from streambatch.errors import TransientError
 
 COUNTER_DDL = (
     "CREATE TABLE IF NOT EXISTS counter (id INTEGER PRIMARY KEY, n BIGINT NOT NULL)",

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from foundation.errors import TransientError
 from handlers.store import Store, open_store
-from streambatch.errors import TransientError
 from tests.integration.test_store import COUNTER_DDL, StoreContract, counter_value
 
 

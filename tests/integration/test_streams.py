@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streambatch.generator import generate_stream_records, summarize
+from generator import generate_stream_records, summarize
 from tests.support import StreamTopics, flow_env, lake_table, read_topic, run_flow, send
 
 STREAMS = generate_stream_records(1_500, seed=17, duplicate_ratio=0.03, malformed_ratio=0.02)

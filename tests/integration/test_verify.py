@@ -11,7 +11,7 @@ from deltalake import DeltaTable
 
 from config.settings import load_stream_settings
 from events.registry import ORDERS
-from streambatch.generator import generate_order_records
+from generator import generate_order_records
 from streambatch.verify import verify_stream
 from tests.support import REPO_ROOT, StreamTopics, flow_env, run_flow, send
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streambatch.allocators import DELTALAKE_JEMALLOC_CONF, release_free_memory
+from foundation.allocators import DELTALAKE_JEMALLOC_CONF, release_free_memory
 from tests.support import REPO_ROOT
 
 

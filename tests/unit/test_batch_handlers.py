@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from config.settings import load_stream_settings
+from foundation.errors import ConfigError
 from handlers.batch.http_delivery import HttpDelivery, encode_rows
 from handlers.batch.rollup import RevenueRollup
 from handlers.batch.runtime import resolve_batch_handler
@@ -18,7 +19,6 @@ from handlers.batch.worker import InvalidAnnouncementError, decode_announcement
 from handlers.config import HandlersConfig
 from sinks.batch_announcements import BatchAnnouncement, announcement_partition, batch_id
 from sinks.delta_lake import BatchRecord
-from streambatch.errors import ConfigError
 
 MOMENT = datetime(2026, 11, 28, 14, 3, 11, 123000, tzinfo=UTC)
 

@@ -11,8 +11,8 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connectors.records import ClosedBatch, RecordChunk
 from flows.batching import FlushPolicy
-from flows.records import ClosedBatch, RecordChunk
 
 
 class FakeClock:

@@ -15,11 +15,11 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.testing import TestingSink, run_main
 
+from connectors.records import ClosedBatch, RecordChunk
 from flows.batching import FlushPolicy
 from flows.batching_source import BatchingSource
-from flows.records import ClosedBatch, RecordChunk
-from streambatch.errors import TerminalError
-from streambatch.failure import FailureLatch
+from foundation.errors import TerminalError
+from foundation.failure import FailureLatch
 from tests.unit.test_batching import FakeClock, chunk
 
 IDLE = timedelta(milliseconds=20)

@@ -16,11 +16,11 @@ import annotated_types
 import pytest
 from pydantic import AwareDatetime, BaseModel
 
+from connectors.records import ClosedBatch, RecordChunk, ValidatedBatch
 from events.common import Rfc3339Text
 from events.model_shapes import union_members, unwrap
 from events.registry import CLICKS, LOGS, ORDERS, STREAMS
 from events.stream import StreamSchema
-from flows.records import ClosedBatch, RecordChunk, ValidatedBatch
 from flows.validation import validate_batch
 
 AT = '"2026-11-28T14:03:11.123Z"'

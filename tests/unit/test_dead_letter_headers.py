@@ -10,7 +10,7 @@ from connectors.dead_letter_headers import (
     SOURCE_TOPIC,
 )
 from connectors.dead_letters import dead_letter_headers
-from flows.records import DeadLetter
+from connectors.records import DeadLetter
 
 
 def letter() -> DeadLetter:

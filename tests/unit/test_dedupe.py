@@ -12,7 +12,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.dedupe import BYTES_PER_ID, DedupeIndex, _merge, _Run, digest_ids
+from sinks.dedupe import BYTES_PER_ID, DedupeIndex, _merge, _Run, digest_ids
 
 HOUR_US = 3600 * 1_000_000
 

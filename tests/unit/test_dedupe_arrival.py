@@ -15,12 +15,12 @@ import orjson
 import pytest
 
 from connectors.dead_letters import DeadLetterWriter
+from connectors.records import ClosedBatch, RecordChunk
 from events.registry import ORDERS
-from flows.records import ClosedBatch, RecordChunk
 from flows.validation import validate_batch
+from generator import generate_order_records
 from sinks.delta_lake import DeltaLake
 from sinks.lake_sink import PartitionCommitter
-from streambatch.generator import generate_order_records
 
 HORIZON = timedelta(days=1)
 START = datetime(2026, 12, 1, 12, tzinfo=UTC)

@@ -19,14 +19,14 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import run_main
 
 from config.settings import load_stream_settings
+from connectors.records import ClosedBatch, ValidatedBatch
 from events.registry import STREAMS
 from flows.batching import FlushPolicy
 from flows.batching_source import BatchingSource
-from flows.records import ClosedBatch, ValidatedBatch
+from foundation.errors import DeadLetterWriteError, FenceMovedError, LakeError, TransientError
+from foundation.failure import FailureLatch, FlowFailed, is_transient, remedy, root_cause
 from sinks.delta_lake import DeltaLake
 from sinks.lake_sink import LakeSink
-from streambatch.errors import DeadLetterWriteError, FenceMovedError, LakeError, TransientError
-from streambatch.failure import FailureLatch, FlowFailed, is_transient, remedy, root_cause
 from tests.unit.test_batching import FakeClock, chunk
 from tests.unit.test_batching_source import ScriptedReader, ScriptedSource
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from streambatch.flow_runner import PeakRssMonitor, _pinned, _wait_for_all, cluster_commands
+from flows.runner import PeakRssMonitor, _pinned, _wait_for_all, cluster_commands
 
 
 def test_a_pinned_command_runs_on_its_core_only() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from streambatch.gc_pause import collect_less_often, gc_paused
+from foundation.gc_pause import collect_less_often, gc_paused
 
 
 def test_gc_paused_restores_the_previous_state() -> None:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
 from events.orders import ORDER_EVENT_TYPES, OrderEvent
-from streambatch.generator import (
+from generator import (
     DEFAULT_MALFORMED_CLASSES,
     DEFAULT_START,
     GeneratedRecord,

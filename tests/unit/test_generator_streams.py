@@ -16,7 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from events.clicks import CLICK_EVENT_TYPES, ClickEvent
 from events.logs import LOG_LEVELS, LogEvent
-from streambatch.generator import (
+from generator import (
     DEFAULT_START,
     LOG_SERVICES,
     STREAM_MALFORMED_CLASSES,

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from foundation.errors import ConfigError
 from handlers.config import handler_store_url, load_handlers_config
 from handlers.retry import RetryPolicy
 from handlers.rules import RuleSet
 from handlers.runtime import resolve_handler
 from handlers.store import open_store
 from handlers.workflow import AuthorizePayment, NotifyCustomer, ReserveStock
-from streambatch.errors import ConfigError
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "handlers.toml"
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 from prometheus_client import CollectorRegistry, Gauge
 
 from connectors.embedded_broker import free_port
-from streambatch.health import FlowHealth, serve_flow_endpoints
+from foundation.health import FlowHealth, serve_flow_endpoints
 
 
 class FlowGauges:

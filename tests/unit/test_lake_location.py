@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from config.settings import load_stream_settings
+from foundation.errors import ConfigError, LakeError
 from sinks.lake_location import lake_location_of, resolve_lake_location
-from streambatch.errors import ConfigError, LakeError
 
 SECRET = "wJalrXUtnFEMI-do-not-print"
 AWS = {

@@ -10,7 +10,7 @@ import pytest
 
 from config import load_pipeline_settings, load_stream_settings
 from connectors.embedded_broker import free_port
-from streambatch.metrics import serve_metrics
+from foundation.metrics import serve_metrics
 
 
 def listening_addresses(port: int) -> set[str]:

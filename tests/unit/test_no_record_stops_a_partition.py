@@ -26,12 +26,12 @@ from hypothesis import strategies as st
 from pydantic import Field
 
 from connectors.dead_letters import fitted
+from connectors.records import ClosedBatch, DeadLetter, RecordChunk
 from events.common import Count, EventBase
 from events.registry import CLICKS, LOGS, ORDERS
 from events.stream import StreamSchema
-from flows.records import ClosedBatch, DeadLetter, RecordChunk
 from flows.validation import validate_batch
-from streambatch.generator import generate_stream_records
+from generator import generate_stream_records
 
 SAMPLES = generate_stream_records(60, seed=13, duplicate_ratio=0.0, malformed_ratio=0.0)
 STREAMS = {"orders": ORDERS, "clicks": CLICKS, "logs": LOGS}

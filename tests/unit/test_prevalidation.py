@@ -16,11 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from connectors.records import ClosedBatch, RecordChunk
 from events.registry import CLICKS, LOGS, ORDERS
 from events.stream import StreamSchema
-from flows.records import ClosedBatch, RecordChunk
 from flows.validation import validate_batch
-from streambatch.generator import generate_stream_records
+from generator import generate_stream_records
 
 SAMPLES = generate_stream_records(300, seed=3, duplicate_ratio=0.0, malformed_ratio=0.0)
 STREAMS = {"orders": ORDERS, "clicks": CLICKS, "logs": LOGS}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flows.progress import CommitBoard, InFlightLimiter
+from connectors.backpressure import CommitBoard, InFlightLimiter
 
 
 def limiter(board: CommitBoard, max_bytes: int = 100) -> InFlightLimiter:

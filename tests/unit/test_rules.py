@@ -16,9 +16,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from foundation.errors import ConfigError, StreambatchError, TerminalError
+from generator import generate_order_records
 from handlers.rules import Rule, RuleError, RuleSet, load_event, parse_event
-from streambatch.errors import ConfigError, StreambatchError, TerminalError
-from streambatch.generator import generate_order_records
 
 EXAMPLE_RULES = Path(__file__).resolve().parents[2] / "config" / "rules.toml"
 

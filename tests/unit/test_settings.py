@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from config import load_kafka_settings, load_pipeline_settings, load_stream_settings
+from config import load_pipeline_settings, load_stream_settings
 from config.settings import load_handler_settings, load_log_settings
-from streambatch.errors import ConfigError
+from connectors.kafka_settings import load_kafka_settings
+from foundation.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)

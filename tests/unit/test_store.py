@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from foundation.errors import TerminalError, TransientError
 from handlers.store import StoreError, open_store, to_pyformat
-from streambatch.errors import TerminalError, TransientError
 
 
 @pytest.mark.parametrize(

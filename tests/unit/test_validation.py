@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
+from connectors.records import ClosedBatch, RecordChunk
 from events import ORDERS
-from flows.records import ClosedBatch, RecordChunk
 from flows.validation import validate_batch
 
 ITEMS = [{"sku": "sku-1", "quantity": 2, "unit_price": "19.99"}]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from foundation.errors import TerminalError
+from generator import generate_order_records
 from handlers.runtime import InvalidEventError
 from handlers.worker import decode_event
-from streambatch.errors import TerminalError
-from streambatch.generator import generate_order_records
 
 
 def test_accepts_an_object_with_a_string_event_id() -> None:

@@ -18,6 +18,8 @@ from typing import Any
 import orjson
 import pytest
 
+from foundation.errors import ConfigError, TerminalError, TransientError
+from generator import generate_order_records
 from handlers.config import load_handlers_config
 from handlers.rules import RuleSet
 from handlers.runtime import (
@@ -42,8 +44,6 @@ from handlers.workflow import (
     SubmitPurchaseOrder,
     stable_fraction,
 )
-from streambatch.errors import ConfigError, TerminalError, TransientError
-from streambatch.generator import generate_order_records
 from tests.support_workflow import (
     FAILED_OUT_OF_STOCK,
     FAILED_RESERVED,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from random import Random
 from typing import Any, Final
 
-from streambatch.generator.orders import CUSTOMER_COUNT, SKU_COUNT
-from streambatch.generator.records import GeneratedRecord
-from streambatch.generator.timeline import (
+from generator.orders import CUSTOMER_COUNT, SKU_COUNT
+from generator.records import GeneratedRecord
+from generator.timeline import (
     OrderTimeline,
     RowSource,
     between,

@@ -1,4 +1,4 @@
-"""Logging of the flows: one JSON object per line (or plain text), to stderr.
+"""Logging of the flows and handler processes: one JSON object per line (or plain text), to stderr.
 
 ``STREAMBATCH_LOG_FORMAT=json`` (the default) writes lines like
 ``{"ts": "...", "level": "INFO", "logger": "sinks.lake_sink", "message":
@@ -13,12 +13,13 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import Literal
 
-from config.settings import load_log_settings
-
-__all__ = ["LOG_LEVELS", "JsonFormatter", "configure_logging"]
+__all__ = ["LOG_LEVELS", "JsonFormatter", "LogFormat", "configure_logging"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+LogFormat = Literal["json", "text"]
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -41,22 +42,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(document, default=str)
 
 
-def configure_logging() -> None:
-    """Log to stderr at ``STREAMBATCH_LOG_LEVEL`` in ``STREAMBATCH_LOG_FORMAT``, unless set up.
+def configure_logging(level: str, log_format: LogFormat) -> None:
+    """Log to stderr at ``level`` (one of :data:`LOG_LEVELS`) in ``log_format``, unless set up.
 
-    Both come from :class:`~config.settings.LogSettings` (environment, then
-    ``streambatch.toml``).
-
-    Raises:
-        ConfigError: either variable has a value we don't know, naming it.
+    The caller reads both from its settings (``STREAMBATCH_LOG_LEVEL`` and
+    ``STREAMBATCH_LOG_FORMAT``, checked there); logging set up already (a
+    test, an embedding program) is left as it is.
     """
     root = logging.getLogger()
     if root.handlers:
         return
-    settings = load_log_settings()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        logging.Formatter(_TEXT_FORMAT) if settings.log_format == "text" else JsonFormatter()
+        logging.Formatter(_TEXT_FORMAT) if log_format == "text" else JsonFormatter()
     )
     root.addHandler(handler)
-    root.setLevel(settings.log_level)
+    root.setLevel(level)

@@ -3,9 +3,9 @@
 Bytewax has no backpressure: a source that reads faster than the lake commits
 would buffer the whole topic in memory. Each source partition therefore stops
 reading while the bytes it read past the committed fence exceed a limit. The
-sink publishes every fence it commits on the :data:`COMMITTED` board; a source
-whose partition is committed by another process reads the fence from the lake
-instead (rate-limited).
+sink publishes every fence it commits on the process-wide :data:`commit_board`;
+a source whose partition is committed by another process reads the fence from
+the lake instead (rate-limited).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["COMMITTED", "CommitBoard", "InFlightLimiter"]
+__all__ = ["CommitBoard", "InFlightLimiter", "commit_board"]
 
 
 class CommitBoard:
@@ -41,8 +41,13 @@ class CommitBoard:
             return self._fences.get((topic, partition))
 
 
-COMMITTED = CommitBoard()
-"""The process-wide board the lake sink publishes to."""
+commit_board = CommitBoard()
+"""Process-wide mutable state, owned by this module: one board per process.
+
+Written only by the lake sink (``sinks.lake_sink``), after each commit of a
+partition; read by the fenced Kafka source's :class:`InFlightLimiter`, whose
+default board it is. Tests give a limiter a board of its own.
+"""
 
 
 class InFlightLimiter:
@@ -61,7 +66,7 @@ class InFlightLimiter:
         partition: int,
         max_bytes: int,
         read_lake_fence: Callable[[str, int], int | None],
-        board: CommitBoard = COMMITTED,
+        board: CommitBoard = commit_board,
         lake_poll_seconds: float = 0.25,
     ) -> None:
         self._topic = topic

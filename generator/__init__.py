@@ -26,22 +26,22 @@ input), :mod:`.orders`, :mod:`.clicks`, :mod:`.log_lines` (the three streams),
 (all three together), :mod:`.producer` and :mod:`.progress` (producing to Kafka).
 """
 
-from streambatch.generator.log_lines import LOG_SERVICES
-from streambatch.generator.malformed import DEFAULT_MALFORMED_CLASSES, STREAM_MALFORMED_CLASSES
-from streambatch.generator.orders import DEFAULT_START, generate_order_records
-from streambatch.generator.producer import (
+from generator.log_lines import LOG_SERVICES
+from generator.malformed import DEFAULT_MALFORMED_CLASSES, STREAM_MALFORMED_CLASSES
+from generator.orders import DEFAULT_START, generate_order_records
+from generator.producer import (
     PRODUCER_DEFAULTS,
     ProduceReport,
     ProduceTimeoutError,
     produce_records,
 )
-from streambatch.generator.records import (
+from generator.records import (
     GeneratedRecord,
     GenerationSummary,
     RecordKind,
     summarize,
 )
-from streambatch.generator.streams import (
+from generator.streams import (
     generate_click_records,
     generate_log_records,
     generate_stream_records,

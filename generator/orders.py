@@ -12,8 +12,8 @@ from typing import Any, Final
 
 import orjson
 
-from streambatch.generator.malformed import DEFAULT_MALFORMED_CLASSES, break_order_body
-from streambatch.generator.records import GeneratedRecord, interleave
+from generator.malformed import DEFAULT_MALFORMED_CLASSES, break_order_body
+from generator.records import GeneratedRecord, interleave
 
 __all__ = [
     "CUSTOMER_COUNT",

@@ -19,7 +19,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from streambatch.errors import TerminalError, TransientError
+from foundation.errors import TerminalError, TransientError
 
 __all__ = [
     "EXIT_CODE",

@@ -23,10 +23,10 @@ from connectors.kafka_log import (
 )
 from events.stream import StreamSchema
 from flows.record_validation import value_digest
+from foundation.clock import Clock, utc_now
+from foundation.errors import TerminalError
 from sinks.delta_lake import DeltaLake
 from sinks.source_logs import LogGeneration, SourceLogs
-from streambatch.clock import Clock, utc_now
-from streambatch.errors import TerminalError
 
 __all__ = ["AcceptedLog", "accept_logs", "check_logs", "mismatch_line"]
 

@@ -14,9 +14,9 @@ from typing import Any, ClassVar, Final, Generic, TypeVar
 
 import orjson
 
-from streambatch.generator.malformed import STREAM_MALFORMED_CLASSES, break_stream_body
-from streambatch.generator.orders import DEFAULT_START, generate_order_records
-from streambatch.generator.records import GeneratedRecord, interleave
+from generator.malformed import STREAM_MALFORMED_CLASSES, break_stream_body
+from generator.orders import DEFAULT_START, generate_order_records
+from generator.records import GeneratedRecord, interleave
 
 __all__ = [
     "MillisClock",

@@ -8,8 +8,8 @@ from __future__ import annotations
 from random import Random
 from typing import Any, Final
 
-from streambatch.generator.records import GeneratedRecord
-from streambatch.generator.timeline import (
+from generator.records import GeneratedRecord
+from generator.timeline import (
     OrderTimeline,
     RowSource,
     between,

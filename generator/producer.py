@@ -13,9 +13,9 @@ from typing import Final
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from connectors.kafka_clients import new_producer
-from streambatch.errors import TransientError
-from streambatch.generator.progress import LineProgress, Progress, RichProgress
-from streambatch.generator.records import GeneratedRecord
+from foundation.errors import TransientError
+from generator.progress import LineProgress, Progress, RichProgress
+from generator.records import GeneratedRecord
 
 __all__ = ["PRODUCER_DEFAULTS", "ProduceReport", "ProduceTimeoutError", "produce_records"]
 

@@ -25,7 +25,7 @@ import sys
 
 import pyarrow as pa
 
-from streambatch.libc import libc_function
+from foundation.libc import libc_function
 
 __all__ = [
     "DELTALAKE_JEMALLOC_CONF",

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from streambatch.gc_pause import gc_paused
-from streambatch.generator.clicks import click_records
-from streambatch.generator.log_lines import log_records
-from streambatch.generator.records import GeneratedRecord
-from streambatch.generator.timeline import OrderTimeline, order_timeline
+from foundation.gc_pause import gc_paused
+from generator.clicks import click_records
+from generator.log_lines import log_records
+from generator.records import GeneratedRecord
+from generator.timeline import OrderTimeline, order_timeline
 
 __all__ = ["generate_click_records", "generate_log_records", "generate_stream_records"]
 
