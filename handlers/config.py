@@ -23,7 +23,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from config.settings import load_handler_settings
+from config.settings import load_handler_settings, load_stream_settings
+from events.registry import get_stream
 from foundation.errors import ConfigError
 from handlers.retry import RetryPolicy
 
@@ -48,6 +49,7 @@ SHIPPED_RULES_FILE = SHIPPED_HANDLERS_FILE.with_name("rules.toml")
 _HANDLERS_FILE_ENV = "STREAMBATCH_HANDLERS_FILE"
 _TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,245}$"
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,99}$"
+_STREAM_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
 
 class RetrySettings(BaseModel):
@@ -100,6 +102,16 @@ class WorkerSettings(BaseModel):
         pattern=_TOPIC_PATTERN,
         description="retry topics are '<prefix>.<delay>ms' (default '<name>.retry')",
     )
+    publish_stream: str | None = Field(
+        default=None,
+        pattern=_STREAM_PATTERN,
+        description="the registered stream this worker publishes to (default: the file's)",
+    )
+    publish_topic: str | None = Field(
+        default=None,
+        pattern=_TOPIC_PATTERN,
+        description="where its events go (default: the file's, or the stream's topic)",
+    )
 
     @model_validator(mode="after")
     def _topics_are_names(self) -> WorkerSettings:
@@ -139,6 +151,7 @@ class WorkerPlan(BaseModel):
     start_from: Literal["earliest", "latest"]
     dead_letter_topic: str
     group_id: str
+    publish_stream: str
     publish_topic: str
     retry_topic_prefix: str
 
@@ -150,16 +163,28 @@ class HandlersConfig(BaseModel):
 
     rules: Path = Field(default=Path("rules.toml"), description="relative to this file")
     source_topics: list[str] = Field(default_factory=lambda: ["orders"], min_length=1)
-    publish_topic: str = Field(default="orders", pattern=_TOPIC_PATTERN)
+    publish_stream: str = Field(
+        default="orders",
+        pattern=_STREAM_PATTERN,
+        description=(
+            "the registered stream handlers publish to (their events are checked against its "
+            "schema) and the router checks events against"
+        ),
+    )
+    publish_topic: str | None = Field(
+        default=None,
+        pattern=_TOPIC_PATTERN,
+        description="where handlers publish (default: the publish stream's topic)",
+    )
     router_group: str = Field(default="streambatch-router", min_length=1, max_length=255)
     router_dead_letter_topic: str = Field(
         default="router.dlq",
         pattern=_TOPIC_PATTERN,
-        description="where the router puts events that fail the orders schema (not fanned out)",
+        description="where the router puts events that fail the schema (not fanned out)",
     )
     router_validates: bool = Field(
         default=True,
-        description="check every event a rule matches against the orders schema before fan-out",
+        description="check every event a rule matches against the publish stream's schema first",
     )
     retry: RetrySettings = Field(default_factory=RetrySettings)
     services: dict[str, dict[str, Any]] = Field(
@@ -190,6 +215,18 @@ class HandlersConfig(BaseModel):
         """The ``[retry]`` table over the built-in defaults."""
         return self.retry.over(RetryPolicy())
 
+    def topic_of(self, stream: str) -> str:
+        """Where events of ``stream`` are published: ``publish_topic`` for the file's
+        publish stream, else the stream's own topic (its settings).
+
+        Raises:
+            UnknownStreamError: ``stream`` is not registered (the known ones named).
+        """
+        get_stream(stream)
+        if stream == self.publish_stream and self.publish_topic is not None:
+            return self.publish_topic
+        return load_stream_settings(stream).topic
+
     def plan(self, name: str) -> WorkerPlan:
         """The plan of worker ``name``; ConfigError naming the known ones if it is unknown."""
         settings = self.workers.get(name)
@@ -197,6 +234,7 @@ class HandlersConfig(BaseModel):
             known = ", ".join(sorted(self.workers)) or "none"
             raise ConfigError(f"no worker named {name!r} in the handlers file (known: {known})")
         service = settings.handler.split(".", 1)[0].split(":", 1)[0]
+        stream = settings.publish_stream or self.publish_stream
         return WorkerPlan(
             name=name,
             handler=settings.handler,
@@ -206,7 +244,8 @@ class HandlersConfig(BaseModel):
             start_from=settings.start_from,
             dead_letter_topic=settings.dead_letter_topic or f"{name}.dlq",
             group_id=settings.group_id or f"streambatch-{name}",
-            publish_topic=self.publish_topic,
+            publish_stream=stream,
+            publish_topic=settings.publish_topic or self.topic_of(stream),
             retry_topic_prefix=settings.retry_topic_prefix or f"{name}.retry",
         )
 
@@ -259,6 +298,10 @@ def load_handlers_config(path: Path | None = None) -> HandlersConfig:
     except ConfigError as exc:
         message = f"{located}: {exc} (the [retry] table over the built-in defaults)"
         raise ConfigError(message) from None
+    try:
+        config.topic_of(config.publish_stream)
+    except ConfigError as exc:
+        raise ConfigError(f"{located}: publish_stream: {exc}") from None
     for name in config.workers:
         try:
             config.plan(name)  # checks the merged retry policy of each worker

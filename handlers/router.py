@@ -11,8 +11,8 @@ Offsets are stored only after every copy of a poll batch was acknowledged
 (idempotent producer, ``acks=all``); a crash in between re-publishes, and the
 subscribers' inboxes drop the repeat.
 
-Validation before fan-out: a record that is not a JSON object, or (with
-``validate``) an event a rule matches that fails the orders schema, is
+Validation before fan-out: a record that is not a JSON object, or (given a
+``schema``: the publish stream's) an event a rule matches that fails it, is
 dead-lettered once, here, with its reason (``error.class``,
 ``error.message``), instead of once by every subscriber of every target.
 Events our handlers published (``streambatch.handler`` header) were checked
@@ -46,7 +46,8 @@ from handlers.kafka_io import (
     track_assignment,
 )
 from handlers.rules import Rule, RuleSet
-from handlers.runtime import PUBLISHER_HEADER, parse_order_json
+from handlers.runtime import PUBLISHER_HEADER
+from handlers.schemas import EventSchema
 
 __all__ = ["EventRouter", "RouterCounts"]
 
@@ -78,7 +79,7 @@ class EventRouter(ConsumerLoop):
         target_partitions: int = 3,
         *,
         dead_letter_topic: str = "router.dlq",
-        validate: bool = True,
+        schema: EventSchema | None = None,
     ) -> None:
         self.rules = rules
         self.name = "router"
@@ -88,7 +89,7 @@ class EventRouter(ConsumerLoop):
         self._connection = dict(connection)
         self._target_partitions = target_partitions
         self.dead_letter_topic = dead_letter_topic
-        self._validate = validate
+        self._schema = schema
         self._dead_letters = DeadLetterWriter(self._connection, "router")
         self._activity = Activity()
         self._deliveries = deliveries()
@@ -160,9 +161,9 @@ class EventRouter(ConsumerLoop):
                 self.counts.unmatched += 1
                 continue
             original: list[tuple[str, str | bytes | None]] = list(message.headers() or [])  # type: ignore[arg-type]  # a list of pairs at run time; the stub also allows a dict
-            if self._validate and not _published_by_a_handler(original):
+            if self._schema is not None and not _published_by_a_handler(original):
                 try:
-                    parse_order_json(value)
+                    self._schema.check_json(value)
                 except TerminalError as exc:
                     self.counts.invalid += 1
                     _add_letter(letters, message, exc)

@@ -17,38 +17,35 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.metadata import entry_points
 from typing import Any, ClassVar, Protocol
 
 import orjson
-from pydantic import TypeAdapter, ValidationError
 
-from events.orders import OrderEvent
-from foundation.errors import ConfigError, TerminalError
+from foundation.errors import ConfigError
+from handlers.schemas import EventSchema, InvalidEventError
 from handlers.store import Store, Transaction
 
 __all__ = [
+    "HANDLERS_ENTRY_POINT_GROUP",
     "PUBLISHER_HEADER",
     "Handler",
     "HandlerContext",
     "HandlerFactory",
     "InvalidEventError",
+    "builtin_handlers",
     "derived_event_id",
     "format_instant",
     "install",
-    "parse_order_event",
-    "parse_order_json",
     "resolve_handler",
 ]
 
 # Fixed forever: derived event ids must be the same in every process and release.
 _EVENT_ID_NAMESPACE = uuid.UUID("9b5a8f0e-4c1d-5e36-a7f2-3d0c8e61b4a9")
-_ORDER_EVENT = TypeAdapter[Any](OrderEvent)
 PUBLISHER_HEADER = "streambatch.handler"
 """The header naming the worker that published an event (checked against the schema)."""
-
-
-class InvalidEventError(TerminalError):
-    """The event does not satisfy the schema the handler needs."""
+HANDLERS_ENTRY_POINT_GROUP = "streambatch.handlers"
+"""Where handler kinds are named: ``name = "package.module:Class"`` (the workflow's too)."""
 
 
 class Handler(Protocol):
@@ -78,29 +75,6 @@ def derived_event_id(worker: str, cause_event_id: str, event_type: str, detail: 
     return str(uuid.uuid5(_EVENT_ID_NAMESPACE, name))
 
 
-def parse_order_event(event: Mapping[str, Any]) -> Any:
-    """The event as its ``events.orders`` model; InvalidEventError says what is wrong."""
-    try:
-        # JSON mode: timestamps are strict RFC 3339 strings there, as on the wire.
-        return _ORDER_EVENT.validate_json(orjson.dumps(dict(event)))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise InvalidEventError(
-            f"{event.get('event_type')!r} event is invalid at {where}: {first['msg']}"
-        ) from None
-
-
-def parse_order_json(value: bytes) -> Any:
-    """A raw record as its ``events.orders`` model; InvalidEventError says what is wrong."""
-    try:
-        return _ORDER_EVENT.validate_json(value)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "(the event)"
-        raise InvalidEventError(f"event is invalid at {where}: {first['msg']}") from None
-
-
 @dataclass
 class HandlerContext:
     """The transaction of one event plus the means to publish resulting events.
@@ -109,8 +83,10 @@ class HandlerContext:
         worker: Name of the worker (the inbox key).
         cause: The event being handled.
         transaction: Holds the inbox claim; commit is the worker's job.
-        publish_topic: Where resulting events go (the ``orders`` topic).
+        publish_topic: Where resulting events go (the worker's ``publish_topic``).
         now: The clock (UTC, aware).
+        publish_schema: What resulting events are checked against: the
+            worker's ``publish_stream``.
     """
 
     worker: str
@@ -118,12 +94,14 @@ class HandlerContext:
     transaction: Transaction
     publish_topic: str
     now: Callable[[], datetime]
+    publish_schema: EventSchema
 
     def publish(self, event_type: str, fields: Mapping[str, Any], *, detail: str = "") -> str:
         """Add an event to the outbox (sent after commit); returns its event id.
 
-        The event is checked against the orders schema first: a handler never
-        publishes what the orders flow would dead-letter.
+        The event is checked against the schema of the worker's publish
+        stream first: a handler never publishes what that stream's flow would
+        dead-letter (InvalidEventError otherwise).
         """
         cause_id = str(self.cause["event_id"])
         event_id = derived_event_id(self.worker, cause_id, event_type, detail)
@@ -135,7 +113,7 @@ class HandlerContext:
         }
         value = orjson.dumps(body)
         try:
-            parse_order_json(value)  # the bytes that go out, serialized once
+            self.publish_schema.check_json(value)  # the bytes that go out, serialized once
         except InvalidEventError as exc:
             raise InvalidEventError(f"{event_type!r} {exc}") from None
         key = str(fields.get("order_id", event_id)).encode()
@@ -147,26 +125,32 @@ class HandlerContext:
         return event_id
 
 
+def builtin_handlers() -> dict[str, str]:
+    """Handler names of the entry point group, each with its ``module:attribute``.
+
+    The order workflow's handlers are named there by this package, as any
+    installed package names its own.
+    """
+    points = entry_points(group=HANDLERS_ENTRY_POINT_GROUP)
+    return {point.name: point.value for point in sorted(points, key=lambda p: p.name)}
+
+
 def resolve_handler(spec: str, options: Mapping[str, Any]) -> Handler:
-    """Build the handler named ``spec``: a built-in name or ``package.module:attribute``.
+    """Build the handler named ``spec``: an entry point name or ``package.module:attribute``.
 
     Raises:
         ConfigError: naming the spec when it cannot be found or refuses its options.
     """
-    from handlers.workflow import BUILTIN_HANDLERS
-
-    factory: Any
-    if spec in BUILTIN_HANDLERS:
-        factory = BUILTIN_HANDLERS[spec]
-    elif ":" in spec:
-        module_name, _, attribute = spec.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attribute)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"handler {spec!r} cannot be loaded: {exc}") from None
-    else:
-        known = ", ".join(sorted(BUILTIN_HANDLERS))
-        raise ConfigError(f"unknown handler {spec!r}; built-in: {known}; or 'module:attribute'")
+    named = builtin_handlers()
+    target = named.get(spec, spec)
+    if ":" not in target:
+        known = ", ".join(named) or "none installed"
+        raise ConfigError(f"unknown handler {spec!r}; named: {known}; or 'module:attribute'")
+    module_name, _, attribute = target.partition(":")
+    try:
+        factory: Any = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"handler {spec!r} cannot be loaded: {exc}") from None
     try:
         handler: Handler = factory(options)
     except (TypeError, ValueError, KeyError) as exc:

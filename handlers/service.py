@@ -33,6 +33,7 @@ from handlers.kafka_io import QuietClock
 from handlers.outbox import OutboxRelay
 from handlers.router import EventRouter, RouterCounts
 from handlers.rules import RuleSet
+from handlers.schemas import event_schema
 from handlers.store import Store, open_store
 from handlers.worker import WorkerCounts, build_worker
 from sinks.lake_location import LakeLocation
@@ -101,7 +102,7 @@ def build_router(config: HandlersConfig, connection: Mapping[str, str]) -> Event
         config.router_group,
         connection,
         dead_letter_topic=config.router_dead_letter_topic,
-        validate=config.router_validates,
+        schema=event_schema(config.publish_stream) if config.router_validates else None,
     )
 
 

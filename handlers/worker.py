@@ -65,7 +65,8 @@ from handlers.kafka_io import (
 )
 from handlers.outbox import OutboxRelay
 from handlers.retry import RetryTopics
-from handlers.runtime import Handler, HandlerContext, InvalidEventError
+from handlers.runtime import Handler, HandlerContext
+from handlers.schemas import InvalidEventError, event_schema
 from handlers.store import Store, Transaction
 
 __all__ = ["QueueWorker", "WorkerCounts", "build_worker", "decode_event"]
@@ -190,6 +191,7 @@ class QueueWorker(ConsumerLoop):
         self._rng = rng or Random()
         self._activity = Activity()
         self._deliveries = deliveries()
+        self._publish_schema = event_schema(plan.publish_stream)
         self._retry_topics = RetryTopics(plan.retry_topic_prefix, plan.retry)
         self._retry_topic_names = frozenset(self._retry_topics.topics())
         self._dead_letters = DeadLetterWriter(self._connection, f"worker:{plan.name}")
@@ -408,6 +410,7 @@ class QueueWorker(ConsumerLoop):
             transaction=transaction,
             publish_topic=self.plan.publish_topic,
             now=self._now,
+            publish_schema=self._publish_schema,
         )
         self._handler.handle(event, context)
 

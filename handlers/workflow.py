@@ -29,10 +29,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from foundation.errors import TerminalError, TransientError
-from handlers.runtime import HandlerContext, HandlerFactory, parse_order_event
+from handlers.runtime import HandlerContext
+from handlers.schemas import event_schema
 
 __all__ = [
-    "BUILTIN_HANDLERS",
     "AlertFinance",
     "AuthorizePayment",
     "DecreaseStock",
@@ -89,7 +89,7 @@ def _item_dicts(items: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def _expect(event: Mapping[str, Any], *types: str) -> Any:
-    model = parse_order_event(event)
+    model = event_schema("orders").check(event)
     if model.event_type not in types:
         raise TerminalError(
             f"this handler takes {' or '.join(types)}, not {model.event_type}: check the rules"
@@ -517,15 +517,3 @@ class AlertFinance:
         )
         if inserted:
             context.publish("FinanceAlerted", {"order_id": failure.order_id, "reason": reason})
-
-
-BUILTIN_HANDLERS: dict[str, HandlerFactory] = {
-    "inventory.reserve": ReserveStock,
-    "inventory.decrease": DecreaseStock,
-    "inventory.release": ReleaseStock,
-    "payments.authorize": AuthorizePayment,
-    "payments.refund": RefundPayment,
-    "distribution.submit-order": SubmitPurchaseOrder,
-    "notifications.send": NotifyCustomer,
-    "finance.alert": AlertFinance,
-}

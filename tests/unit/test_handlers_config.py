@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from foundation.clock import utc_now
 from foundation.errors import ConfigError
 from handlers.config import handler_store_url, load_handlers_config
 from handlers.retry import RetryPolicy
 from handlers.rules import RuleSet
-from handlers.runtime import resolve_handler
+from handlers.runtime import HandlerContext, builtin_handlers, resolve_handler
+from handlers.schemas import InvalidEventError, event_schema
 from handlers.store import open_store
 from handlers.workflow import AuthorizePayment, NotifyCustomer, ReserveStock
 
@@ -53,7 +57,8 @@ def test_shipped_file_loads_with_its_rules_next_to_it() -> None:
     assert config.rules == SHIPPED.parent / "rules.toml"
     assert config.rules.is_file()
     assert config.source_topics == ["orders"]
-    assert config.publish_topic == "orders"
+    assert config.publish_stream == "orders"
+    assert config.topic_of("orders") == "orders"
     assert set(config.workers) == {
         "inventory-reserve",
         "inventory-decrease",
@@ -422,3 +427,86 @@ def test_empty_store_variable_means_the_default(
 ) -> None:
     monkeypatch.setenv("STREAMBATCH_HANDLER_STORE", "")
     assert handler_store_url(tmp_path).startswith("sqlite:///")
+
+
+# --- the handler runtime apart from the workflow ---------------------------------------------
+
+
+def test_the_workflows_handlers_are_named_by_entry_points_like_anyone_elses() -> None:
+    named = builtin_handlers()
+    assert named["inventory.reserve"] == "handlers.workflow:ReserveStock"
+    assert named["finance.alert"] == "handlers.workflow:AlertFinance"
+    shipped = {settings.handler for settings in load_handlers_config(SHIPPED).workers.values()}
+    assert shipped <= set(named)
+    # Naming the class directly builds the same kind of handler.
+    direct = resolve_handler("handlers.workflow:ReserveStock", {"initial_stock": 3})
+    assert isinstance(direct, ReserveStock)
+    assert direct.initial_stock == 3
+
+
+def test_an_unknown_handler_name_lists_the_named_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown handler 'nope'; named: .*inventory\.reserve"):
+        resolve_handler("nope", {})
+
+
+def test_the_runtime_does_not_import_the_workflow() -> None:
+    code = (
+        "import sys, handlers.runtime, handlers.worker, handlers.router; "
+        "print('handlers.workflow' in sys.modules)"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert found == "False"
+
+
+def test_publish_stream_is_a_per_worker_setting_with_the_streams_topic(tmp_path: Path) -> None:
+    config = load_handlers_config(
+        write(
+            tmp_path,
+            MINIMAL_WORKER
+            + '\n[workers.clicks-echo]\nhandler = "finance.alert"\ntopics = ["x"]\n'
+            + 'publish_stream = "clicks"\n'
+            + '\n[workers.renamed]\nhandler = "finance.alert"\ntopics = ["x"]\n'
+            + 'publish_stream = "clicks"\npublish_topic = "web.clicks"\n',
+        )
+    )
+    assert (config.plan("finance").publish_stream, config.plan("finance").publish_topic) == (
+        "orders",
+        "orders",
+    )
+    assert (
+        config.plan("clicks-echo").publish_stream,
+        config.plan("clicks-echo").publish_topic,
+    ) == (
+        "clicks",
+        "clicks",
+    )
+    assert config.plan("renamed").publish_topic == "web.clicks"
+    # The file's own publish topic applies to the file's publish stream only.
+    moved = load_handlers_config(
+        write(tmp_path, 'publish_topic = "shop.orders"\n' + MINIMAL_WORKER)
+    )
+    assert moved.plan("finance").publish_topic == "shop.orders"
+
+
+def test_an_unknown_publish_stream_is_refused_naming_the_known_ones(tmp_path: Path) -> None:
+    message = refusal(write(tmp_path, 'publish_stream = "payments"\n'))
+    assert "publish_stream" in message and "payments" in message and "orders" in message
+    worker = MINIMAL_WORKER + 'publish_stream = "payments"\n'
+    message = refusal(write(tmp_path, worker))
+    assert "workers.finance" in message and "payments" in message
+
+
+def test_a_worker_checks_what_it_publishes_against_its_publish_stream(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    cause = {"event_id": "e1", "event_type": "PageView"}
+    with store.transaction() as transaction:
+        clicks = HandlerContext("w", cause, transaction, "clicks", utc_now, event_schema("clicks"))
+        # An orders event is not a clicks event: refused before it reaches the outbox.
+        with pytest.raises(InvalidEventError, match="FinanceAlerted"):
+            clicks.publish("FinanceAlerted", {"order_id": "o1", "reason": "r"})
+        orders = HandlerContext("w", cause, transaction, "orders", utc_now, event_schema("orders"))
+        orders.publish("FinanceAlerted", {"order_id": "o1", "reason": "r"})
+    assert [message.topic for message in store.pending_outbox()] == ["orders"]
+    store.close()

@@ -7,7 +7,7 @@ import pytest
 
 from foundation.errors import TerminalError
 from generator import generate_order_records
-from handlers.runtime import InvalidEventError
+from handlers.schemas import InvalidEventError
 from handlers.worker import decode_event
 
 

@@ -26,12 +26,11 @@ from handlers.runtime import (
     Handler,
     HandlerContext,
     HandlerFactory,
-    InvalidEventError,
     derived_event_id,
     install,
-    parse_order_event,
     resolve_handler,
 )
+from handlers.schemas import InvalidEventError, event_schema
 from handlers.store import OutboxMessage, Store, open_store
 from handlers.workflow import (
     AlertFinance,
@@ -51,6 +50,8 @@ from tests.support_workflow import (
     PAID_OUT_OF_STOCK,
     order_outcomes,
 )
+
+ORDERS = event_schema("orders")
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "handlers.toml"
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
@@ -98,7 +99,7 @@ def order_placed(
         "items": items,
         "total_amount": str(total),
     }
-    parse_order_event(event)
+    event_schema("orders").check(event)
     return event
 
 
@@ -116,7 +117,7 @@ def payment(
     }
     if event_type in ("PaymentFailed", "PaymentRefunded"):
         event["reason"] = reason
-    parse_order_event(event)
+    event_schema("orders").check(event)
     return event
 
 
@@ -132,7 +133,7 @@ def stock_event(
     }
     if event_type == "StockUnavailable":
         event["reason"] = "1 x SKU-A not available"
-    parse_order_event(event)
+    event_schema("orders").check(event)
     return event
 
 
@@ -160,7 +161,7 @@ def body(message: OutboxMessage) -> dict[str, Any]:
 def check_published(message: OutboxMessage, worker: str, cause: Mapping[str, Any]) -> None:
     """What every published event must be: valid, traceable, deterministic in its id."""
     event = body(message)
-    parse_order_event(event)
+    event_schema("orders").check(event)
     assert message.topic == "orders"
     assert message.event_id == event["event_id"]
     assert message.key == str(event["order_id"]).encode()
@@ -188,6 +189,7 @@ def apply(
                 transaction=transaction,
                 publish_topic="orders",
                 now=clock,
+                publish_schema=ORDERS,
             )
             handler.handle(event, context)
     published = [m for m in store.pending_outbox(limit=100_000) if m.id not in before]
@@ -426,7 +428,7 @@ def test_failure_share_follows_the_failure_rate(store: Store) -> None:
     # One transaction for all: a commit per order would dominate the run time.
     with store.transaction() as transaction:
         for order in orders:
-            context = HandlerContext("payments", order, transaction, "orders", clock)
+            context = HandlerContext("payments", order, transaction, "orders", clock, ORDERS)
             authorize.handle(order, context)
     published = [body(m) for m in store.pending_outbox(limit=10_000)]
     assert len(published) == 2_000
@@ -626,7 +628,7 @@ def test_published_ids_depend_only_on_worker_and_cause(tmp_path: Path) -> None:
 def test_publish_refuses_an_event_outside_the_schema(store: Store) -> None:
     cause = order_placed("ord-1", [("SKU-A", 1)])
     with pytest.raises(InvalidEventError, match="items"), store.transaction() as transaction:
-        context = HandlerContext("w", cause, transaction, "orders", clock)
+        context = HandlerContext("w", cause, transaction, "orders", clock, ORDERS)
         context.publish("StockReserved", {"order_id": "ord-1", "items": []})
     assert outbox_size(store) == 0
 
@@ -636,7 +638,7 @@ def test_failed_handler_leaves_no_inbox_claim(store: Store) -> None:
     decreased = stock_event("StockDecreased", "ord-1")
     with pytest.raises(TransientError), store.transaction() as transaction:
         assert transaction.claim("email-sender", decreased["event_id"])
-        context = HandlerContext("email-sender", decreased, transaction, "orders", clock)
+        context = HandlerContext("email-sender", decreased, transaction, "orders", clock, ORDERS)
         email.handle(decreased, context)  # the customer is not known yet
     # Rolled back with the handler: the redelivery is processed, once.
     apply(store, email, order_placed("ord-1", [("SKU-A", 2)]))
@@ -660,7 +662,7 @@ def test_resolve_builtin_and_module_attribute_handlers() -> None:
 @pytest.mark.parametrize(
     ("spec", "options", "says"),
     [
-        ("inventory.reserv", {}, "built-in: distribution.submit-order, finance.alert"),
+        ("inventory.reserv", {}, "named: distribution.submit-order, finance.alert"),
         ("handlers.nowhere:Handler", {}, "cannot be loaded"),
         ("handlers.workflow:Nothing", {}, "cannot be loaded"),
         ("inventory.reserve", {"initial_stock": -1}, "initial_stock"),
