@@ -131,3 +131,27 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 def s3_lake(s3_server: S3Server) -> S3Lake:
     """A lake in a fresh bucket of the session's S3 server."""
     return s3_server.new_lake()
+
+
+# The files whose tests take longest, longest first (minutes of waiting for an
+# outage, a paused S3 server, kill -9 rounds).
+_LONGEST_FILES = (
+    "tests/faults/test_broker_outage.py",
+    "tests/faults/test_object_store_faults.py",
+    "tests/faults/test_kill9.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the long files first: with ``--dist loadfile`` a long file that starts
+    last keeps one worker busy alone at the end. Order inside a file is kept."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    root = Path(str(config.rootpath))
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        relative = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else ""
+        if relative in _LONGEST_FILES:
+            return (0, _LONGEST_FILES.index(relative))
+        return (1, 0) if item.path in slow_files else (2, 0)
+
+    items.sort(key=rank)
