@@ -4,7 +4,10 @@ Guarantee: every outbox row committed by a handler reaches its topic at least
 once, acknowledged by the broker (``acks=all``, idempotent producer) before it
 is marked sent. A crash between the two re-sends the row with the same bytes
 and event id; the lake's dedupe and the next handler's inbox drop the repeat.
-One relay runs per worker process, in its own thread.
+One relay runs per worker process, in its own thread, and publishes the rows
+of that process's workers (and rows that name no publisher, from stores made
+before publishers were recorded): processes that share a store do not
+publish each other's rows.
 """
 
 from __future__ import annotations
@@ -36,9 +39,18 @@ class OutboxRelay:
     """Publishes pending outbox rows of ``store``; :meth:`nudge` after each commit."""
 
     def __init__(
-        self, store: Store, connection: Mapping[str, str], poll_interval_seconds: float = 0.5
+        self,
+        store: Store,
+        connection: Mapping[str, str],
+        poll_interval_seconds: float = 0.5,
+        *,
+        publishers: Sequence[str] | None = None,
     ) -> None:
         self._store = store
+        # The workers of this process: each process's relay publishes its own
+        # workers' rows, so processes sharing a store do not publish each
+        # other's (None: every row, as a relay of the whole store).
+        self._publishers = None if publishers is None else tuple(publishers)
         self._poll_interval = poll_interval_seconds
         self._producer = new_producer(
             {
@@ -70,7 +82,7 @@ class OutboxRelay:
         published = 0
         with self._lock:  # the thread and a final drain never publish the same rows at once
             while True:
-                rows = self._store.pending_outbox(_BATCH)
+                rows = self._store.pending_outbox(_BATCH, self._publishers)
                 if not rows:
                     return published
                 self._publish_batch(rows)

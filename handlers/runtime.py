@@ -121,7 +121,9 @@ class HandlerContext:
             ("streambatch.cause", cause_id.encode()),
             (PUBLISHER_HEADER, self.worker.encode()),
         ]
-        self.transaction.add_outbox(self.publish_topic, key, value, event_id, headers)
+        self.transaction.add_outbox(
+            self.publish_topic, key, value, event_id, headers, publisher=self.worker
+        )
         return event_id
 
 

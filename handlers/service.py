@@ -193,7 +193,9 @@ def run_workers(
     """
     plans = [config.plan(name) for name in names]
     store: Store = open_store(store_url)
-    relay = OutboxRelay(store, connection)
+    # This process's relay publishes the rows of its own workers only.
+    publishers = [*names, *batch_handlers]
+    relay = OutboxRelay(store, connection, publishers=publishers)
     try:
         workers = [build_worker(plan, store, connection, relay) for plan in plans]
         batch_workers = build_batch_workers(batch_handlers, config, store, connection, lake)
@@ -215,7 +217,7 @@ def run_workers(
             _run_all(
                 components,
                 until_idle_seconds=until_idle_seconds,
-                settled=lambda: not store.pending_outbox(1),
+                settled=lambda: not store.pending_outbox(1, publishers),
                 on_ready=on_ready,
                 settle_timeout_seconds=settle_timeout_seconds,
             )

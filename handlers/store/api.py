@@ -241,8 +241,12 @@ class Transaction:
         value: bytes,
         event_id: str,
         headers: Sequence[tuple[str, bytes]] = (),
+        publisher: str | None = None,
     ) -> None:
         """Queue a message for publishing once this transaction commits.
+
+        ``publisher`` (a worker's name) lets the relay of that worker's process
+        publish it, and no other relay (see :meth:`Store.pending_outbox`).
 
         The row is written at commit (see the class); a savepoint rolled back
         drops the rows added inside it.
@@ -259,6 +263,7 @@ class Transaction:
                 encode_headers(headers),
                 event_id,
                 self._timestamp(),
+                publisher,
             )
         )
 
@@ -268,8 +273,8 @@ class Transaction:
         for start in range(0, len(rows), _ROWS_PER_INSERT):
             chunk = rows[start : start + _ROWS_PER_INSERT]
             self.execute(
-                "INSERT INTO outbox (topic, key, value, headers, event_id, created_at) VALUES "
-                + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk)),
+                "INSERT INTO outbox (topic, key, value, headers, event_id, created_at, publisher)"
+                " VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
                 [value for row in chunk for value in row],
             )
 
@@ -377,15 +382,28 @@ class Store:
         with self._transaction(write=True, ddl=False) as transaction:
             yield transaction
 
-    def pending_outbox(self, limit: int = 500) -> list[OutboxMessage]:
-        """Unsent outbox messages, oldest (lowest id) first, at most ``limit``."""
+    def pending_outbox(
+        self, limit: int = 500, publishers: Sequence[str] | None = None
+    ) -> list[OutboxMessage]:
+        """Unsent outbox messages, oldest (lowest id) first, at most ``limit``.
+
+        ``publishers``: only the rows these publishers added (and rows that
+        name none, written before publishers were recorded); None: every row.
+        """
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
+        mine = ""
+        params: list[Any] = []
+        if publishers is not None:
+            names = sorted(set(publishers))
+            marks = ", ".join("?" * len(names)) or "NULL"
+            mine = f" AND (publisher IN ({marks}) OR publisher IS NULL)"
+            params += names
         with self._transaction(write=False, ddl=False) as transaction:
             rows = transaction.query(
                 "SELECT id, topic, key, value, headers, event_id FROM outbox "
-                "WHERE sent_at IS NULL ORDER BY id LIMIT ?",
-                (limit,),
+                f"WHERE sent_at IS NULL{mine} ORDER BY id LIMIT ?",
+                (*params, limit),
             )
         return [
             OutboxMessage(
@@ -446,6 +464,22 @@ class Store:
 
     def _bootstrap(self) -> None:
         self.migrate(self._driver.own_tables())
+        self._add_publisher_column()
+
+    def _add_publisher_column(self) -> None:
+        """The outbox's ``publisher`` column (added to stores made before it)."""
+        with self._transaction(write=True, ddl=True) as transaction:
+            if self._driver.dialect == "sqlite":
+                present = transaction.query(
+                    "SELECT COUNT(*) FROM pragma_table_info('outbox') WHERE name = 'publisher'"
+                )
+            else:
+                present = transaction.query(
+                    "SELECT COUNT(*) FROM information_schema.columns WHERE table_name = 'outbox'"
+                    " AND column_name = 'publisher' AND table_schema = current_schema()"
+                )
+            if not present[0][0]:
+                transaction.execute("ALTER TABLE outbox ADD COLUMN publisher TEXT")
 
     def _connect(self) -> Session:
         with _transient_errors(self._driver, "connect"):

@@ -160,6 +160,16 @@ class StoreContract:
         rows = store.pending_outbox(limit=2000)
         assert [row.event_id for row in rows[2:]] == [event_id for event_id, _ in many]
 
+    def test_pending_outbox_for_some_publishers_skips_the_others_rows(self, store: Store) -> None:
+        with store.transaction() as transaction:
+            transaction.add_outbox("orders", None, b"a", "e1", publisher="payments")
+            transaction.add_outbox("orders", None, b"b", "e2", publisher="finance")
+            transaction.add_outbox("orders", None, b"c", "e3")  # no publisher named
+        assert [m.value for m in store.pending_outbox()] == [b"a", b"b", b"c"]
+        assert [m.value for m in store.pending_outbox(publishers=["payments"])] == [b"a", b"c"]
+        assert [m.value for m in store.pending_outbox(publishers=[])] == [b"c"]
+        assert [m.value for m in store.pending_outbox(publishers=["x", "finance"])] == [b"b", b"c"]
+
     def test_outbox_round_trips_bytes_and_headers_exactly(self, store: Store) -> None:
         headers = [("trace", b"\x00\xff\x10"), ("trace", b""), ("ünïcode", "é".encode())]
         with store.transaction() as transaction:
@@ -386,3 +396,28 @@ def test_sqlite_lock_timeout_is_transient(tmp_path: Path) -> None:
     with store.transaction() as transaction:
         assert transaction.claim("h", "e1")
     store.close()
+
+
+def test_a_store_made_before_publishers_gets_the_column_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, key BLOB,
+            value BLOB NOT NULL, headers TEXT NOT NULL, event_id TEXT NOT NULL,
+            created_at TEXT NOT NULL, sent_at TEXT
+        );
+        INSERT INTO outbox (topic, key, value, headers, event_id, created_at)
+            VALUES ('orders', NULL, X'6f6c64', '[]', 'old-1', '2026-01-01T00:00:00+00:00');
+        """
+    )
+    old.close()
+    store = open_store(f"sqlite:///{path}")
+    with store.transaction() as transaction:
+        transaction.add_outbox("orders", None, b"new", "new-1", publisher="payments")
+    # Every relay publishes the old row; only the payments relay the new one.
+    assert [m.value for m in store.pending_outbox(publishers=["finance"])] == [b"old"]
+    assert [m.value for m in store.pending_outbox(publishers=["payments"])] == [b"old", b"new"]
+    store.close()
+    open_store(f"sqlite:///{path}").close()  # a second start finds the column there
