@@ -12,17 +12,15 @@ exception counts as transient.
 
 from __future__ import annotations
 
-import importlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib.metadata import entry_points
 from typing import Any, ClassVar, Protocol
 
 import orjson
 
-from foundation.errors import ConfigError
+from handlers.loading import build_named, named_in
 from handlers.schemas import EventSchema, InvalidEventError
 from handlers.store import Store, Transaction
 
@@ -133,8 +131,7 @@ def builtin_handlers() -> dict[str, str]:
     The order workflow's handlers are named there by this package, as any
     installed package names its own.
     """
-    points = entry_points(group=HANDLERS_ENTRY_POINT_GROUP)
-    return {point.name: point.value for point in sorted(points, key=lambda p: p.name)}
+    return named_in(HANDLERS_ENTRY_POINT_GROUP)
 
 
 def resolve_handler(spec: str, options: Mapping[str, Any]) -> Handler:
@@ -143,20 +140,7 @@ def resolve_handler(spec: str, options: Mapping[str, Any]) -> Handler:
     Raises:
         ConfigError: naming the spec when it cannot be found or refuses its options.
     """
-    named = builtin_handlers()
-    target = named.get(spec, spec)
-    if ":" not in target:
-        known = ", ".join(named) or "none installed"
-        raise ConfigError(f"unknown handler {spec!r}; named: {known}; or 'module:attribute'")
-    module_name, _, attribute = target.partition(":")
-    try:
-        factory: Any = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"handler {spec!r} cannot be loaded: {exc}") from None
-    try:
-        handler: Handler = factory(options)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ConfigError(f"handler {spec!r}: bad options {dict(options)!r}: {exc}") from None
+    handler: Handler = build_named("handler", HANDLERS_ENTRY_POINT_GROUP, spec, options)
     return handler
 
 

@@ -13,7 +13,6 @@ backoff; any other exception counts as transient) or
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,13 +23,14 @@ import pyarrow as pa
 from config.settings import load_stream_settings
 from foundation.errors import ConfigError
 from handlers.config import HandlersConfig
+from handlers.loading import build_named
 from handlers.retry import RetryPolicy
 from handlers.store import Transaction
 from sinks.batch_announcements import BatchAnnouncement
 from sinks.lake_location import LakeLocation
 
 __all__ = [
-    "BUILTIN_BATCH_HANDLERS",
+    "BATCH_HANDLERS_ENTRY_POINT_GROUP",
     "BatchContext",
     "BatchHandler",
     "BatchHandlerPlan",
@@ -38,10 +38,8 @@ __all__ = [
     "resolve_batch_handler",
 ]
 
-BUILTIN_BATCH_HANDLERS = {
-    "batch.rollup": "handlers.batch.rollup:RevenueRollup",
-    "batch.http-delivery": "handlers.batch.http_delivery:HttpDelivery",
-}
+BATCH_HANDLERS_ENTRY_POINT_GROUP = "streambatch.batch_handlers"
+"""Where batch handler kinds are named (``batch.rollup``, ``batch.http-delivery``, yours)."""
 
 
 @dataclass(frozen=True)
@@ -111,22 +109,12 @@ def batch_plan(config: HandlersConfig, name: str, lake: LakeLocation) -> BatchHa
 
 
 def resolve_batch_handler(spec: str, options: Mapping[str, Any]) -> BatchHandler:
-    """Build the handler named ``spec``: a built-in name or ``package.module:Class``.
+    """Build the handler named ``spec``: an entry point name or ``package.module:Class``.
 
     Raises:
         ConfigError: naming the spec when it cannot be found or refuses its options.
     """
-    target = BUILTIN_BATCH_HANDLERS.get(spec, spec)
-    if ":" not in target:
-        known = ", ".join(sorted(BUILTIN_BATCH_HANDLERS))
-        raise ConfigError(f"unknown batch handler {spec!r}; built-in: {known}; or 'module:Class'")
-    module_name, _, attribute = target.partition(":")
-    try:
-        factory: Any = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"batch handler {spec!r} cannot be loaded: {exc}") from None
-    try:
-        handler: BatchHandler = factory(options)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ConfigError(f"batch handler {spec!r}: bad options {dict(options)!r}: {exc}") from None
+    handler: BatchHandler = build_named(
+        "batch handler", BATCH_HANDLERS_ENTRY_POINT_GROUP, spec, options
+    )
     return handler
