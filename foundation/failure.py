@@ -27,6 +27,7 @@ __all__ = [
     "FlowFailed",
     "exit_on_failure",
     "is_transient",
+    "is_unreachable",
     "remedy",
     "root_cause",
     "root_errno",
@@ -46,6 +47,12 @@ _TERMINAL_ERRNOS = frozenset(
 )
 # delta-rs: another writer committed first; a retry on the new log may succeed.
 _CONFLICT = re.compile(r"conflict|concurrent|already exists|version \d+ exists", re.IGNORECASE)
+# An object store that did not answer in time (a network hiccup, a paused or
+# restarting server), as object_store reports it through deltalake.
+_UNREACHABLE = re.compile(
+    r"error sending request|operation timed out|connection (?:refused|reset|closed)",
+    re.IGNORECASE,
+)
 _REMEDIES = {
     errno.ENOSPC: "free space and restart",
     errno.EDQUOT: "free space (or raise the quota) and restart",
@@ -110,8 +117,11 @@ def is_transient(exc: BaseException) -> bool:
 
     :class:`TransientError` is; :class:`TerminalError` and a full, read-only
     or forbidden file system are not; otherwise a commit conflict reported by
-    delta-rs is. Anything else is terminal: failing closed (and being
-    restarted) is safe, retrying an unknown error forever is not.
+    delta-rs is, and so is an object store that did not answer
+    (:func:`is_unreachable`; whether such a commit happened is unknown, and a
+    retry starts from the lake as committed). Anything else is terminal:
+    failing closed (and being restarted) is safe, retrying an unknown error
+    forever is not.
     """
     chain = _chain(exc)
     if any(isinstance(link, TerminalError) for link in chain):
@@ -120,7 +130,12 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if any(isinstance(link, TransientError) for link in chain):
         return True
-    return any(_CONFLICT.search(str(link)) for link in chain)
+    return any(_CONFLICT.search(str(link)) for link in chain) or is_unreachable(exc)
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """True if ``exc`` says a remote store did not answer (timed out, connection lost)."""
+    return any(_UNREACHABLE.search(str(link)) for link in _chain(exc))
 
 
 class FailureLatch:

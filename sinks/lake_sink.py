@@ -34,7 +34,7 @@ from foundation.allocators import release_free_memory
 from foundation.clock import Clock, utc_now
 from foundation.errors import DeadLetterWriteError
 from foundation.failpoints import failpoint
-from foundation.failure import FailureLatch, is_transient, remedy, root_cause
+from foundation.failure import FailureLatch, is_transient, is_unreachable, remedy, root_cause
 from foundation.metrics import (
     BATCH_BYTES,
     BATCH_ROWS,
@@ -447,6 +447,11 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
         log.error("%s failed; the flow stops, a restart resumes at the fence", doing, exc_info=exc)
         if isinstance(exc, DeadLetterWriteError):
             line = f"{exc}; make the dead-letter topic writable and restart"
+        elif batch is not None and is_unreachable(exc):
+            line = (
+                f"lake at {self._lake.table_path} did not answer for {self._retry_seconds:g} s "
+                f"({root_cause(exc)}) while {doing}; fix the connection and restart"
+            )
         elif batch is not None and is_transient(exc):
             line = (
                 f"{batch.topic}/{batch.partition}: another writer owns this partition: our "

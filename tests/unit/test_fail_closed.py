@@ -81,6 +81,18 @@ def test_without_an_errno_the_innermost_message_is_the_cause() -> None:
         (DeadLetterWriteError("dead-letter topic x.dlq does not exist"), False),
         (OSError(errno.EACCES, "Permission denied"), False),
         (KeyError("unknown"), False),
+        # An object store that did not answer: the commit PUT is not retried by
+        # object_store itself, so the sink retries it (from the lake as committed).
+        (
+            OSError(
+                "Generic S3 error\n ↳ Error performing PUT http://127.0.0.1:1/b/t/_delta_log/"
+                "00000000000000000005.json in 30.0s - HTTP error\n  ↳ error sending request\n"
+                "   ↳ operation timed out"
+            ),
+            True,
+        ),
+        (OSError("Generic S3 error: connection refused"), True),
+        (OSError("Generic S3 error: Access Denied (403)"), False),
     ],
 )
 def test_transient_or_terminal(failure: Exception, transient: bool) -> None:
