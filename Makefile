@@ -43,10 +43,9 @@ system-tools:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			docker-compose chromium >/dev/null; }
 
-# Three workers on two cores: many tests wait (for an outage, a paused server,
-# a consumer group) rather than compute; the longest files start first (conftest).
+# The longest files start first (tests/conftest.py), so none runs alone at the end.
 test: lint typecheck system-tools
-	$(BIN)/python -m pytest -q -ra -n 3 --dist loadfile --durations=15
+	$(BIN)/python -m pytest -q -ra -n 2 --dist loadfile --durations=15
 
 bench: $(STAMP)
 	$(BIN)/streambatch bench --scale $(BENCH_SCALE)
