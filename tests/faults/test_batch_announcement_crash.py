@@ -39,9 +39,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.xfail(
     strict=False,
-    reason="open race: twice in five fresh-clone runs, batch 0/994-1242 stayed unannounced "
-    "after the final clean run (see the closing note of this change); the test still runs "
-    "and XPASSes when the repair works",
+    reason="open race: twice in five full runs, batch 0/994-1242 stayed unannounced after "
+    "the final clean run although the restart repairs what a crash cut off; the test still "
+    "runs and XPASSes when the repair works",
 )
 def test_a_batch_committed_but_not_announced_is_announced_at_restart_and_handled_once(
     topics: StreamTopics, data_dir: Path, tmp_path: Path
