@@ -42,12 +42,14 @@ from foundation.metrics import (
     observe_client_stats,
 )
 
-__all__ = ["FenceReader", "LakeFencedKafkaSource"]
+__all__ = ["FenceReader", "LakeFencedKafkaSource", "PartitionRecovery"]
 
 log = logging.getLogger(__name__)
 
 FenceReader = Callable[[str, int], int | None]
 """``(topic, partition) -> next offset to read`` or None for the beginning."""
+PartitionRecovery = Callable[[str, int], None]
+"""``(topic, partition)``: finish what a crash left undone for it, before it is read."""
 
 _IDLE_WAIT = timedelta(milliseconds=20)
 _LOG_CHECK_INTERVAL = timedelta(seconds=5)
@@ -69,6 +71,9 @@ class LakeFencedKafkaSource(FixedPartitionedSource[RecordChunk, None]):
         consumer_config: librdkafka settings (connection and tuning).
         topic: the source topic.
         read_fence: where to start each partition (see :data:`FenceReader`).
+        recover_partition: called once per partition when it is opened, before
+            its fence is read (see :data:`PartitionRecovery`); an exception
+            stops the flow.
         stop_at_end: stop each partition at its end (``enable.partition.eof``).
         batch_size: most records per ``consume()`` call.
         max_in_flight_bytes: stop reading a partition while this many bytes
@@ -83,6 +88,7 @@ class LakeFencedKafkaSource(FixedPartitionedSource[RecordChunk, None]):
     consumer_config: dict[str, str]
     topic: str
     read_fence: FenceReader
+    recover_partition: PartitionRecovery | None = None
     stop_at_end: bool = False
     batch_size: int = 5000
     max_in_flight_bytes: int = 64 * 1024 * 1024
@@ -117,6 +123,8 @@ class _FencedPartition(StatefulSourcePartition[RecordChunk, None]):
     def __init__(
         self, source: LakeFencedKafkaSource, topic: str, partition: int, partitions: int
     ) -> None:
+        if source.recover_partition is not None:
+            source.recover_partition(topic, partition)
         fence = source.read_fence(topic, partition)
         queue_kbytes = _prefetch_kbytes(source.prefetch_bytes, partitions)
         start = OFFSET_BEGINNING if fence is None else fence

@@ -68,11 +68,22 @@ def build_flow(
         serve_health_and_metrics(stream.name, settings)
     connection = kafka.librdkafka_config()
     flow = Dataflow(f"streambatch_{stream.name}")
+    # A failure the sink cannot get past trips the latch; the sources raise it.
+    failure = failure or FailureLatch()
+
+    def validate(batch: ClosedBatch) -> ValidatedBatch:
+        return validate_batch(stream, batch, settings.max_record_bytes)
+
+    # The sink validates and commits in threads of its own (see sinks.lake_sink).
+    sink = LakeSink(lake, settings, connection, validate, failure)
     reader = LakeFencedKafkaSource(
         stream=stream.name,
         consumer_config=connection,
         topic=settings.topic,
         read_fence=lake.fence,
+        # What a crash cut off (a batch committed, not announced) is finished
+        # when its partition opens, even if nothing new is ever read from it.
+        recover_partition=sink.recover_partition,
         stop_at_end=settings.stop_at_end,
         # Per partition: a window being validated or committed while half of
         # the next is read; more costs memory for little speed (docs/performance.md).
@@ -80,18 +91,9 @@ def build_flow(
     )
     policy = FlushPolicy(window=settings.window, max_bytes=settings.window_bytes)
     # Each source partition closes its own batches (see flows.batching_source):
-    # a batch is validated and committed on the worker that read it. A failure
-    # the sink cannot get past trips the latch; the sources raise it.
-    failure = failure or FailureLatch()
+    # a batch is validated and committed on the worker that read it.
     closed = op.input("read_and_batch_kafka", flow, BatchingSource(reader, policy, now, failure))
-
-    def validate(batch: ClosedBatch) -> ValidatedBatch:
-        return validate_batch(stream, batch, settings.max_record_bytes)
-
-    # The sink validates and commits in threads of its own (see sinks.lake_sink).
-    op.output(
-        "validate_commit_lake", closed, LakeSink(lake, settings, connection, validate, failure)
-    )
+    op.output("validate_commit_lake", closed, sink)
     return flow
 
 

@@ -287,11 +287,57 @@ class LakeSink(DynamicSink[ClosedBatch]):
         self._producer_config = producer_config
         self._validate = validate
         self.failure = failure or FailureLatch()
+        self._announcer_lock = threading.Lock()
+        self._announcer: BatchAnnouncer | None = None
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _LakeSinkPartition:
         return _LakeSinkPartition(
-            self._lake, self._settings, self._producer_config, self._validate, self.failure
+            self._lake,
+            self._settings,
+            self._producer_config,
+            self._validate,
+            self.failure,
+            self.announcer(),
         )
+
+    def recover_partition(self, topic: str, partition: int) -> None:
+        """Finish what a crash left undone for a partition: its ``batches`` row, its announcements.
+
+        The source calls it when it opens the partition, before reading from
+        the fence (see :class:`~connectors.kafka_source.LakeFencedKafkaSource`),
+        so the last batch a crash left unannounced is announced even when
+        nothing more is ever read from that partition. Each committer repeats
+        the check when it is built (a retry may follow a commit whose
+        announcement was never made).
+        """
+        try:
+            self._lake.repair_batch_log(topic, partition)
+            announcer = self.announcer()
+            if announcer is not None:
+                announcer.repair(self._lake, topic, partition)
+        except Exception as exc:
+            doing = f"finishing {partition_key(topic, partition)}'s last batch at start"
+            line = f"{root_cause(exc)} while {doing}; {remedy(exc)}"
+            # A flow process exits here with that line (foundation.failure.exit_on_failure).
+            self.failure.trip(self._lake.location.scrub(line), exc)
+            raise
+
+    def announcer(self) -> BatchAnnouncer | None:
+        """The process's batch announcer (None when announcements are off), made on first use.
+
+        Made late, not with the sink: a flow built before its worker
+        processes are forked must not hand them a Kafka client.
+        """
+        if not self._settings.announce_batches:
+            return None
+        with self._announcer_lock:
+            if self._announcer is None:
+                self._announcer = BatchAnnouncer(
+                    self._producer_config,
+                    self._settings.stream,
+                    self._settings.announcement_topic,
+                )
+            return self._announcer
 
 
 class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
@@ -321,6 +367,7 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
         producer_config: dict[str, str],
         validate: Validator,
         failure: FailureLatch,
+        announcer: BatchAnnouncer | None,
     ) -> None:
         self._lake = lake
         self._horizon = settings.dedupe_horizon
@@ -331,11 +378,7 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
         self._dead_letters = DeadLetterWriter(
             producer_config, settings.stream, max_wait_seconds=settings.retry_seconds
         )
-        self._announcer = (
-            BatchAnnouncer(producer_config, settings.stream, settings.announcement_topic)
-            if settings.announce_batches
-            else None
-        )
+        self._announcer = announcer
         self._committers: dict[str, PartitionCommitter] = {}
         self._to_validate: queue.Queue[ClosedBatch | None] = queue.Queue(maxsize=_PENDING_BATCHES)
         self._to_commit: queue.Queue[tuple[ValidatedBatch, npt.NDArray[np.uint64]] | None] = (

@@ -1,5 +1,8 @@
 """kill -9 between a commit and its announcement: the restart announces what is missing.
 
+Also when the partition gets no more records: the restart announces it when
+it opens the partition, not at its next commit (which may never come).
+
 Then the batch handlers: each batch id handled once, and the rollup equals
 DuckDB's report over the lake (duplicates and malformed records included).
 """
@@ -37,12 +40,6 @@ from tests.support_batch import (
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open race: twice in five full runs, batch 0/994-1242 stayed unannounced after "
-    "the final clean run although the restart repairs what a crash cut off; the test still "
-    "runs and XPASSes when the repair works",
-)
 def test_a_batch_committed_but_not_announced_is_announced_at_restart_and_handled_once(
     topics: StreamTopics, data_dir: Path, tmp_path: Path
 ) -> None:
@@ -102,3 +99,38 @@ def test_a_batch_committed_but_not_announced_is_announced_at_restart_and_handled
         handled = transaction.query(f"SELECT batch_id FROM {CALLS_TABLE}")
     assert sorted(row[0] for row in handled) == sorted(expected)
     assert rollup_rows(store_url) == report_rows(data_dir)
+
+
+@pytest.mark.partitions(1)
+def test_the_last_batch_of_a_partition_is_announced_at_restart_though_nothing_more_is_read(
+    topics: StreamTopics, data_dir: Path
+) -> None:
+    batches_topic = f"{topics.name}.batches"
+    create_topics(topics.bootstrap_servers, [batches_topic], 1)
+    send(topics, generate_order_records(300, seed=11))
+    env = flow_env(topics, data_dir)
+    crashed = subprocess.run(
+        flow_command(),
+        env={**env, "STREAMBATCH_FAILPOINT": "before_announcement:1"},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()[-2000:]
+    [row] = lake_table(data_dir, "batches").to_pylist()
+    assert row["next_offset"] == 300
+    assert read_topic(topics.bootstrap_servers, batches_topic) == []
+
+    stderr = run_flow(env)  # the partition is at its end: no batch, no commit
+
+    assert lake_table(data_dir, "batches").num_rows == 1
+    announced = [
+        BatchAnnouncement.from_json(m.value())
+        for m in read_topic(topics.bootstrap_servers, batches_topic)
+    ]
+    assert [a.batch_id for a in announced] == [
+        batch_id(row["stream"], row["topic"], row["partition"], 0, 300)
+    ]
+    assert announced[0].lake_version == row["lake_version"]
+    assert "announced 1 committed batch(es) a crash left unannounced" in stderr
