@@ -32,6 +32,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from rich.console import Console
 
 from connectors.embedded_broker import EmbeddedBroker, create_topics
@@ -190,6 +192,7 @@ def run_workflow_bench(
     command = [sys.executable, "-m", "streambatch.cli"]
     started = time.monotonic()
     cpu_before = os.times()
+    broker_cpu_before = broker.cpu_seconds()
     with console.status(f"workflow on {label}: {orders:,} orders"):
         if split:
             names = sorted(load_handlers_config(handlers_file).workers)
@@ -203,6 +206,7 @@ def run_workflow_bench(
                 raise StreambatchError(f"workflow bench on {label} failed:\n{tail}")
     wall = time.monotonic() - started
     cpu_after = os.times()
+    broker_cpu = broker.cpu_seconds() - broker_cpu_before
     with open_store(store_url) as store:
         payments, settled, messages = _finished(store)
         with store.transaction() as tx:
@@ -226,10 +230,32 @@ def run_workflow_bench(
         "process_wall_seconds": round(wall, 1),
         "process_cores": round(cpu / wall, 2),
         "cpu_ms_per_order": round(1000 * cpu / orders, 2),
+        # The broker shares the cores: its CPU and the records it stored bound the rate.
+        "broker_cpu_ms_per_order": round(1000 * broker_cpu / orders, 2),
+        "records_per_order": round(_records_on(broker.bootstrap_servers, prefix) / orders, 1),
         "load_average": round(os.getloadavg()[0], 1),
     }
     console.print(f"  workflow, {label}: {result}")
     return result
+
+
+def _records_on(bootstrap_servers: str, prefix: str) -> int:
+    """Records stored on the topics named ``prefix`` or ``prefix.*`` (sum of end offsets)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    topics = admin.list_topics(timeout=30).topics
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": f"{prefix}-count"})
+    try:
+        total = 0
+        for name, described in topics.items():
+            if name == prefix or name.startswith(f"{prefix}."):
+                for partition in described.partitions:
+                    _, high = consumer.get_watermark_offsets(
+                        TopicPartition(name, partition), timeout=30
+                    )
+                    total += high
+        return total
+    finally:
+        consumer.close()
 
 
 def _produce_as_workflow(console: Console, broker: EmbeddedBroker, topic: str, events: int) -> int:
@@ -295,12 +321,14 @@ def run_router_bench(
     router.ready.wait(120)
     began = time.monotonic()
     cpu_before = os.times()
+    broker_cpu_before = broker.cpu_seconds()
     while not (router.settled and router.counts.events >= produced):
         if not thread.is_alive():
             raise StreambatchError("router bench: the router stopped")
         time.sleep(0.02)
     seconds = time.monotonic() - began
     cpu_after = os.times()
+    broker_cpu = broker.cpu_seconds() - broker_cpu_before
     router.stop()
     thread.join(60)
     cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
@@ -311,6 +339,7 @@ def run_router_bench(
         "events_per_second": round(router.counts.events / seconds),
         "cpu_us_per_event": round(1e6 * cpu / max(router.counts.events, 1), 1),
         "copies": sum(router.counts.published.values()),
+        "broker_cpu_us_per_event": round(1e6 * broker_cpu / max(router.counts.events, 1), 1),
     }
     console.print(f"  router alone: {result}")
     return result

@@ -81,6 +81,8 @@ class Rfc3339Text:
 
 def _representable_in_utc(value: datetime) -> datetime:
     """Refuse instants whose UTC date leaves years 1..9999 (``9999-12-31T23:59-23:59``)."""
+    if 1 < value.year < 9999:
+        return value  # an offset moves the date by a day at most: always representable
     try:
         value.astimezone(UTC)
     except OverflowError:

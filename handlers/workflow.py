@@ -23,10 +23,11 @@ a re-sent order under a new event id changes nothing twice.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
+
+import orjson
 
 from foundation.errors import TerminalError, TransientError
 from handlers.runtime import HandlerContext
@@ -121,7 +122,7 @@ def _lock_order(context: HandlerContext, order_id: str) -> tuple[list[Any], str]
     items_text, state = tx.query(
         "SELECT items, state FROM inventory_reservations WHERE order_id = ?", (order_id,)
     )[0]
-    return list(json.loads(items_text)), str(state)
+    return list(orjson.loads(items_text)), str(state)
 
 
 def _settle(context: HandlerContext, order_id: str, items: list[Any], outcome: str) -> None:
@@ -188,7 +189,7 @@ class ReserveStock:
         tx.execute(
             "UPDATE inventory_reservations SET items = ?, state = ?, updated_at = ?"
             " WHERE order_id = ?",
-            (json.dumps(items), state, context.now().isoformat(), order.order_id),
+            (orjson.dumps(items).decode(), state, context.now().isoformat(), order.order_id),
         )
         context.publish(published, {"order_id": order.order_id, "items": items, **extra})
         if state == "reserved":

@@ -299,3 +299,31 @@ class SlowDependency:
         context.transaction.execute(
             "INSERT INTO handled (event_id, at) VALUES (?, ?)", (event_id, now)
         )
+
+
+class WritesThenFailsOnce:
+    """Writes a row and publishes an event, then fails transiently on an event's first try.
+
+    Whatever the failing try wrote must vanish with it (its savepoint is rolled
+    back): one row and one outbox event per event in the end.
+    """
+
+    ddl: ClassVar[Sequence[str]] = (
+        "CREATE TABLE IF NOT EXISTS written (event_id TEXT NOT NULL, worker TEXT NOT NULL)",
+    )
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        del options
+        self.tried: set[str] = set()
+
+    def handle(self, event: Mapping[str, Any], context: HandlerContext) -> None:
+        event_id = str(event["event_id"])
+        context.transaction.execute(
+            "INSERT INTO written (event_id, worker) VALUES (?, ?)", (event_id, context.worker)
+        )
+        context.transaction.add_outbox(
+            context.publish_topic, event_id.encode(), b"{}", f"out-{event_id}"
+        )
+        if event_id not in self.tried:
+            self.tried.add(event_id)
+            raise TransientError(f"{event_id}: first try times out")

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import base64
 import functools
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
+
+import orjson
 
 from foundation.errors import TerminalError
 
@@ -115,11 +116,13 @@ def encode_headers(headers: Sequence[tuple[str, bytes]]) -> str:
         if not isinstance(name, str) or not isinstance(value, BYTES):
             raise TypeError(f"a header is (str, bytes), got ({type(name).__name__}, ...)")
         pairs.append([name, base64.b64encode(value).decode("ascii")])
-    return json.dumps(pairs, ensure_ascii=False)
+    # orjson: a few times faster than json, and the same JSON (UTF-8, no escapes
+    # beyond what JSON needs); decode_headers reads both spellings.
+    return orjson.dumps(pairs).decode()
 
 
 def decode_headers(text: str) -> tuple[tuple[str, bytes], ...]:
-    return tuple((name, base64.b64decode(value)) for name, value in json.loads(text))
+    return tuple((name, base64.b64decode(value)) for name, value in orjson.loads(text))
 
 
 # --- sessions: one connection of one thread ----------------------------------

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 
 from rich.console import Console
 
 from bench.run import run_benchmarks
+from bench.workflow import run_router_bench, run_workflow_bench
+from connectors.embedded_broker import EmbeddedBroker
 
 
 def test_every_scenario_processes_every_event_and_reports_its_ratio() -> None:
@@ -75,3 +78,28 @@ def test_every_scenario_processes_every_event_and_reports_its_ratio() -> None:
     for run in (flow, s3, scaled):
         assert run["commit_p99_ms"] >= run["commit_p50_ms"] > 0
     assert results["dedupe_bytes_per_remembered_id"] == 32
+
+
+def test_the_workflow_scenario_finishes_every_order_and_reports_the_broker_share(
+    tmp_path: Path,
+) -> None:
+    console = Console(file=io.StringIO())
+    with EmbeddedBroker() as broker:
+        router = run_router_bench(console, broker, tmp_path, events=400)
+        workflow = run_workflow_bench(
+            console,
+            broker,
+            tmp_path,
+            orders=50,
+            store_url=f"sqlite:///{tmp_path / 's.db'}",
+            label="sqlite",
+        )
+    assert router["events"] == 400
+    assert router["copies"] > router["events"]  # most events have more than one target
+    assert router["broker_cpu_us_per_event"] > 0
+    # run_workflow_bench raises unless every order finished; 8 handler events each.
+    assert workflow["orders"] == 50
+    assert workflow["handled_events"] == 8 * 50
+    assert workflow["broker_cpu_ms_per_order"] > 0
+    # The checkout, what the handlers published and the router's copies of it.
+    assert workflow["records_per_order"] > 1 + 7

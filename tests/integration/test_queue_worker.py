@@ -320,3 +320,32 @@ def test_a_workflow_that_cannot_settle_in_time_fails_and_says_why(
             settle_timeout_seconds=15,
         )
     assert calls.read_text().split() == ["e-1"]
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_failed_try_leaves_no_row_and_no_outbox_event_behind(
+    store: str, topics: StreamTopics, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # One transaction per event on PostgreSQL, per batch on SQLite; each event in a
+    # savepoint: either way the failed try is undone and the others are kept.
+    url = request.getfixturevalue("schema_url") if store == "postgresql" else None
+    setup = HandlerSetup(topics, tmp_path, store_url=url)
+    setup.write_rules([])
+    setup.write_handlers(
+        {
+            "writer": {
+                "handler": "tests.support_handlers:WritesThenFailsOnce",
+                "topics": ["work"],
+                "retry": {"attempts": 3, "base_delay_seconds": 0.05, "max_delay_seconds": 0.1},
+            }
+        }
+    )
+    run_worker_until_idle(setup, "writer", idle=0.5)  # creates the topics, joins the group
+    produce_raw(setup, setup.topic("work"), [{"event_id": f"e-{n}"} for n in range(20)])
+    log = run_worker_until_idle(setup, "writer", idle=3)
+    counts = summary_counts(log, "writer")
+    assert (counts["processed"], counts["retries"], counts["dead-lettered"]) == (20, 20, 0)
+    written = setup.rows("SELECT event_id, COUNT(*) FROM written GROUP BY event_id")
+    assert sorted(written) == sorted((f"e-{n}", 1) for n in range(20))
+    outbox = setup.rows("SELECT event_id FROM outbox")
+    assert sorted(row[0] for row in outbox) == sorted(f"out-e-{n}" for n in range(20))
