@@ -44,8 +44,10 @@ system-tools:
 			docker-compose chromium >/dev/null; }
 
 # The longest files start first (tests/conftest.py), so none runs alone at the end.
+# Three workers on two cores: many tests wait (an outage, a quiet period) rather
+# than compute, and two left a core idle for minutes.
 test: lint typecheck system-tools
-	$(BIN)/python -m pytest -q -ra -n 2 --dist loadfile --durations=15
+	$(BIN)/python -m pytest -q -ra -n 3 --dist loadfile --durations=15
 
 bench: $(STAMP)
 	$(BIN)/streambatch bench --scale $(BENCH_SCALE)
