@@ -32,11 +32,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 from rich.console import Console
 
 from connectors.embedded_broker import EmbeddedBroker, create_topics
+from connectors.kafka_clients import end_offsets, new_admin
 from foundation.errors import StreambatchError
 from generator import generate_order_records, produce_records
 from handlers.config import load_handlers_config
@@ -241,21 +240,11 @@ def run_workflow_bench(
 
 def _records_on(bootstrap_servers: str, prefix: str) -> int:
     """Records stored on the topics named ``prefix`` or ``prefix.*`` (sum of end offsets)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    topics = admin.list_topics(timeout=30).topics
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": f"{prefix}-count"})
-    try:
-        total = 0
-        for name, described in topics.items():
-            if name == prefix or name.startswith(f"{prefix}."):
-                for partition in described.partitions:
-                    _, high = consumer.get_watermark_offsets(
-                        TopicPartition(name, partition), timeout=30
-                    )
-                    total += high
-        return total
-    finally:
-        consumer.close()
+    connection = {"bootstrap.servers": bootstrap_servers}
+    listed = new_admin(connection).list_topics(timeout=30).topics
+    mine = [name for name in listed if name == prefix or name.startswith(f"{prefix}.")]
+    ends = end_offsets(connection, mine, group_id=f"{prefix}-count")
+    return sum(sum(partitions.values()) for partitions in ends.values())
 
 
 def _produce_as_workflow(console: Console, broker: EmbeddedBroker, topic: str, events: int) -> int:

@@ -11,10 +11,10 @@ terminal), and an unreachable cluster or an absent topic is one clear error
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata, TopicMetadata
 
 from foundation.errors import TerminalError
@@ -25,6 +25,7 @@ __all__ = [
     "KafkaUnreachable",
     "TopicUnavailable",
     "describe_topic",
+    "end_offsets",
     "kafka_error_text",
     "new_admin",
     "new_consumer",
@@ -157,3 +158,26 @@ def describe_topic(
         reason = found.error.str() if found is not None and found.error else "it does not exist"
         raise TopicUnavailable(f"topic {topic!r} is not available at {_where(config)}: {reason}")
     return found
+
+
+def end_offsets(
+    config: ClientConfig, topics: Iterable[str], *, group_id: str = "streambatch-offsets"
+) -> dict[str, dict[int, int]]:
+    """The end offset (high watermark) of every partition of ``topics``, as the broker says now.
+
+    A lower bound of what is there a moment later. Raises like :func:`describe_topic`.
+    """
+    consumer = new_consumer(config, {"group.id": group_id})
+    try:
+        ends: dict[str, dict[int, int]] = {}
+        for topic in sorted(topics):
+            described = describe_topic(config, topic)
+            ends[topic] = {
+                partition: consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=30
+                )[1]
+                for partition in sorted(described.partitions)
+            }
+        return ends
+    finally:
+        consumer.close()

@@ -87,13 +87,17 @@ class PartitionCommitter:
     max_partitions: int = DEFAULT_MAX_PARTITIONS_PER_COMMIT
     """Hive partitions one Delta commit may touch (``STREAMBATCH_MAX_PARTITIONS_PER_COMMIT``)."""
     announcer: BatchAnnouncer | None = None
+    recovered: bool = False
+    """The partition was recovered when it was opened (``LakeSink.recover_partition``):
+    nothing to repair. False: repair first (a rebuild after a failed commit)."""
     fence: int | None = field(init=False)
     index: DedupeIndex = field(init=False)
 
     def __post_init__(self) -> None:
-        self.lake.repair_batch_log(self.topic, self.partition)
-        if self.announcer is not None:
-            self.announcer.repair(self.lake, self.topic, self.partition)
+        if not self.recovered:
+            self.lake.repair_batch_log(self.topic, self.partition)
+            if self.announcer is not None:
+                self.announcer.repair(self.lake, self.topic, self.partition)
         self.fence = self.lake.fence(self.topic, self.partition)
         self.index = DedupeIndex(self.horizon)
         # Arrival time is the flow's clock at commit (``batches.committed_at``).
@@ -289,6 +293,8 @@ class LakeSink(DynamicSink[ClosedBatch]):
         self.failure = failure or FailureLatch()
         self._announcer_lock = threading.Lock()
         self._announcer: BatchAnnouncer | None = None
+        # Partitions recovered when opened, until their first committer is built.
+        self._recovered: set[str] = set()
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _LakeSinkPartition:
         return _LakeSinkPartition(
@@ -298,6 +304,7 @@ class LakeSink(DynamicSink[ClosedBatch]):
             self._validate,
             self.failure,
             self.announcer(),
+            self._recovered,
         )
 
     def recover_partition(self, topic: str, partition: int) -> None:
@@ -306,15 +313,16 @@ class LakeSink(DynamicSink[ClosedBatch]):
         The source calls it when it opens the partition, before reading from
         the fence (see :class:`~connectors.kafka_source.LakeFencedKafkaSource`),
         so the last batch a crash left unannounced is announced even when
-        nothing more is ever read from that partition. Each committer repeats
-        the check when it is built (a retry may follow a commit whose
-        announcement was never made).
+        nothing more is ever read from that partition. A committer rebuilt
+        after a failed commit repeats it (that commit may have happened, and
+        its announcement not).
         """
         try:
             self._lake.repair_batch_log(topic, partition)
             announcer = self.announcer()
             if announcer is not None:
                 announcer.repair(self._lake, topic, partition)
+            self._recovered.add(partition_key(topic, partition))
         except Exception as exc:
             doing = f"finishing {partition_key(topic, partition)}'s last batch at start"
             line = f"{root_cause(exc)} while {doing}; {remedy(exc)}"
@@ -368,6 +376,7 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
         validate: Validator,
         failure: FailureLatch,
         announcer: BatchAnnouncer | None,
+        recovered: set[str],
     ) -> None:
         self._lake = lake
         self._horizon = settings.dedupe_horizon
@@ -379,6 +388,7 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
             producer_config, settings.stream, max_wait_seconds=settings.retry_seconds
         )
         self._announcer = announcer
+        self._recovered = recovered
         self._committers: dict[str, PartitionCommitter] = {}
         self._to_validate: queue.Queue[ClosedBatch | None] = queue.Queue(maxsize=_PENDING_BATCHES)
         self._to_commit: queue.Queue[tuple[ValidatedBatch, npt.NDArray[np.uint64]] | None] = (
@@ -515,6 +525,8 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
         key = partition_key(batch.topic, batch.partition)
         committer = self._committers.get(key)
         if committer is None:
+            recovered = key in self._recovered
+            self._recovered.discard(key)  # a rebuild after a failure repairs again
             committer = PartitionCommitter(
                 self._lake,
                 self._dead_letters,
@@ -523,6 +535,7 @@ class _LakeSinkPartition(StatelessSinkPartition[ClosedBatch]):
                 self._horizon,
                 max_partitions=self._max_partitions,
                 announcer=self._announcer,
+                recovered=recovered,
             )
             self._committers[key] = committer
         return committer

@@ -27,20 +27,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka.admin import NewTopic
 
 from connectors.dead_letter_headers import ERROR_CLASS, ERROR_HEADER_NAMES, SOURCE_TOPIC
 from connectors.kafka_clients import (
     TopicUnavailable,
     describe_topic,
+    end_offsets,
     kafka_error_text,
     new_admin,
-    new_consumer,
     new_producer,
 )
 from foundation.errors import StreambatchError
@@ -141,7 +141,7 @@ def redrive_dead_letters(
         if not messages:
             return report
         destinations = {letter.destination for letter in report.letters}
-        writer.start_run(_end_offsets(connection, destinations))
+        writer.start_run(end_offsets(connection, destinations, group_id="streambatch-redrive"))
         _send(connection, report, messages)
         failpoint("redrive_before_marks")
         writer.mark({letter.position: letter.digest for letter in report.letters})
@@ -281,24 +281,6 @@ def _digest(message: Message) -> str:
     for part in (message.key(), message.value()):
         digest.update(b"\0" if part is None else b"\1" + len(part).to_bytes(8, "big") + part)
     return digest.hexdigest()
-
-
-def _end_offsets(connection: dict[str, str], topics: Iterable[str]) -> dict[str, dict[int, int]]:
-    """The end offset of every partition of ``topics`` (a lower bound is enough)."""
-    consumer = new_consumer(connection, {"group.id": "streambatch-redrive"})
-    try:
-        ends: dict[str, dict[int, int]] = {}
-        for topic in sorted(topics):
-            described = describe_topic(connection, topic)
-            ends[topic] = {
-                partition: consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=30
-                )[1]
-                for partition in sorted(described.partitions)
-            }
-        return ends
-    finally:
-        consumer.close()
 
 
 class _StateWriter:
