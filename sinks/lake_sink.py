@@ -62,6 +62,14 @@ _FIRST_RETRY_SECONDS = 0.2
 _MAX_RETRY_DELAY_SECONDS = 5.0
 
 
+def _recover(lake: DeltaLake, announcer: BatchAnnouncer | None, topic: str, partition: int) -> None:
+    """Finish what a crash left undone for a partition: its ``batches`` row, then its
+    announcements (``announcer`` None: announcements are off)."""
+    lake.repair_batch_log(topic, partition)
+    if announcer is not None:
+        announcer.repair(lake, topic, partition)
+
+
 @dataclass(frozen=True, slots=True)
 class CommitOutcome:
     """What one batch commit did (for logs, metrics and tests)."""
@@ -95,9 +103,7 @@ class PartitionCommitter:
 
     def __post_init__(self) -> None:
         if not self.recovered:
-            self.lake.repair_batch_log(self.topic, self.partition)
-            if self.announcer is not None:
-                self.announcer.repair(self.lake, self.topic, self.partition)
+            _recover(self.lake, self.announcer, self.topic, self.partition)
         self.fence = self.lake.fence(self.topic, self.partition)
         self.index = DedupeIndex(self.horizon)
         # Arrival time is the flow's clock at commit (``batches.committed_at``).
@@ -318,10 +324,7 @@ class LakeSink(DynamicSink[ClosedBatch]):
         its announcement not).
         """
         try:
-            self._lake.repair_batch_log(topic, partition)
-            announcer = self.announcer()
-            if announcer is not None:
-                announcer.repair(self._lake, topic, partition)
+            _recover(self._lake, self.announcer(), topic, partition)
             self._recovered.add(partition_key(topic, partition))
         except Exception as exc:
             doing = f"finishing {partition_key(topic, partition)}'s last batch at start"
